@@ -1,0 +1,127 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, mixins, permissions, status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from . import services
+from .audit import Actor
+from .csv_export import audit_csv_response
+from .models import ApiKey, AuditEvent, User
+from .permissions import RolePermission, ScopePermission
+from .selectors import api_keys_visible_to, audit_events
+from .serializers import (
+    ApiKeySerializer,
+    AuditEventSerializer,
+    AuditFilterSerializer,
+    CredentialsSerializer,
+    MeSerializer,
+    UserSerializer,
+)
+
+
+def _signed_in_user(request):
+    credentials = CredentialsSerializer(data=request.data)
+    credentials.is_valid(raise_exception=True)
+    return services.sign_in_for_api(actor=Actor.from_request(request), **credentials.validated_data)
+
+
+@extend_schema(request=CredentialsSerializer, summary="Exchange username, password (and TOTP code) for a JWT pair")
+@api_view(["POST"])
+@permission_classes([permissions.AllowAny])
+def jwt_obtain(request):
+    refresh = RefreshToken.for_user(_signed_in_user(request))
+    return Response({"refresh": str(refresh), "access": str(refresh.access_token)})
+
+
+@extend_schema(request=CredentialsSerializer, summary="Exchange username, password (and TOTP code) for a DRF token")
+@api_view(["POST"])
+@permission_classes([permissions.AllowAny])
+def token_obtain(request):
+    token, _ = Token.objects.get_or_create(user=_signed_in_user(request))
+    return Response({"token": token.key})
+
+
+@extend_schema(responses=MeSerializer)
+@api_view(["GET"])
+@permission_classes([ScopePermission])
+def me(request):
+    return Response(MeSerializer(request.user).data)
+
+
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                    mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Your API keys (admins see everyone's). The secret is in the create response only.
+
+    DELETE revokes: the key stops working at once and stays listed as revoked.
+    """
+
+    serializer_class = ApiKeySerializer
+    permission_classes = [ScopePermission]
+
+    def get_queryset(self):
+        return api_keys_visible_to(self.request.user)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key, raw_key = services.api_key_create(
+            actor=Actor.from_request(request), user=request.user, **serializer.validated_data
+        )
+        return Response({**ApiKeySerializer(key).data, "key": raw_key}, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        services.api_key_revoke(actor=Actor.from_request(self.request), key=instance)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        key = services.api_key_revoke(actor=Actor.from_request(request), key=self.get_object())
+        return Response(ApiKeySerializer(key).data)
+
+
+class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                  mixins.UpdateModelMixin, viewsets.GenericViewSet):
+    """Users and their roles (admins). Users are deactivated, never deleted: the audit log names them."""
+
+    queryset = User.objects.prefetch_related("groups").order_by("username")
+    serializer_class = UserSerializer
+    permission_classes = [RolePermission]
+
+    def perform_create(self, serializer):
+        serializer.instance = services.user_create(actor=Actor.from_request(self.request), **serializer.validated_data)
+
+    def perform_update(self, serializer):
+        user = serializer.instance
+        if user == self.request.user and serializer.validated_data.get("is_active") is False:
+            raise PermissionDenied("You cannot deactivate yourself.")
+        serializer.instance = services.user_update(
+            actor=Actor.from_request(self.request), user=user,
+            **{k: v for k, v in serializer.validated_data.items() if k in ("role", "is_active", "email")},
+        )
+
+
+@extend_schema(parameters=[
+    OpenApiParameter("action", str, description="Exact action or dotted prefix (`engine`)"),
+    OpenApiParameter("actor", str), OpenApiParameter("target", str),
+    OpenApiParameter("since", str, description="ISO 8601"), OpenApiParameter("until", str, description="ISO 8601"),
+    OpenApiParameter("export", str, enum=["csv"], description="`csv` streams the filtered log as CSV"),
+])
+class AuditEventList(generics.ListAPIView):
+    """The audit log, newest first (admins). Read-only: there is no way to change or delete an event."""
+
+    queryset = AuditEvent.objects.all()
+    serializer_class = AuditEventSerializer
+    permission_classes = [RolePermission]
+
+    def get_queryset(self):
+        filters = AuditFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return audit_events(**filters.validated_data)
+
+    def list(self, request, *args, **kwargs):
+        if request.query_params.get("export") == "csv":
+            return audit_csv_response(self.get_queryset())
+        return super().list(request, *args, **kwargs)

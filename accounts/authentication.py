@@ -1,0 +1,34 @@
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from .models import ApiKey
+
+PREFIX = "blz_"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer blz_…` → (key owner, ApiKey). Other bearer tokens are left to JWT."""
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode(errors="replace").split()
+        if len(header) != 2 or header[0].lower() != "bearer" or not header[1].startswith(PREFIX):
+            return None
+        key = ApiKey.objects.select_related("user").filter(key_hash=ApiKey.hash(header[1])).first()
+        if key is None:
+            raise exceptions.AuthenticationFailed("Unknown API key.")
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        if key.is_expired:
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        if not key.user.is_active:
+            raise exceptions.AuthenticationFailed("The owner of this API key is deactivated.")
+        now = timezone.now()
+        # One write a minute at most: last-used is for people, not for accounting.
+        if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        return key.user, key
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="blaze"'

@@ -1,0 +1,38 @@
+from django import forms
+
+from .models import ROLES, ApiKey
+
+
+class LoginForm(forms.Form):
+    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}))
+    password = forms.CharField(max_length=1024, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    otp = forms.CharField(
+        label="Authentication code", max_length=12, required=False,
+        help_text="Only if you enrolled an authenticator app.",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code", "placeholder": "123456"}),
+    )
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, widget=forms.TextInput(attrs={"placeholder": "e.g. chat-frontend"}))
+    scopes = forms.MultipleChoiceField(
+        choices=[(scope, scope) for scope in ApiKey.SCOPES], widget=forms.CheckboxSelectMultiple, initial=["inference"]
+    )
+    expires_in_days = forms.IntegerField(
+        min_value=1, max_value=3650, required=False, label="Expires in (days)", help_text="Empty: never expires."
+    )
+
+
+class UserCreateForm(forms.Form):
+    username = forms.RegexField(regex=r"^[\w.@+-]+$", max_length=150)
+    email = forms.EmailField(required=False)
+    role = forms.ChoiceField(choices=[(role, role) for role in ROLES], initial="viewer")
+    password = forms.CharField(min_length=8, max_length=1024, strip=False, widget=forms.PasswordInput)
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.CharField(required=False, max_length=200)
+    action = forms.CharField(required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "engine.update or engine"}))
+    target = forms.CharField(required=False, max_length=300)
+    since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+    until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))

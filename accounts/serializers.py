@@ -1,0 +1,81 @@
+from rest_framework import serializers
+
+from .models import ApiKey, AuditEvent, User
+
+
+class CredentialsSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=1024, trim_whitespace=False)
+    otp = serializers.CharField(max_length=12, required=False, allow_blank=True, default="")
+
+
+class MeSerializer(serializers.ModelSerializer):
+    role = serializers.CharField(read_only=True)
+    mfa_enabled = serializers.SerializerMethodField()
+    permissions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ["id", "username", "email", "role", "mfa_enabled", "permissions", "last_login", "date_joined"]
+
+    def get_mfa_enabled(self, user):
+        return user.totpdevice_set.filter(confirmed=True).exists()
+
+    def get_permissions(self, user):
+        return sorted(user.get_all_permissions())
+
+
+class UserSerializer(serializers.ModelSerializer):
+    role = serializers.ChoiceField(["admin", "operator", "viewer"])
+    password = serializers.CharField(write_only=True, required=False, min_length=8, max_length=1024)
+
+    class Meta:
+        model = User
+        fields = ["id", "username", "email", "role", "is_active", "password", "last_login", "date_joined"]
+        read_only_fields = ["id", "last_login", "date_joined"]
+
+    def validate(self, attrs):
+        if self.instance is None and not attrs.get("password"):
+            raise serializers.ValidationError({"password": ["Required when creating a user."]})
+        if self.instance is not None and "username" in attrs and attrs["username"] != self.instance.username:
+            raise serializers.ValidationError({"username": ["A username cannot change."]})
+        if self.instance is not None and "password" in attrs:
+            raise serializers.ValidationError({"password": ["Users change their own password on their account page."]})
+        return attrs
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(ApiKey.SCOPES), allow_empty=False, max_length=len(ApiKey.SCOPES)
+    )
+    owner = serializers.CharField(source="user.username", read_only=True)
+    state = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id", "name", "prefix", "owner", "scopes", "state", "created_at", "expires_at", "last_used_at", "revoked_at",
+        ]
+        read_only_fields = ["id", "prefix", "owner", "state", "created_at", "last_used_at", "revoked_at"]
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id", "time", "actor", "action", "target_type", "target_id", "target", "changes", "data", "ip",
+            "user_agent", "request_id",
+        ]
+
+
+class AuditFilterSerializer(serializers.Serializer):
+    action = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    actor = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    target = serializers.CharField(required=False, allow_blank=True, max_length=300)
+    since = serializers.DateTimeField(required=False, allow_null=True)
+    until = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:
+            raise serializers.ValidationError({"until": ["Must not be before 'since'."]})
+        return attrs

@@ -1,0 +1,230 @@
+"""Writes for accounts: sign-in, lockout, MFA, users and roles, API keys. Each records its audit event."""
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from . import audit
+from .models import ROLES, ApiKey, RolePolicy, User
+from .selectors import confirmed_totp_device, mfa_required_for
+
+
+class AuthError(Exception):
+    """Sign-in refused; the message is safe to show to the person signing in."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
+
+
+class ValidationFailed(Exception):
+    def __init__(self, field, message):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _lock_keys(username, ip):
+    return f"lockout:user:{username.lower()}", f"lockout:ip:{ip}"
+
+
+def lockout_remaining(username, ip):
+    """Seconds until sign-in is allowed again for this user or IP; 0 when not locked."""
+    user_key, ip_key = _lock_keys(username, ip)
+    user_failures = cache.get(user_key, 0)
+    ip_failures = cache.get(ip_key, 0)
+    if user_failures >= settings.BLAZE_LOCKOUT_FAILURES:
+        return cache.ttl(user_key) or settings.BLAZE_LOCKOUT_SECONDS
+    if ip_failures >= settings.BLAZE_LOCKOUT_IP_FAILURES:
+        return cache.ttl(ip_key) or settings.BLAZE_LOCKOUT_SECONDS
+    return 0
+
+
+def _count_failure(key):
+    cache.add(key, 0, timeout=settings.BLAZE_LOCKOUT_SECONDS)
+    return cache.incr(key)
+
+
+def _failed(actor, username, reason):
+    user_key, ip_key = _lock_keys(username, actor.ip)
+    user_failures = _count_failure(user_key)
+    ip_failures = _count_failure(ip_key)
+    audit.record(actor=actor, action="auth.login_failed", target_repr=username, data={"reason": reason})
+    if user_failures == settings.BLAZE_LOCKOUT_FAILURES or ip_failures == settings.BLAZE_LOCKOUT_IP_FAILURES:
+        scope = "user" if user_failures >= settings.BLAZE_LOCKOUT_FAILURES else "ip"
+        audit.record(
+            actor=actor, action="auth.lockout", target_repr=username,
+            data={"scope": scope, "seconds": settings.BLAZE_LOCKOUT_SECONDS},
+        )
+
+
+def _locked_message(seconds):
+    minutes = max(1, round(seconds / 60))
+    return f"Too many failed sign-in attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def sign_in(*, actor, username, password, otp="", request=None):
+    """Check credentials, lockout and TOTP; return `(user, device)` or raise AuthError.
+
+    Used by the login page and by the token endpoints alike, so every way in has the same rules.
+    """
+    if lockout_remaining(username, actor.ip):
+        raise AuthError(_locked_message(lockout_remaining(username, actor.ip)))
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        _failed(actor, username, "bad credentials")
+        if lockout_remaining(username, actor.ip):
+            raise AuthError(_locked_message(lockout_remaining(username, actor.ip)))
+        raise AuthError("Username or password is incorrect.")
+    device = confirmed_totp_device(user)
+    if device is not None:
+        if not otp:
+            raise AuthError("This account uses two-factor authentication: enter the 6-digit code.", field="otp")
+        if not device.verify_token(otp.strip()):
+            _failed(actor, username, "bad TOTP code")
+            raise AuthError("The authentication code is incorrect or expired.", field="otp")
+    cache.delete(_lock_keys(username, actor.ip)[0])
+    actor = audit.Actor(**{**actor.__dict__, "user": user})
+    audit.record(actor=actor, action="auth.login", target=user, data={"mfa": device is not None})
+    return user, device
+
+
+def sign_in_for_api(*, actor, username, password, otp=""):
+    """As `sign_in`, but an account whose role requires TOTP must have enrolled first."""
+    user, device = sign_in(actor=actor, username=username, password=password, otp=otp)
+    if device is None and mfa_required_for(user):
+        raise AuthError("Your role requires two-factor authentication: enrol on your account page first.")
+    return user
+
+
+def sign_out(*, actor):
+    audit.record(actor=actor, action="auth.logout", target=actor.user)
+
+
+@transaction.atomic
+def mfa_start(*, user):
+    """A fresh unconfirmed TOTP device for `user` (replacing any earlier unconfirmed one)."""
+    TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+    return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+
+
+@transaction.atomic
+def mfa_confirm(*, actor, user, token):
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
+    if device is None:
+        raise ValidationFailed("token", "Start enrolment first.")
+    if not device.verify_token((token or "").strip()):
+        raise ValidationFailed("token", "That code is not right. Check the time on your phone and try the next code.")
+    TOTPDevice.objects.filter(user=user, confirmed=True).delete()
+    device.confirmed = True
+    device.save()
+    audit.record(actor=actor, action="mfa.enrol", target=user)
+    return device
+
+
+@transaction.atomic
+def mfa_disable(*, actor, user):
+    if mfa_required_for(user):
+        raise ValidationFailed("mfa", "Your role requires two-factor authentication; it cannot be turned off.")
+    deleted, _ = TOTPDevice.objects.filter(user=user).delete()
+    if deleted:
+        audit.record(actor=actor, action="mfa.disable", target=user)
+
+
+def _user_fields(user):
+    return {
+        "username": user.username, "email": user.email, "role": user.role, "is_active": user.is_active,
+    }
+
+
+def _validate_role(role):
+    if role not in ROLES:
+        raise ValidationFailed("role", f"Must be one of: {', '.join(ROLES)}.")
+
+
+@transaction.atomic
+def user_create(*, actor, username, password, role, email=""):
+    _validate_role(role)
+    if User.objects.filter(username__iexact=username).exists():
+        raise ValidationFailed("username", "A user with that username already exists.")
+    user = User.objects.create_user(username=username, password=password, email=email)
+    user.groups.set([Group.objects.get(name=role)])
+    audit.record(actor=actor, action="user.create", target=user, changes=audit.diff({}, _user_fields(user)))
+    return user
+
+
+@transaction.atomic
+def user_update(*, actor, user, role=None, is_active=None, email=None):
+    before = _user_fields(user)
+    if role is not None:
+        _validate_role(role)
+        user.groups.set([Group.objects.get(name=role)])
+    if is_active is not None:
+        user.is_active = is_active
+    if email is not None:
+        user.email = email
+    user.save()
+    changes = audit.diff(before, _user_fields(user))
+    if changes:
+        action = "user.role_change" if set(changes) == {"role"} else "user.update"
+        audit.record(actor=actor, action=action, target=user, changes=changes)
+    return user
+
+
+@transaction.atomic
+def password_change(*, actor, user, new_password):
+    user.set_password(new_password)
+    user.save()
+    audit.record(actor=actor, action="user.password_change", target=user)
+
+
+@transaction.atomic
+def role_policy_set(*, actor, role, mfa_required):
+    _validate_role(role)
+    policy, _ = RolePolicy.objects.get_or_create(group=Group.objects.get(name=role))
+    if policy.mfa_required != mfa_required:
+        audit.record(
+            actor=actor, action="role.policy_update", target=policy.group, target_repr=f"role {role}",
+            changes={"mfa_required": [policy.mfa_required, mfa_required]},
+        )
+        policy.mfa_required = mfa_required
+        policy.save()
+    return policy
+
+
+@transaction.atomic
+def api_key_create(*, actor, user, name, scopes, expires_at=None):
+    """Create a key; returns `(api_key, raw_key)`. The raw key exists only in this return value."""
+    scopes = sorted(set(scopes))
+    unknown = [scope for scope in scopes if scope not in ApiKey.SCOPES]
+    if not scopes or unknown:
+        raise ValidationFailed("scopes", f"Choose one or more of: {', '.join(ApiKey.SCOPES)}.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed("expires_at", "The expiry must be in the future.")
+    raw_key = f"blz_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        user=user, name=name, prefix=raw_key[:12], key_hash=ApiKey.hash(raw_key), scopes=scopes,
+        expires_at=expires_at,
+    )
+    audit.record(
+        actor=actor, action="apikey.create", target=key,
+        changes=audit.diff({}, {"name": name, "owner": user.username, "scopes": scopes,
+                                "expires_at": expires_at.isoformat() if expires_at else None}),
+    )
+    return key, raw_key
+
+
+@transaction.atomic
+def api_key_revoke(*, actor, key):
+    if key.revoked_at is not None:
+        return key
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    audit.record(actor=actor, action="apikey.revoke", target=key)
+    return key

@@ -1,0 +1,21 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+from rest_framework_simplejwt.views import TokenRefreshView
+
+from engines.api import EngineViewSet
+
+from accounts import api
+
+router = SimpleRouter(trailing_slash="/?")
+router.register("engines", EngineViewSet, basename="engine")
+router.register("keys", api.ApiKeyViewSet, basename="apikey")
+router.register("users", api.UserViewSet, basename="user")
+
+urlpatterns = [
+    path("me/", api.me, name="api-me"),
+    path("audit/", api.AuditEventList.as_view(), name="api-audit"),
+    path("token/", api.jwt_obtain, name="api-jwt"),
+    path("token/refresh/", TokenRefreshView.as_view(), name="api-jwt-refresh"),
+    path("auth/token/", api.token_obtain, name="api-token"),
+    *router.urls,
+]

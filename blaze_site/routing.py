@@ -1,0 +1,3 @@
+"""WebSocket routes. The dashboard feed and the playground add theirs here."""
+
+websocket_urlpatterns = []

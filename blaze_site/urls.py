@@ -1,0 +1,18 @@
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="engines:list", permanent=False)),
+    path("", include("accounts.urls")),
+    path("", include("monitoring.urls")),
+    path("engines/", include("engines.urls")),
+    path("api/", include("blaze_site.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+]
+
+handler404 = "blaze_site.views.not_found"
+handler500 = "blaze_site.views.server_error"
+handler403 = "blaze_site.views.forbidden"

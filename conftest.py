@@ -1,0 +1,32 @@
+"""Test-wide set-up: each run gets its own Redis key prefix, cleaned after every test."""
+
+import uuid
+
+import pytest
+import redis
+from django.conf import settings
+
+
+def pytest_configure(config):
+    prefix = f"blaze-test-{uuid.uuid4().hex[:8]}"
+    settings.REDIS_PREFIX = prefix
+    settings.CACHES["default"]["KEY_PREFIX"] = prefix
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{prefix}:asgi"
+
+
+@pytest.fixture(scope="session")
+def redis_client():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.exit(f"Redis does not answer at {settings.REDIS_URL} ({exc}); `./blaze test` starts one.", returncode=3)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_client):
+    yield
+    keys = list(redis_client.scan_iter(f"*{settings.REDIS_PREFIX}*", count=1000))
+    if keys:
+        redis_client.delete(*keys)

@@ -1,0 +1,122 @@
+"""Engine input and output. Per-kind configuration is validated by the serializer of that kind."""
+
+from pathlib import Path
+
+from rest_framework import serializers
+
+from .models import Engine
+
+
+class BatchingConfig(serializers.Serializer):
+    max_batch_size = serializers.IntegerField(min_value=1, max_value=256, default=8)
+    batch_wait_ms = serializers.IntegerField(min_value=0, max_value=1000, default=10)
+
+
+class LlmConfig(BatchingConfig):
+    precision = serializers.ChoiceField(["fp32", "fp16", "bf16"], default="fp32")
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=32768, default=512)
+    quantization = serializers.ChoiceField(["none", "8bit", "4bit"], default="none")
+
+
+class DiffusionConfig(BatchingConfig):
+    max_batch_size = serializers.IntegerField(min_value=1, max_value=64, default=4)
+    precision = serializers.ChoiceField(["fp32", "fp16", "bf16"], default="fp32")
+    max_steps = serializers.IntegerField(min_value=1, max_value=200, default=50)
+    max_size = serializers.IntegerField(min_value=64, max_value=2048, default=1024)
+    attention_slicing = serializers.BooleanField(default=False)
+    vae_slicing = serializers.BooleanField(default=False)
+    cpu_offload = serializers.ChoiceField(["none", "model", "sequential"], default="none")
+    safety_checker = serializers.BooleanField(default=True)
+
+    def validate_max_size(self, value):
+        if value % 8:
+            raise serializers.ValidationError("Must be a multiple of 8 (the VAE works in 8-pixel blocks).")
+        return value
+
+
+class EmbeddingConfig(BatchingConfig):
+    max_batch_size = serializers.IntegerField(min_value=1, max_value=1024, default=32)
+    batch_wait_ms = serializers.IntegerField(min_value=0, max_value=1000, default=5)
+    normalize = serializers.BooleanField(default=True)
+    max_seq_length = serializers.IntegerField(min_value=1, max_value=8192, default=256)
+
+
+CONFIG_SERIALIZERS = {
+    Engine.Kind.LLM: LlmConfig,
+    Engine.Kind.DIFFUSION: DiffusionConfig,
+    Engine.Kind.EMBEDDING: EmbeddingConfig,
+}
+
+
+class StrictSerializer(serializers.Serializer):
+    """Unknown fields are an error, not silently dropped: a typo in a config key should say so."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def validate_config(kind, config):
+    """Defaults filled in and every value checked; raises ValidationError keyed by config field."""
+    serializer_class = type(f"Strict{CONFIG_SERIALIZERS[kind].__name__}", (StrictSerializer, CONFIG_SERIALIZERS[kind]), {})
+    serializer = serializer_class(data=config)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class EngineSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
+    has_api_key = serializers.SerializerMethodField()
+    config = serializers.JSONField(required=False)
+
+    class Meta:
+        model = Engine
+        fields = [
+            "id", "name", "description", "kind", "backend", "model", "base_url", "api_key", "has_api_key",
+            "config", "enabled", "weight", "status", "status_detail", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "enabled", "status", "status_detail", "created_at", "updated_at"]
+
+    def get_has_api_key(self, engine):
+        return bool(engine.api_key)
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+    def validate(self, attrs):
+        current = self.instance
+        kind = attrs.get("kind", current.kind if current else None)
+        backend = attrs.get("backend", current.backend if current else Engine.Backend.LOCAL)
+        model = attrs.get("model", current.model if current else "")
+        base_url = attrs.get("base_url", current.base_url if current else "")
+        if current and "kind" in attrs and attrs["kind"] != current.kind:
+            raise serializers.ValidationError({"kind": ["The kind of an engine cannot change; register a new one."]})
+        config = attrs.get("config", current.config if current else {})
+        if not isinstance(config, dict):
+            raise serializers.ValidationError({"config": ["Must be a JSON object."]})
+        try:
+            attrs["config"] = validate_config(kind, config)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"config": exc.detail}) from exc
+        if backend == Engine.Backend.REMOTE:
+            if not base_url:
+                raise serializers.ValidationError({"base_url": ["Required for a remote engine."]})
+            if not base_url.startswith(("http://", "https://")):
+                raise serializers.ValidationError({"base_url": ["Must be an http:// or https:// URL."]})
+        else:
+            if not model:
+                raise serializers.ValidationError({"model": ["Required: a local model directory or a hub id."]})
+            if model.startswith(("/", "./", "~")) and not Path(model).expanduser().is_dir():
+                raise serializers.ValidationError({"model": [f"No such directory: {model}"]})
+            if base_url:
+                raise serializers.ValidationError({"base_url": ["Only a remote engine has a base URL."]})
+            if attrs.get("api_key"):
+                raise serializers.ValidationError({"api_key": ["Only a remote engine has an API key."]})
+        return attrs

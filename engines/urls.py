@@ -1,0 +1,14 @@
+from django.urls import path
+
+from . import views
+
+app_name = "engines"
+
+urlpatterns = [
+    path("", views.engine_list, name="list"),
+    path("new/", views.engine_form, name="create"),
+    path("<slug:name>/", views.engine_detail, name="detail"),
+    path("<slug:name>/edit/", views.engine_form, name="edit"),
+    path("<slug:name>/toggle/", views.engine_toggle, name="toggle"),
+    path("<slug:name>/delete/", views.engine_delete, name="delete"),
+]

@@ -1,0 +1,62 @@
+"""Fixtures used by name: users of each role, API clients authenticated each way."""
+
+import pytest
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from accounts import services
+from accounts.audit import Actor
+from accounts.models import User
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def make_user(username, role):
+    user = User.objects.create_user(username=username, password=PASSWORD)
+    if role:
+        user.groups.set([Group.objects.get(name=role)])
+    return user
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("ada", "admin")
+
+
+@pytest.fixture
+def operator_user(db):
+    return make_user("otto", "operator")
+
+
+@pytest.fixture
+def viewer_user(db):
+    return make_user("vera", "viewer")
+
+
+@pytest.fixture
+def api():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    """client_for(user) → an APIClient authenticated with the user's DRF token."""
+
+    def build(user):
+        from rest_framework.authtoken.models import Token
+
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+        return client
+
+    return build
+
+
+@pytest.fixture
+def key_for():
+    """key_for(user, scopes, **kw) → (ApiKey, raw key string)."""
+
+    def build(user, scopes=("read",), **kwargs):
+        return services.api_key_create(actor=Actor.system("test"), user=user, name="test key", scopes=list(scopes), **kwargs)
+
+    return build
