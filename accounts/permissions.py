@@ -38,6 +38,9 @@ class RolePermission(ScopePermission, permissions.DjangoModelPermissions):
     }
 
     def has_permission(self, request, view):
-        return ScopePermission.has_permission(self, request, view) and permissions.DjangoModelPermissions.has_permission(
-            self, request, view
-        )
+        if not ScopePermission.has_permission(self, request, view):
+            return False
+        # A method the view lacks is a 405 for everyone, not a 403 for roles without a change permission.
+        if request.method not in view.allowed_methods:
+            return True
+        return permissions.DjangoModelPermissions.has_permission(self, request, view)

@@ -1,6 +1,7 @@
 """Writes for accounts: sign-in, lockout, MFA, users and roles, API keys. Each records its audit event."""
 
 import secrets
+import time
 
 from django.conf import settings
 from django.contrib.auth import authenticate
@@ -40,14 +41,21 @@ def lockout_remaining(username, ip):
     user_failures = cache.get(user_key, 0)
     ip_failures = cache.get(ip_key, 0)
     if user_failures >= settings.BLAZE_LOCKOUT_FAILURES:
-        return cache.ttl(user_key) or settings.BLAZE_LOCKOUT_SECONDS
+        return _seconds_left(user_key)
     if ip_failures >= settings.BLAZE_LOCKOUT_IP_FAILURES:
-        return cache.ttl(ip_key) or settings.BLAZE_LOCKOUT_SECONDS
+        return _seconds_left(ip_key)
     return 0
 
 
+def _seconds_left(key):
+    until = cache.get(f"{key}:until")
+    return max(1, round(until - time.time())) if until else settings.BLAZE_LOCKOUT_SECONDS
+
+
 def _count_failure(key):
-    cache.add(key, 0, timeout=settings.BLAZE_LOCKOUT_SECONDS)
+    # The first failure opens the window; its end is kept beside the count (Django's cache has no ttl()).
+    if cache.add(key, 0, timeout=settings.BLAZE_LOCKOUT_SECONDS):
+        cache.set(f"{key}:until", time.time() + settings.BLAZE_LOCKOUT_SECONDS, timeout=settings.BLAZE_LOCKOUT_SECONDS)
     return cache.incr(key)
 
 
@@ -149,11 +157,11 @@ def _validate_role(role):
 
 
 @transaction.atomic
-def user_create(*, actor, username, password, role, email=""):
+def user_create(*, actor, username, password, role, email="", is_active=True):
     _validate_role(role)
     if User.objects.filter(username__iexact=username).exists():
         raise ValidationFailed("username", "A user with that username already exists.")
-    user = User.objects.create_user(username=username, password=password, email=email)
+    user = User.objects.create_user(username=username, password=password, email=email, is_active=is_active)
     user.groups.set([Group.objects.get(name=role)])
     audit.record(actor=actor, action="user.create", target=user, changes=audit.diff({}, _user_fields(user)))
     return user

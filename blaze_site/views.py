@@ -1,5 +1,6 @@
 """Error pages: JSON under /api/ and /v1/, HTML elsewhere."""
 
+from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
 from django.shortcuts import render
 
@@ -21,6 +22,9 @@ def not_found(request, exception=None):
 def forbidden(request, exception=None):
     if _is_api(request):
         return JsonResponse(error_body("You do not have permission to do this."), status=403)
+    if not request.user.is_authenticated:
+        # Pages refuse with 403 (permission_required(raise_exception=True)); a visitor may only need to sign in.
+        return redirect_to_login(request.get_full_path())
     return render(request, "403.html", status=403)
 
 

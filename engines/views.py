@@ -58,7 +58,7 @@ def _form_data(post, kind):
 @permission_required("engines.add_engine", raise_exception=True)
 def engine_form(request, name=None):
     engine = get_object_or_404(Engine, name=name) if name else None
-    errors, values = {}, {}
+    errors, values = {}, {"backend": Engine.Backend.LOCAL, "weight": 1}
     if request.method == "POST":
         kind = engine.kind if engine else request.POST.get("kind", "")
         values = _form_data(request.POST, kind)

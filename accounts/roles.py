@@ -1,0 +1,43 @@
+"""The three roles, as groups, and the permissions each holds: the one table to edit when an app
+adds a model. Synced by migration 0002 and after every `migrate` (post_migrate), so a role gains a
+new app's permissions when that app's migrations run, and test-database flushes restore them."""
+
+ROLE_PERMISSIONS = {
+    "viewer": [
+        "engines.view_engine",
+        "accounts.add_apikey", "accounts.view_apikey",
+    ],
+    "operator": [
+        "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
+        "accounts.add_apikey", "accounts.view_apikey",
+    ],
+    "admin": [
+        "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
+        "accounts.add_apikey", "accounts.view_apikey", "accounts.view_all_apikeys",
+        "accounts.view_user", "accounts.add_user", "accounts.change_user",
+        "accounts.view_auditevent",
+    ],
+}
+
+
+def sync_roles(apps):
+    """Create the role groups and grant exactly the listed permissions (created first if need be)."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        # Historical app configs have no models module; create_permissions skips those unless set.
+        models_module = getattr(app_config, "models_module", None)
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = models_module
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    RolePolicy = apps.get_model("accounts", "RolePolicy")
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        wanted = []
+        for name in names:
+            app_label, codename = name.split(".")
+            wanted += Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+        group.permissions.set(wanted)
+        RolePolicy.objects.get_or_create(group=group)
