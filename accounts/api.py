@@ -1,5 +1,5 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, mixins, permissions, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import generics, mixins, permissions, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import PermissionDenied
@@ -28,7 +28,10 @@ def _signed_in_user(request):
     return services.sign_in_for_api(actor=Actor.from_request(request), **credentials.validated_data)
 
 
-@extend_schema(request=CredentialsSerializer, summary="Exchange username, password (and TOTP code) for a JWT pair")
+@extend_schema(
+    request=CredentialsSerializer, summary="Exchange username, password (and TOTP code) for a JWT pair",
+    responses=inline_serializer("JwtPair", {"refresh": serializers.CharField(), "access": serializers.CharField()}),
+)
 @api_view(["POST"])
 @permission_classes([permissions.AllowAny])
 def jwt_obtain(request):
@@ -36,7 +39,10 @@ def jwt_obtain(request):
     return Response({"refresh": str(refresh), "access": str(refresh.access_token)})
 
 
-@extend_schema(request=CredentialsSerializer, summary="Exchange username, password (and TOTP code) for a DRF token")
+@extend_schema(
+    request=CredentialsSerializer, summary="Exchange username, password (and TOTP code) for a DRF token",
+    responses=inline_serializer("DrfToken", {"token": serializers.CharField()}),
+)
 @api_view(["POST"])
 @permission_classes([permissions.AllowAny])
 def token_obtain(request):
@@ -60,6 +66,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cre
 
     serializer_class = ApiKeySerializer
     permission_classes = [ScopePermission]
+    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
         return api_keys_visible_to(self.request.user)

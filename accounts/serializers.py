@@ -18,10 +18,10 @@ class MeSerializer(serializers.ModelSerializer):
         model = User
         fields = ["id", "username", "email", "role", "mfa_enabled", "permissions", "last_login", "date_joined"]
 
-    def get_mfa_enabled(self, user):
+    def get_mfa_enabled(self, user) -> bool:
         return user.totpdevice_set.filter(confirmed=True).exists()
 
-    def get_permissions(self, user):
+    def get_permissions(self, user) -> list[str]:
         return sorted(user.get_all_permissions())
 
 

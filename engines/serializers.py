@@ -80,7 +80,7 @@ class EngineSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "enabled", "status", "status_detail", "created_at", "updated_at"]
 
-    def get_has_api_key(self, engine):
+    def get_has_api_key(self, engine) -> bool:
         return bool(engine.api_key)
 
     def to_internal_value(self, data):
