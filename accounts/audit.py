@@ -64,7 +64,7 @@ def diff(before, after):
     changes = {}
     for field in sorted(set(before) | set(after)):
         old, new = before.get(field), after.get(field)
-        if old == new:
+        if old == new or (old in (None, "") and new in (None, "")):
             continue
         if isinstance(old, dict) or isinstance(new, dict):
             for sub, pair in diff(old or {}, new or {}).items():
