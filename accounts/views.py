@@ -146,8 +146,8 @@ def api_key_revoke(request, pk):
 @permission_required("accounts.view_auditevent", raise_exception=True)
 def audit_log(request):
     form = AuditFilterForm(request.GET or None)
-    filters = form.cleaned_data if form.is_valid() else {}
-    events = audit_events(**{k: v for k, v in filters.items() if v})
+    form.is_valid()  # the filters that parse apply; the others show their error
+    events = audit_events(**{k: v for k, v in getattr(form, "cleaned_data", {}).items() if v})
     if request.GET.get("export") == "csv":
         return audit_csv_response(events)
     page = Paginator(events, 50).get_page(request.GET.get("page"))

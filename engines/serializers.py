@@ -88,6 +88,14 @@ class EngineSerializer(serializers.ModelSerializer):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            # A client changing these here would expect it to work; say where it is done instead.
+            hints = {"enabled": "Read-only here: POST …/enable/ or …/disable/.", "status": "Read-only: set by the workers."}
+            refused = {
+                name: [hint] for name, hint in hints.items()
+                if name in data and (self.instance is None or data[name] != getattr(self.instance, name))
+            }
+            if refused:
+                raise serializers.ValidationError(refused)
         return super().to_internal_value(data)
 
     def validate(self, attrs):
@@ -99,6 +107,8 @@ class EngineSerializer(serializers.ModelSerializer):
         if current and "kind" in attrs and attrs["kind"] != current.kind:
             raise serializers.ValidationError({"kind": ["The kind of an engine cannot change; register a new one."]})
         config = attrs.get("config", current.config if current else {})
+        if current and self.partial and isinstance(config, dict):
+            config = {**current.config, **config}  # PATCH changes the keys it names, keeps the rest
         if not isinstance(config, dict):
             raise serializers.ValidationError({"config": ["Must be a JSON object."]})
         try:

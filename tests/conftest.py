@@ -11,6 +11,14 @@ from accounts.models import User
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(request, settings):
+    # PBKDF2 costs half a second a hash and these tests create users by the dozen. Browser tests keep
+    # the real hasher: their server process must be able to check the passwords.
+    if request.node.get_closest_marker("e2e") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def make_user(username, role):
     user = User.objects.create_user(username=username, password=PASSWORD)
     if role:

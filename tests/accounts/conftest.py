@@ -14,9 +14,3 @@ def bearer():
         return client
 
     return build
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # PBKDF2 costs half a second a hash; these tests sign in dozens of times.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

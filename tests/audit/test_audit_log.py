@@ -186,8 +186,11 @@ def test_page_shows_and_applies_filters(admin_page):
     assert "second" in page and "first" not in page
 
 
-def test_page_says_when_a_filter_is_bad(admin_page):
-    assert "Enter a valid date/time." in admin_page.get("/audit/?since=yesterday").content.decode()
+def test_page_says_when_a_filter_is_bad_and_keeps_the_good_ones(admin_page):
+    event("engine.create", target="first"), event("engine.update", target="second")
+    page = admin_page.get("/audit/?since=yesterday&action=engine.update").content.decode()
+    assert "Enter a valid date/time." in page
+    assert "second" in page and "first" not in page
 
 
 def test_page_is_for_admins_only(client, operator_user):

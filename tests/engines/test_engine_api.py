@@ -202,3 +202,21 @@ def test_bad_config_on_update_is_a_400(operator):
     assert response.status_code == 400
     assert "config.precision" in response.json()["fields"]
     assert Engine.objects.get(name="tiny").config["precision"] == "fp32"
+
+
+def test_patch_of_one_config_key_keeps_the_others(client_for, operator_user):
+    api = client_for(operator_user)
+    api.post("/api/engines/", {"name": "keep", "kind": "llm", "model": "org/m", "config": {"max_batch_size": 16}}, format="json")
+    response = api.patch("/api/engines/keep/", {"config": {"precision": "bf16"}}, format="json")
+    assert response.status_code == 200
+    assert response.json()["config"]["max_batch_size"] == 16
+    assert response.json()["config"]["precision"] == "bf16"
+
+
+def test_patch_of_enabled_is_refused_with_where_to_do_it(client_for, operator_user):
+    api = client_for(operator_user)
+    api.post("/api/engines/", {"name": "en", "kind": "llm", "model": "org/m"}, format="json")
+    response = api.patch("/api/engines/en/", {"enabled": False}, format="json")
+    assert response.status_code == 400
+    assert "disable" in response.json()["fields"]["enabled"][0]
+    assert api.get("/api/engines/en/").json()["enabled"] is True
