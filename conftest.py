@@ -12,6 +12,9 @@ def pytest_configure(config):
     settings.REDIS_PREFIX = prefix
     settings.CACHES["default"]["KEY_PREFIX"] = prefix
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{prefix}:asgi"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = f"{prefix}:celery:"
+    # Test workers beat fast so that a killed one is noticed in seconds.
+    settings.BLAZE_HEARTBEAT_SECONDS, settings.BLAZE_WORKER_LOST_SECONDS = 0.5, 3
 
 
 @pytest.fixture(scope="session")

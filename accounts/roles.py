@@ -9,10 +9,12 @@ ROLE_PERMISSIONS = {
     ],
     "operator": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
+        "engines.manage_cache",
         "accounts.add_apikey", "accounts.view_apikey",
     ],
     "admin": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
+        "engines.manage_cache",
         "accounts.add_apikey", "accounts.view_apikey", "accounts.view_all_apikeys",
         "accounts.view_user", "accounts.add_user", "accounts.change_user",
         "accounts.view_auditevent",

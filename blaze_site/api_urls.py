@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenRefreshView
 
+from engines import workers_api
 from engines.api import EngineViewSet
 
 from accounts import api
@@ -17,5 +18,8 @@ urlpatterns = [
     path("token/", api.jwt_obtain, name="api-jwt"),
     path("token/refresh/", TokenRefreshView.as_view(), name="api-jwt-refresh"),
     path("auth/token/", api.token_obtain, name="api-token"),
+    path("workers/", workers_api.worker_list, name="api-workers"),
+    path("workers/<str:worker_id>/", workers_api.worker_detail, name="api-worker"),
+    path("workers/<str:worker_id>/cache/", workers_api.worker_cache, name="api-worker-cache"),
     *router.urls,
 ]

@@ -1,9 +1,16 @@
 import os
 
 from celery import Celery
+from kombu import Queue
+from kombu.common import Broadcast
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blaze_site.settings")
 
 app = Celery("blaze_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# The shared queue, plus a broadcast queue every worker hears (unload an engine everywhere).
+# Each worker adds a queue of its own at start-up (engines/tasks.py).
+app.conf.task_default_queue = "blaze"
+app.conf.task_queues = (Queue("blaze"), Broadcast("blaze.control"))
+app.conf.task_routes = {"engines.unload_everywhere": {"queue": "blaze.control", "exchange": "blaze.control"}}
 app.autodiscover_tasks()

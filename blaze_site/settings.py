@@ -131,6 +131,24 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Threads, not processes: concurrent requests must meet in one process, where the model and its
+# batcher live (a GPU belongs to one process). Run one worker per device.
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = int(os.environ.get("BLAZE_WORKER_THREADS", "64"))
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_EXPIRES = 3600
+# A message a dead worker held goes back to the queue after this long (the Redis transport's way).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("BLAZE_REDELIVERY_SECONDS", "300")),
+    "global_keyprefix": f"{REDIS_PREFIX}:celery:",
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Engine hosts (Celery workers)
+BLAZE_CACHE_BYTES = int(os.environ.get("BLAZE_CACHE_BYTES", "0"))  # 0: a share of the device's memory
+BLAZE_HEARTBEAT_SECONDS = float(os.environ.get("BLAZE_HEARTBEAT_SECONDS", "2"))
+BLAZE_WORKER_LOST_SECONDS = float(os.environ.get("BLAZE_WORKER_LOST_SECONDS", "8"))
+BLAZE_REQUEST_TIMEOUT_SECONDS = float(os.environ.get("BLAZE_REQUEST_TIMEOUT_SECONDS", "300"))
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
@@ -198,6 +216,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+MEDIA_URL = "media/"
 # Serve from the finders when collectstatic has not run (development, tests).
 WHITENOISE_USE_FINDERS = True
 

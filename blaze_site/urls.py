@@ -8,6 +8,7 @@ urlpatterns = [
     path("", include("monitoring.urls")),
     path("engines/", include("engines.urls")),
     path("api/", include("blaze_site.api_urls")),
+    path("v1/", include("engines.v1_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),

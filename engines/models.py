@@ -46,6 +46,7 @@ class Engine(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("manage_cache", "Can load, unload and evict models on workers")]
 
     def __str__(self):
         return self.name
@@ -60,3 +61,21 @@ class Engine(models.Model):
             "model": self.model, "base_url": self.base_url, "api_key": self.api_key, "config": dict(self.config),
             "enabled": self.enabled, "weight": self.weight,
         }
+
+
+class GeneratedImage(models.Model):
+    """An image a diffusion engine made, kept so the playground (and `response_format=url`) can show it."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    engine = models.CharField(max_length=64)
+    prompt = models.TextField()
+    params = models.JSONField(default=dict)
+    seed = models.BigIntegerField()
+    file = models.FileField(upload_to="images/%Y/%m/%d/")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.engine}: {self.prompt[:40]}"

@@ -1,11 +1,12 @@
 from django.urls import path
 
-from . import views
+from . import images, views
 
 app_name = "engines"
 
 urlpatterns = [
     path("", views.engine_list, name="list"),
+    path("images/<int:pk>.png", images.image_file, name="image"),
     path("new/", views.engine_form, name="create"),
     path("<slug:name>/", views.engine_detail, name="detail"),
     path("<slug:name>/edit/", views.engine_form, name="edit"),

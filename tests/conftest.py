@@ -1,4 +1,5 @@
-"""Fixtures used by name: users of each role, API clients authenticated each way."""
+"""Fixtures used by name: users of each role, API clients authenticated each way, and real Blaze
+processes (daphne, Celery workers) on the test database."""
 
 import pytest
 from django.contrib.auth.models import Group
@@ -68,3 +69,25 @@ def key_for():
         return services.api_key_create(actor=Actor.system("test"), user=user, name="test key", scopes=list(scopes), **kwargs)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def live_blaze(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Base URL of a daphne process serving Blaze on a free port (the test database, this run's Redis)."""
+    from tests.servers import start_daphne
+
+    with django_db_blocker.unblock():
+        process = start_daphne(tmp_path_factory.mktemp("daphne"))
+    yield process.url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def engine_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One Celery worker (engine host) for the session; its hostname is `.hostname`."""
+    from tests.servers import start_worker
+
+    with django_db_blocker.unblock():
+        process = start_worker(tmp_path_factory.mktemp("worker"), "w1")
+    yield process
+    process.stop()

@@ -1,0 +1,94 @@
+"""From the web process to a worker and back: choose a worker, send the request, relay its events.
+
+A request accepted is answered: when the chosen worker stops beating mid-request, the request is
+sent again to another live worker (same seed, so a stream can skip the tokens already relayed), and
+an overall deadline ends it with an explicit error rather than a hang.
+"""
+
+import json
+import time
+import uuid
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from blaze_site import shared_state
+
+from . import lifecycle
+from .runtimes import EngineSpec
+from .worker import worker_queue
+
+
+class DispatchError(Exception):
+    def __init__(self, status, message, param=None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+def pick_worker(engine_name, exclude=()):
+    """A live worker for the engine: one that holds it in cache first, then the least busy."""
+    candidates = [w for w in lifecycle.live_workers() if not w["lost"] and w["id"] not in exclude]
+    if not candidates:
+        raise DispatchError(503, "No engine worker is running. Start one with `celery -A blaze_site worker`.")
+
+    def rank(worker):
+        cached = any(entry["engine"] == engine_name for entry in worker["cache"])
+        return (not cached, worker["in_flight"], worker["id"])
+
+    return min(candidates, key=rank)["id"]
+
+
+def _send(request_id, spec, payload, worker_id):
+    from .tasks import infer
+
+    infer.apply_async(args=[request_id, spec, payload], queue=worker_queue(worker_id))
+
+
+async def run(engine, payload):
+    """Yield the request's events (`token`, `progress`, then `done` or `error`), deduplicated across
+    a re-dispatch. Raises DispatchError when no worker can take it or the deadline passes."""
+    request_id = uuid.uuid4().hex
+    spec = EngineSpec.from_engine(engine).as_dict()
+    tried = []
+    worker_id = await sync_to_async(pick_worker)(engine.name)
+    tried.append(worker_id)
+    await sync_to_async(_send)(request_id, spec, payload, worker_id)
+
+    redis = shared_state.async_client()
+    stream, last_id = shared_state.response_stream_key(request_id), "0-0"
+    deadline = time.monotonic() + settings.BLAZE_REQUEST_TIMEOUT_SECONDS
+    relayed, attempt_tokens = 0, 0
+    started = False
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise DispatchError(504, f"No answer within {settings.BLAZE_REQUEST_TIMEOUT_SECONDS:.0f} s.")
+            reply = await redis.xread({stream: last_id}, block=1000, count=100)
+            if not reply:
+                info = await sync_to_async(lifecycle.worker_info)(worker_id)
+                if info is None or info["lost"]:
+                    worker_id = await sync_to_async(pick_worker)(engine.name, exclude=tried)
+                    tried.append(worker_id)
+                    await sync_to_async(_send)(request_id, spec, payload, worker_id)
+                continue
+            for last_id, fields in reply[0][1]:
+                event = json.loads(fields["event"])
+                kind = event["type"]
+                if kind == "start":
+                    if started and event["worker"] != worker_id:
+                        continue  # a late start from a worker we gave up on
+                    started, attempt_tokens = True, 0
+                elif kind == "token":
+                    attempt_tokens += 1
+                    if attempt_tokens <= relayed:
+                        continue  # already relayed by the worker that was lost
+                    relayed += 1
+                    yield event
+                elif kind in ("done", "error"):
+                    yield event
+                    return
+                else:
+                    yield event
+    finally:
+        await redis.delete(stream)
+        await redis.aclose()

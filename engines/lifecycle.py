@@ -1,0 +1,105 @@
+"""Engine status as workers see it: INITIALIZING → READY → DEGRADED/FAILED → recovering.
+
+Workers call these as models load, fail, and answer; the status lands on the Engine row (what the
+pages show) and recent outcomes in Redis (shared by every worker).
+"""
+
+import json
+import time
+
+from django.conf import settings
+
+from blaze_site import shared_state
+
+from .models import Engine
+
+RECENT_OUTCOMES = 50
+DEGRADED_ERROR_RATE = 0.2
+
+
+def _set_status(name, status, detail=""):
+    Engine.objects.filter(name=name).exclude(status=status, status_detail=detail).update(
+        status=status, status_detail=detail[:500]
+    )
+
+
+def cache_event(hostname, event, details):
+    name = details.get("engine")
+    if event == "loading":
+        _set_status(name, Engine.Status.INITIALIZING, f"loading on {hostname}")
+    elif event == "loaded":
+        _set_status(name, Engine.Status.READY)
+    elif event in ("unloaded", "evicted") and not loaded_anywhere(name, except_worker=hostname):
+        _set_status(name, Engine.Status.OFFLINE, f"{event} on {hostname}")
+
+
+def load_failed(name, hostname, error):
+    _set_status(name, Engine.Status.FAILED, f"{hostname}: {error}")
+
+
+def batch_done(name, size, seconds, error):
+    """Record a batch's outcome; the recent error rate moves the engine between READY and DEGRADED."""
+    redis = shared_state.client()
+    stats, outcomes = shared_state.engine_stats_key(name), shared_state.key("engine", name, "outcomes")
+    pipe = redis.pipeline()
+    pipe.hincrby(stats, "batches", 1)
+    pipe.hincrby(stats, "requests", size)
+    pipe.hincrby(stats, "errors", size if error else 0)
+    pipe.hincrbyfloat(stats, "seconds", seconds)
+    pipe.hset(stats, "last_batch_size", size)
+    for _ in range(size):
+        pipe.lpush(outcomes, 0 if error else 1)
+    pipe.ltrim(outcomes, 0, RECENT_OUTCOMES - 1)
+    pipe.lrange(outcomes, 0, -1)
+    recent = pipe.execute()[-1]
+    error_rate = 1 - sum(map(int, recent)) / len(recent)
+    if error_rate > DEGRADED_ERROR_RATE:
+        _set_status(name, Engine.Status.DEGRADED, f"{error_rate:.0%} of the last {len(recent)} requests failed")
+    else:
+        Engine.objects.filter(name=name, status=Engine.Status.DEGRADED).update(
+            status=Engine.Status.READY, status_detail=""
+        )
+
+
+def engine_stats(name):
+    raw = shared_state.client().hgetall(shared_state.engine_stats_key(name))
+    requests = int(raw.get("requests", 0))
+    return {
+        "requests": requests, "errors": int(raw.get("errors", 0)), "batches": int(raw.get("batches", 0)),
+        "mean_batch_size": requests / int(raw["batches"]) if raw.get("batches") else None,
+        "success_rate": 1 - int(raw.get("errors", 0)) / requests if requests else None,
+    }
+
+
+def live_workers():
+    """Heartbeats of workers seen within BLAZE_WORKER_LOST_SECONDS; lost ones have `lost: True`."""
+    redis = shared_state.client()
+    names = sorted(redis.smembers(shared_state.workers_key()))
+    if not names:
+        return []
+    now, workers = time.time(), []
+    for name, raw in zip(names, redis.mget([shared_state.worker_key(n) for n in names])):
+        if raw is None:
+            redis.srem(shared_state.workers_key(), name)
+            continue
+        info = json.loads(raw)
+        info["lost"] = now - info["last_seen"] > settings.BLAZE_WORKER_LOST_SECONDS
+        workers.append(info)
+    return workers
+
+
+def worker_info(worker_id):
+    raw = shared_state.client().get(shared_state.worker_key(worker_id))
+    if raw is None:
+        return None
+    info = json.loads(raw)
+    info["lost"] = time.time() - info["last_seen"] > settings.BLAZE_WORKER_LOST_SECONDS
+    return info
+
+
+def loaded_anywhere(name, except_worker=None):
+    return any(
+        entry["engine"] == name
+        for worker in live_workers() if not worker["lost"] and worker["id"] != except_worker
+        for entry in worker["cache"]
+    )

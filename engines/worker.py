@@ -1,0 +1,171 @@
+"""The engine host inside a Celery worker process: its device, model cache and heartbeat.
+
+One `EngineHost` per worker process. Requests run on the worker's threads and meet in the model's
+DynamicBatcher; events go back to the web process through a Redis stream per request.
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import psutil
+from django.conf import settings
+
+from blaze_site import shared_state
+
+from .cache import CacheRefusal, ModelCache
+from .runtimes import EngineSpec, RequestError, RuntimeLoadError
+
+log = logging.getLogger(__name__)
+
+STREAM_TTL_SECONDS = 600
+
+
+def detect_device():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            index = torch.cuda.current_device()
+            free, total = torch.cuda.mem_get_info(index)
+            return f"cuda:{index}", total, free
+    except ImportError:
+        pass
+    memory = psutil.virtual_memory()
+    return "cpu", memory.total, memory.available
+
+
+def default_budget(device, total):
+    """BLAZE_CACHE_BYTES, else 90% of a GPU's memory or half of the machine's RAM."""
+    if settings.BLAZE_CACHE_BYTES:
+        return settings.BLAZE_CACHE_BYTES
+    return int(total * (0.9 if device.startswith("cuda") else 0.5))
+
+
+def publish(request_id, event):
+    """Append one event to the request's response stream (read by the web process)."""
+    redis = shared_state.client()
+    stream = shared_state.response_stream_key(request_id)
+    pipe = redis.pipeline()
+    pipe.xadd(stream, {"event": json.dumps(event)}, maxlen=100_000, approximate=True)
+    pipe.expire(stream, STREAM_TTL_SECONDS)
+    pipe.execute()
+
+
+class EngineHost:
+    """This process as an engine host: registers itself, beats, loads models and runs requests."""
+
+    def __init__(self, hostname):
+        self.hostname = hostname
+        self.device, self.total_bytes, _ = detect_device()
+        self.cache = ModelCache(
+            budget_bytes=default_budget(self.device, self.total_bytes), device=self.device,
+            on_change=self._cache_changed, on_batch=self._batch_done,
+        )
+        self.started_at = time.time()
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat_thread = None
+
+    def queue(self):
+        return worker_queue(self.hostname)
+
+    def describe(self):
+        _, _, free = detect_device()
+        return {
+            "id": self.hostname, "hostname": socket.gethostname(), "pid": os.getpid(), "device": self.device,
+            "total_bytes": self.total_bytes, "free_bytes": free, "queue": self.queue(),
+            "cache_budget_bytes": self.cache.budget_bytes, "cache_used_bytes": self.cache.used_bytes,
+            "cache": self.cache.snapshot(), "in_flight": self.in_flight,
+            "started_at": self.started_at, "last_seen": time.time(),
+        }
+
+    def beat(self):
+        redis = shared_state.client()
+        pipe = redis.pipeline()
+        pipe.set(shared_state.worker_key(self.hostname), json.dumps(self.describe()),
+                 ex=int(settings.BLAZE_WORKER_LOST_SECONDS * 20))
+        pipe.sadd(shared_state.workers_key(), self.hostname)
+        pipe.execute()
+
+    def start(self):
+        def loop():
+            while True:
+                try:
+                    self.beat()
+                except Exception:  # a Redis blip must not end the heartbeat
+                    log.exception("heartbeat failed")
+                if self._stop.wait(settings.BLAZE_HEARTBEAT_SECONDS):
+                    return
+
+        self._beat_thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+        self._beat_thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self.cache.clear()
+        redis = shared_state.client()
+        redis.delete(shared_state.worker_key(self.hostname))
+        redis.srem(shared_state.workers_key(), self.hostname)
+
+    def _cache_changed(self, event, details):
+        from . import lifecycle
+
+        lifecycle.cache_event(self.hostname, event, details)
+        try:
+            self.beat()
+        except Exception:
+            log.exception("heartbeat after cache change failed")
+
+    def _batch_done(self, engine_name, size, seconds, error):
+        from . import lifecycle
+
+        lifecycle.batch_done(engine_name, size, seconds, error)
+
+    def load(self, spec_dict):
+        from . import lifecycle
+
+        spec = EngineSpec(**spec_dict)
+        try:
+            entry = self.cache.get(spec)
+        except (RuntimeLoadError, CacheRefusal) as exc:
+            lifecycle.load_failed(spec.name, self.hostname, str(exc))
+            raise
+        return entry.describe()
+
+    def infer(self, request_id, spec_dict, payload):
+        """Run one request through the model's batcher, streaming its events; idempotent by request id."""
+        redis = shared_state.client()
+        done_key = shared_state.request_done_key(request_id)
+        if redis.exists(done_key):
+            return  # a redelivered request another worker already answered
+        publish(request_id, {"type": "start", "worker": self.hostname})
+        with self._lock:
+            self.in_flight += 1
+        try:
+            entry = self.cache.get(EngineSpec(**spec_dict))
+            result = entry.batcher.submit(payload, on_event=lambda event: publish(request_id, event)).result()
+            if "error" in result:
+                raise RequestError(result["error"], result.get("param"))
+            publish(request_id, {"type": "done", "result": result})
+        except RequestError as exc:
+            publish(request_id, {"type": "error", "status": 400, "message": str(exc), "param": exc.param})
+        except CacheRefusal as exc:
+            publish(request_id, {"type": "error", "status": 507, "message": str(exc)})
+        except RuntimeLoadError as exc:
+            publish(request_id, {"type": "error", "status": 503, "message": f"Engine could not load: {exc}"})
+        except Exception as exc:
+            log.exception("request %s failed", request_id)
+            publish(request_id, {"type": "error", "status": 500, "message": f"Inference failed: {exc}"})
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+            redis.set(done_key, 1, ex=STREAM_TTL_SECONDS)
+
+
+def worker_queue(hostname):
+    return f"blaze.worker.{hostname}"

@@ -1,0 +1,110 @@
+"""Real Blaze processes for the tests: daphne and Celery workers sharing the test database and Redis."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url():
+    db = connection.settings_dict
+    if connection.vendor == "postgresql":
+        auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+        return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
+
+
+def server_env(**extra):
+    """Environment for a Blaze process that shares this test run's database and Redis prefix."""
+    return {
+        **os.environ, "DATABASE_URL": database_url(), "BLAZE_REDIS_PREFIX": settings.REDIS_PREFIX,
+        "REDIS_URL": settings.REDIS_URL, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
+        "BLAZE_HEARTBEAT_SECONDS": str(settings.BLAZE_HEARTBEAT_SECONDS),
+        "BLAZE_WORKER_LOST_SECONDS": str(settings.BLAZE_WORKER_LOST_SECONDS),
+        "BLAZE_REDELIVERY_SECONDS": "3600", **extra,
+    }
+
+
+class Process:
+    """A child process with its log; `stop()` ends it, `kill()` ends it without warning."""
+
+    def __init__(self, args, log_path, env):
+        self.log_path = log_path
+        with open(log_path, "wb") as out:
+            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def kill(self):
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self):
+        if self.alive():
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_for(condition, timeout, what, process=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{what}: the process exited.\n{process.log()[-3000:]}")
+        time.sleep(0.2)
+    raise RuntimeError(f"{what}: not within {timeout} s.\n{process.log()[-3000:] if process else ''}")
+
+
+def start_daphne(log_dir, **env):
+    port = free_port()
+    process = Process([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "blaze_site.asgi:application"],
+                      log_dir / f"daphne-{port}.log", server_env(**env))
+
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(listening, 60, "daphne listening", process)
+    process.url = f"http://127.0.0.1:{port}"
+    return process
+
+
+def start_worker(log_dir, name, threads=16, **env):
+    """A Celery worker (engine host) named `name`@test; returns once its heartbeat is in Redis."""
+    from engines.lifecycle import worker_info
+
+    hostname = f"{name}@test"
+    process = Process(
+        [sys.executable, "-m", "celery", "-A", "blaze_site", "worker", "-n", hostname, "--concurrency", str(threads),
+         "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+        log_dir / f"worker-{name}.log", server_env(**env),
+    )
+    wait_for(lambda: worker_info(hostname) is not None, 90, f"worker {hostname} heartbeat", process)
+    process.hostname = hostname
+    return process
