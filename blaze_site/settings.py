@@ -145,6 +145,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Engine hosts (Celery workers)
+BLAZE_MODELS_DIR = Path(os.environ.get("BLAZE_MODELS_DIR", VAR_DIR / "models"))  # where setup_demo builds models
 BLAZE_CACHE_BYTES = int(os.environ.get("BLAZE_CACHE_BYTES", "0"))  # 0: a share of the device's memory
 BLAZE_HEARTBEAT_SECONDS = float(os.environ.get("BLAZE_HEARTBEAT_SECONDS", "2"))
 BLAZE_WORKER_LOST_SECONDS = float(os.environ.get("BLAZE_WORKER_LOST_SECONDS", "8"))

@@ -6,6 +6,7 @@ inside the builders: they take seconds to import.
 """
 
 import random
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -76,8 +77,12 @@ def convert_smollm2(path):
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    # Written aside and moved into place, so an interrupted conversion is not mistaken for a finished one.
+    partial = path.parent / f".{path.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.replace(path)
     return path
 
 

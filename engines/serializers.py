@@ -67,6 +67,9 @@ def validate_config(kind, config):
     return dict(serializer.validated_data)
 
 
+RESERVED_NAMES = {"new", "workers", "images"}
+
+
 class EngineSerializer(serializers.ModelSerializer):
     api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_api_key = serializers.SerializerMethodField()
@@ -79,6 +82,11 @@ class EngineSerializer(serializers.ModelSerializer):
             "config", "enabled", "weight", "status", "status_detail", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "enabled", "status", "status_detail", "created_at", "updated_at"]
+
+    def validate_name(self, value):
+        if value in RESERVED_NAMES:
+            raise serializers.ValidationError(f"'{value}' is reserved by the pages; choose another name.")
+        return value
 
     def get_has_api_key(self, engine) -> bool:
         return bool(engine.api_key)

@@ -91,3 +91,21 @@ def engine_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         process = start_worker(tmp_path_factory.mktemp("worker"), "w1")
     yield process
     process.stop()
+
+
+@pytest.fixture
+def spare_workers(django_db_blocker, tmp_path_factory):
+    """spare_workers(name) starts another worker for one test; all are stopped after it."""
+    from tests.servers import start_worker
+
+    started = []
+
+    def start(name):
+        with django_db_blocker.unblock():
+            process = start_worker(tmp_path_factory.mktemp(name), name)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -4,11 +4,8 @@ import concurrent.futures
 
 import pytest
 
-from accounts import services
-from accounts.audit import Actor
 from engines.demo import minilm_path
 from engines.models import Engine
-from tests.conftest import make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -17,15 +14,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def minilm(db):
     return Engine.objects.create(name="minilm", kind="embedding", model=str(minilm_path()),
                                  config={"normalize": True, "max_seq_length": 128, "max_batch_size": 32, "batch_wait_ms": 50})
-
-
-@pytest.fixture
-def openai_client(live_blaze):
-    from openai import OpenAI
-
-    user = make_user("app", "viewer")
-    _, raw = services.api_key_create(actor=Actor.system("test"), user=user, name="app", scopes=["inference"])
-    return OpenAI(base_url=f"{live_blaze}/v1", api_key=raw, max_retries=0, timeout=120)
 
 
 def cosine(u, v):

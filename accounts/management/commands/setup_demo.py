@@ -17,8 +17,12 @@ from engines.serializers import validate_config
 class Command(BaseCommand):
     help = "Create the admin account and register the demo engines. Safe to run again: nothing is duplicated."
 
-    @transaction.atomic
     def handle(self, *args, **options):
+        engines = demo_engines(say=self.stdout.write)  # slow the first time: outside the transaction
+        with transaction.atomic():
+            self._setup(engines)
+
+    def _setup(self, engines):
         actor = Actor.system("setup_demo")
         admin = User.objects.filter(username="admin").first()
         if admin is None:
@@ -34,7 +38,7 @@ class Command(BaseCommand):
                 admin.groups.add(Group.objects.get(name="admin"))
             self.stdout.write("User 'admin' exists; password unchanged.")
 
-        for name, fields in demo_engines():
+        for name, fields in engines:
             if Engine.objects.filter(name=name).exists():
                 self.stdout.write(f"Engine '{name}' is registered.")
                 continue
