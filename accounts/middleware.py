@@ -1,6 +1,7 @@
 import re
 import uuid
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -12,13 +13,28 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 class RequestIdMiddleware:
     """Accept a well-formed `X-Request-ID` or make one; echo it on the response."""
 
+    sync_capable = async_capable = True
+
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
 
-    def __call__(self, request):
+    def _tag(self, request):
         incoming = request.headers.get("X-Request-ID", "")
         request.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        self._tag(request)
         response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+    async def __acall__(self, request):
+        self._tag(request)
+        response = await self.get_response(request)
         response["X-Request-ID"] = request.request_id
         return response
 
@@ -27,18 +43,31 @@ class MfaRequiredMiddleware:
     """Send a signed-in browser user whose role requires TOTP to enrolment until they have verified."""
 
     ALLOWED = ("account", "mfa_enrol", "mfa_confirm", "logout", "login")
+    sync_capable = async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _applies(self, request):
+        return not request.path.startswith(("/static/", "/api/", "/v1/", "/health", "/metrics"))
+
+    def _must_enrol(self, request):
+        user = request.user
+        return (
+            user.is_authenticated and not user.is_verified()
+            and request.path not in {reverse(name) for name in self.ALLOWED} and mfa_required_for(user)
+        )
 
     def __call__(self, request):
-        user = request.user
-        if (
-            user.is_authenticated
-            and not user.is_verified()
-            and not request.path.startswith(("/static/", "/api/", "/v1/"))
-            and request.path not in {reverse(name) for name in self.ALLOWED}
-            and mfa_required_for(user)
-        ):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        if self._applies(request) and self._must_enrol(request):
             return redirect("account")
         return self.get_response(request)
+
+    async def __acall__(self, request):
+        if self._applies(request) and await sync_to_async(self._must_enrol)(request):
+            return redirect("account")
+        return await self.get_response(request)

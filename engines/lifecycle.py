@@ -37,6 +37,10 @@ def load_failed(name, hostname, error):
     _set_status(name, Engine.Status.FAILED, f"{hostname}: {error}")
 
 
+def load_retrying(name, hostname, attempt, error):
+    _set_status(name, Engine.Status.RECOVERING, f"{hostname}: attempt {attempt} failed ({error}); retrying")
+
+
 def batch_done(name, size, seconds, error):
     """Record a batch's outcome; the recent error rate moves the engine between READY and DEGRADED."""
     redis = shared_state.client()

@@ -22,6 +22,7 @@ class Engine(models.Model):
         READY = "ready", "Ready"
         DEGRADED = "degraded", "Degraded"
         FAILED = "failed", "Failed"
+        RECOVERING = "recovering", "Recovering"
 
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=300, blank=True)

@@ -13,6 +13,7 @@ import time
 
 import psutil
 from django.conf import settings
+from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from blaze_site import shared_state
 
@@ -126,16 +127,29 @@ class EngineHost:
 
         lifecycle.batch_done(engine_name, size, seconds, error)
 
-    def load(self, spec_dict):
+    def model(self, spec):
+        """The engine's cache entry, loading it if need be. A load that fails for a reason that may
+        pass (I/O, memory) is retried with backoff and the engine shows RECOVERING meanwhile; a
+        configuration error (RuntimeLoadError) or a model too big for the cache fails at once."""
         from . import lifecycle
 
-        spec = EngineSpec(**spec_dict)
+        def before_sleep(state):
+            lifecycle.load_retrying(spec.name, self.hostname, state.attempt_number, state.outcome.exception())
+
         try:
-            entry = self.cache.get(spec)
-        except (RuntimeLoadError, CacheRefusal) as exc:
+            for attempt in Retrying(
+                retry=retry_if_not_exception_type((RuntimeLoadError, CacheRefusal)),
+                stop=stop_after_attempt(settings.BLAZE_LOAD_ATTEMPTS),
+                wait=wait_exponential_jitter(initial=1, max=30), before_sleep=before_sleep, reraise=True,
+            ):
+                with attempt:
+                    return self.cache.get(spec)
+        except Exception as exc:
             lifecycle.load_failed(spec.name, self.hostname, str(exc))
             raise
-        return entry.describe()
+
+    def load(self, spec_dict):
+        return self.model(EngineSpec(**spec_dict)).describe()
 
     def infer(self, request_id, spec_dict, payload):
         """Run one request through the model's batcher, streaming its events; idempotent by request id."""
@@ -147,7 +161,7 @@ class EngineHost:
         with self._lock:
             self.in_flight += 1
         try:
-            entry = self.cache.get(EngineSpec(**spec_dict))
+            entry = self.model(EngineSpec(**spec_dict))
             # Token events only travel when the client streams: they cost a Redis write each.
             wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != "token")
             result = entry.batcher.submit(

@@ -103,3 +103,27 @@ def test_close_fails_waiting_requests_instead_of_leaving_them_hanging():
     batcher.close()
     with pytest.raises(RuntimeError, match="unloaded"):
         batcher.submit("late")
+
+
+def test_a_burst_spread_over_time_still_forms_one_batch():
+    batcher = DynamicBatcher(echo_batch, max_batch_size=16, max_wait_ms=80)
+    futures = []
+    for i in range(6):  # 30 ms apart: each arrival keeps the window open
+        futures.append(batcher.submit(i))
+        time.sleep(0.03)
+    [f.result(timeout=5) for f in futures]
+    assert list(batcher.batch_sizes) == [6]
+    batcher.close()
+
+
+def test_the_window_never_stays_open_longer_than_its_cap():
+    from engines.batcher import WINDOW_CAP
+
+    batcher = DynamicBatcher(echo_batch, max_batch_size=1000, max_wait_ms=20)
+    started, futures = time.monotonic(), []
+    while time.monotonic() - started < 20 * WINDOW_CAP / 1000 * 3:
+        futures.append(batcher.submit(len(futures)))
+        time.sleep(0.005)
+    [f.result(timeout=5) for f in futures]
+    assert len(batcher.batch_sizes) >= 2  # a steady stream is cut at the cap, not held forever
+    batcher.close()

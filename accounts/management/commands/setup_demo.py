@@ -33,6 +33,9 @@ class Command(BaseCommand):
             shown = "(from BLAZE_ADMIN_PASSWORD)" if os.environ.get("BLAZE_ADMIN_PASSWORD") else password
             self.stdout.write(self.style.SUCCESS(f"Created user 'admin' with password: {shown}"))
             self.stdout.write("  (shown once; change it on your account page)")
+            _, raw_key = services.api_key_create(actor=actor, user=admin, name="demo", scopes=["inference", "read"])
+            self.stdout.write(self.style.SUCCESS(f"Created API key 'demo' for admin: {raw_key}"))
+            self.stdout.write("  (shown once; try: curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/v1/models)")
         else:
             if not admin.groups.filter(name="admin").exists():
                 admin.groups.add(Group.objects.get(name="admin"))

@@ -1,0 +1,70 @@
+"""Engine status follows what the workers see: loading, ready, failed with its error, recovering."""
+
+import pytest
+
+from engines.models import Engine
+from engines.runtimes import EngineSpec
+from engines.worker import EngineHost
+from tests.engines.test_cache import SizedRuntime
+
+MiB = 1024 * 1024
+
+
+class FlakyRuntime(SizedRuntime):
+    """Fails its first two loads the way a busy disk or a full device does, then loads."""
+
+    failures = 0
+
+    def load(self):
+        if FlakyRuntime.failures < 2:
+            FlakyRuntime.failures += 1
+            raise OSError("Input/output error")
+        super().load()
+
+
+@pytest.fixture
+def host(db):
+    host = EngineHost("unit@test")
+    yield host
+    host.cache.clear()
+
+
+def spec(engine):
+    return EngineSpec(name=engine.name, kind="llm", model="m", config={"size": MiB})
+
+
+def test_a_load_that_fails_for_a_passing_reason_is_retried_and_recovers(host, monkeypatch):
+    engine = Engine.objects.create(name="flaky", kind="llm", model="m")
+    seen = []
+    monkeypatch.setattr("engines.lifecycle.load_retrying",
+                        lambda name, worker, attempt, error: seen.append((attempt, str(error))))
+    FlakyRuntime.failures = 0
+    host.cache.runtime_factory = FlakyRuntime
+    host.model(spec(engine))
+    assert seen == [(1, "Input/output error"), (2, "Input/output error")]
+    engine.refresh_from_db()
+    assert engine.status == Engine.Status.READY
+
+
+def test_a_configuration_error_fails_at_once_and_shows_why(host, tmp_path):
+    from engines.runtimes import RuntimeLoadError
+
+    engine = Engine.objects.create(name="half", kind="llm", model=str(tmp_path), config={"precision": "fp16"})
+    with pytest.raises(RuntimeLoadError):
+        host.model(EngineSpec.from_engine(engine))
+    engine.refresh_from_db()
+    assert engine.status == Engine.Status.FAILED
+    assert "unit@test" in engine.status_detail
+
+
+def test_a_run_of_errors_degrades_the_engine_and_successes_restore_it(db):
+    from engines.lifecycle import batch_done
+
+    engine = Engine.objects.create(name="wobbly", kind="llm", model="m", status=Engine.Status.READY)
+    batch_done("wobbly", 4, 0.1, RuntimeError("CUDA error"))
+    engine.refresh_from_db()
+    assert engine.status == Engine.Status.DEGRADED and "failed" in engine.status_detail
+    for _ in range(10):
+        batch_done("wobbly", 4, 0.1, None)
+    engine.refresh_from_db()
+    assert engine.status == Engine.Status.READY
