@@ -10,7 +10,7 @@ app = Celery("blaze_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # The shared queue, plus a broadcast queue every worker hears (unload an engine everywhere).
 # Each worker adds a queue of its own at start-up (engines/tasks.py).
+CONTROL = Broadcast("blaze.control")
 app.conf.task_default_queue = "blaze"
-app.conf.task_queues = (Queue("blaze"), Broadcast("blaze.control"))
-app.conf.task_routes = {"engines.unload_everywhere": {"queue": "blaze.control", "exchange": "blaze.control"}}
+app.conf.task_queues = (Queue("blaze"), CONTROL)
 app.autodiscover_tasks()

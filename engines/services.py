@@ -105,7 +105,11 @@ def unload_everywhere(engine_name):
 
     from .tasks import unload_everywhere as task
 
+    from blaze_site.celery import CONTROL
+
     try:
-        task.apply_async(args=[engine_name])
+        # Declaring the queue tells this process the exchange fans out; undeclared, the Redis
+        # transport would treat it as direct and the message would reach no worker.
+        task.apply_async(args=[engine_name], queue=CONTROL, declare=[CONTROL])
     except Exception:
         logging.getLogger(__name__).exception("could not broadcast unload of %s", engine_name)

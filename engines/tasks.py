@@ -24,7 +24,7 @@ def _stop_host(sender, **kwargs):
         HOST.stop()
 
 
-@shared_task(name="engines.infer", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name="engines.infer", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def infer(request_id, spec, payload):
     HOST.infer(request_id, spec, payload)
 
@@ -50,7 +50,7 @@ def cache_evict():
     return victim
 
 
-@shared_task(name="engines.unload_everywhere")
+@shared_task(name="engines.unload_everywhere", ignore_result=True)
 def unload_everywhere(engine):
     """Sent on the broadcast queue: every worker drops the engine (it was disabled or deleted)."""
     return HOST.cache.unload(engine)

@@ -68,6 +68,7 @@ class Process:
 
 
 def wait_for(condition, timeout, what, process=None):
+    """Wait for `condition`; on failure the process is stopped (never leaked) and its log shown."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -75,6 +76,8 @@ def wait_for(condition, timeout, what, process=None):
         if process is not None and not process.alive():
             raise RuntimeError(f"{what}: the process exited.\n{process.log()[-3000:]}")
         time.sleep(0.2)
+    if process is not None:
+        process.kill()
     raise RuntimeError(f"{what}: not within {timeout} s.\n{process.log()[-3000:] if process else ''}")
 
 

@@ -77,3 +77,15 @@ def test_bad_actions_name_the_field(engine_worker, client_for, operator_user):
     assert "engine" in api.post(cache_url(engine_worker), {"action": "load"}, format="json").json()["fields"]
     assert "engine" in api.post(cache_url(engine_worker), {"action": "load", "engine": "nope"}, format="json").json()["fields"]
     assert api.get("/api/workers/nobody@nowhere/cache/").status_code == 404
+
+
+def test_disabling_an_engine_unloads_it_from_every_worker(engine_worker, engines, client_for, operator_user):
+    import time
+
+    api = client_for(operator_user)
+    assert api.post(cache_url(engine_worker), {"action": "load", "engine": "pixels"}, format="json").status_code == 200
+    assert api.post("/api/engines/pixels/disable/").status_code == 200
+    deadline = time.monotonic() + 10
+    while "pixels" in cached(engine_worker):
+        assert time.monotonic() < deadline, "the worker kept the disabled engine loaded"
+        time.sleep(0.2)
