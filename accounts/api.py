@@ -9,7 +9,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from . import services
 from .audit import Actor
 from .csv_export import audit_csv_response
-from .models import ApiKey, AuditEvent, User
+from .models import AuditEvent, User
 from .permissions import RolePermission, ScopePermission
 from .selectors import api_keys_visible_to, audit_events
 from .serializers import (

@@ -18,7 +18,10 @@ A runtime is built from an `EngineSpec` and a device string, and offers:
 Runtimes know nothing of Celery, Redis or Django models: the worker hands them specs and requests.
 """
 
+import gc
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class RuntimeLoadError(Exception):
@@ -48,6 +51,40 @@ class EngineSpec:
 
     def as_dict(self):
         return {"name": self.name, "kind": self.kind, "model": self.model, "config": self.config}
+
+
+def parameter_count(folder):
+    """Parameters stored under `folder`, read from the safetensors headers (a .bin file counts as fp32 by
+    its size), loading nothing. Where a folder holds variants (`model.fp16.safetensors`) the plain file counts."""
+    from safetensors import safe_open
+
+    total = 0
+    weight_folders = {path.parent for path in Path(folder).rglob("*") if path.suffix in (".safetensors", ".bin")}
+    for weight_folder in weight_folders:
+        files = sorted(weight_folder.glob("*.safetensors")) or sorted(weight_folder.glob("*.bin"))
+        files = [path for path in files if "." not in path.stem] or files
+        for path in files:
+            if path.suffix == ".bin":
+                total += path.stat().st_size // 4
+                continue
+            with safe_open(str(path), framework="numpy") as weights:
+                total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+    return total
+
+
+def tensor_bytes(*modules):
+    """Bytes the parameters and buffers of these torch modules take."""
+    tensors = [tensor for module in modules for tensor in (*module.parameters(), *module.buffers())]
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+def release_memory(device):
+    """Return freed memory after a model's last reference is dropped (and the CUDA cache on a GPU)."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def runtime_for(spec, device):

@@ -1,13 +1,11 @@
 """Text-to-image and image-to-image with a diffusers pipeline in a local directory."""
 
 import base64
-import gc
 import io
 import json
 from pathlib import Path
 
-from . import RequestError, RuntimeLoadError
-from .embedding import parameter_count
+from . import RequestError, RuntimeLoadError, parameter_count, release_memory, tensor_bytes
 
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2}
 
@@ -89,20 +87,14 @@ class DiffusionRuntime:
 
     def unload(self):
         self.text_to_image = self.image_to_image = None
-        gc.collect()
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        release_memory(self.device)
 
     def loaded_bytes(self):
         if self.text_to_image is None:
             return 0
         import torch
 
-        modules = [part for part in self.text_to_image.components.values() if isinstance(part, torch.nn.Module)]
-        tensors = [tensor for module in modules for tensor in (*module.parameters(), *module.buffers())]
-        return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+        return tensor_bytes(*(part for part in self.text_to_image.components.values() if isinstance(part, torch.nn.Module)))
 
     def batch_key(self, request):
         mode = "img2img" if request.get("image") is not None else "txt2img"

@@ -1,31 +1,11 @@
 """Sentence embeddings with sentence-transformers, and an LRU of vectors already computed."""
 
-import gc
 import hashlib
 import math
 from collections import OrderedDict
 from pathlib import Path
 
-from . import RuntimeLoadError
-
-
-def parameter_count(folder):
-    """Parameters stored under `folder`, read from the safetensors headers (a .bin file counts as fp32 by
-    its size), loading nothing. Where a folder holds variants (`model.fp16.safetensors`) the plain file counts."""
-    from safetensors import safe_open
-
-    total = 0
-    weight_folders = {path.parent for path in Path(folder).rglob("*") if path.suffix in (".safetensors", ".bin")}
-    for weight_folder in weight_folders:
-        files = sorted(weight_folder.glob("*.safetensors")) or sorted(weight_folder.glob("*.bin"))
-        files = [path for path in files if "." not in path.stem] or files
-        for path in files:
-            if path.suffix == ".bin":
-                total += path.stat().st_size // 4
-                continue
-            with safe_open(str(path), framework="numpy") as weights:
-                total += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
-    return total
+from . import RuntimeLoadError, parameter_count, release_memory, tensor_bytes
 
 
 def cosine(u, v):
@@ -115,17 +95,10 @@ class EmbeddingRuntime:
     def unload(self):
         self.model = None
         self.cache.clear()
-        gc.collect()
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        release_memory(self.device)
 
     def loaded_bytes(self):
-        if self.model is None:
-            return 0
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+        return tensor_bytes(self.model) if self.model is not None else 0
 
     def run_batch(self, requests, emit):
         texts = [text for request in requests for text in request["input"]]

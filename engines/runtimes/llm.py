@@ -5,7 +5,6 @@ Requests are dicts the API has validated: {"prompt" or "messages", "max_tokens",
 emit(index, {"type": "token", "text": delta}) streams a request's text as it is generated.
 """
 
-import gc
 import importlib.util
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from . import RequestError, RuntimeLoadError
+from . import RequestError, RuntimeLoadError, release_memory, tensor_bytes
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2, "8bit": 1, "4bit": 0.5}
@@ -80,13 +79,10 @@ class LlmRuntime:
     def unload(self):
         self.model = None
         self.tokenizer = None
-        gc.collect()
-        if self.device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        release_memory(self.device)
 
     def loaded_bytes(self):
-        tensors = [*self.model.parameters(), *self.model.buffers()]
-        return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+        return tensor_bytes(self.model) if self.model is not None else 0
 
     def batch_key(self, request):
         return None

@@ -1,6 +1,5 @@
 """The LLM runtime on a tiny random-weight GPT-2 (CPU, fp32): loading, batching, limits, streaming, stops, seeds."""
 
-import time
 
 import pytest
 import torch
