@@ -5,13 +5,16 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.shortcuts import redirect
 from django.urls import reverse
 
+from blaze_site import logs
+
 from .selectors import mfa_required_for
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
 class RequestIdMiddleware:
-    """Accept a well-formed `X-Request-ID` or make one; echo it on the response."""
+    """Accept a well-formed `X-Request-ID` or make one; echo it on the response and stamp it on every
+    log line (and Celery task) of the request."""
 
     sync_capable = async_capable = True
 
@@ -23,6 +26,9 @@ class RequestIdMiddleware:
     def _tag(self, request):
         incoming = request.headers.get("X-Request-ID", "")
         request.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # Not reset after the response: Django logs the response's status after the last middleware
+        # returns, and that line must carry the id too. The next request sets its own.
+        logs.request_id.set(request.request_id)
 
     def __call__(self, request):
         if iscoroutinefunction(self):

@@ -11,6 +11,8 @@ ROLE_PERMISSIONS = {
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
         "engines.manage_cache",
         "accounts.add_apikey", "accounts.view_apikey",
+        "ratelimits.view_ratelimitpolicy", "ratelimits.add_ratelimitpolicy",
+        "ratelimits.change_ratelimitpolicy", "ratelimits.delete_ratelimitpolicy",
     ],
     "admin": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
@@ -18,6 +20,9 @@ ROLE_PERMISSIONS = {
         "accounts.add_apikey", "accounts.view_apikey", "accounts.view_all_apikeys",
         "accounts.view_user", "accounts.add_user", "accounts.change_user",
         "accounts.view_auditevent",
+        "ratelimits.view_ratelimitpolicy", "ratelimits.add_ratelimitpolicy",
+        "ratelimits.change_ratelimitpolicy", "ratelimits.delete_ratelimitpolicy",
+        "security.view_ipblock", "security.add_ipblock", "security.change_ipblock", "security.delete_ipblock",
     ],
 }
 

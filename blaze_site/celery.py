@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 from kombu import Queue
 from kombu.common import Broadcast
 
@@ -14,3 +15,37 @@ CONTROL = Broadcast("blaze.control")
 app.conf.task_default_queue = "blaze"
 app.conf.task_queues = (Queue("blaze"), CONTROL)
 app.autodiscover_tasks()
+
+REQUEST_ID_HEADER = "blaze_request_id"
+
+
+@setup_logging.connect
+def _django_logging(**kwargs):
+    """The worker logs as the web process does (settings.LOGGING: JSON lines with request ids)."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+
+
+@before_task_publish.connect
+def _send_request_id(headers=None, **kwargs):
+    from . import logs
+
+    if headers is not None and logs.request_id.get():
+        headers.setdefault(REQUEST_ID_HEADER, logs.request_id.get())
+
+
+@task_prerun.connect
+def _adopt_request_id(task=None, **kwargs):
+    from . import logs
+
+    logs.request_id.set(task.request.get(REQUEST_ID_HEADER) or "")
+
+
+@task_postrun.connect
+def _drop_request_id(**kwargs):
+    from . import logs
+
+    logs.request_id.set("")  # pool threads are reused: the next task must not inherit this id

@@ -40,6 +40,11 @@ def _secret_key():
 
 
 SECRET_KEY = _secret_key()
+
+# Prometheus metrics from every process of this machine (web and workers) meet in one directory;
+# it must be set before prometheus_client is first imported. `./blaze` empties it at start.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -61,6 +66,8 @@ INSTALLED_APPS = [
     "accounts",
     "engines",
     "monitoring",
+    "ratelimits",
+    "security",
 ]
 
 # Every middleware here is async-capable: a sync one would hold a thread for the whole of a request,
@@ -69,12 +76,17 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "accounts.middleware.RequestIdMiddleware",
+    "monitoring.middleware.RequestMetricsMiddleware",
+    # Cheap refusals (block list, size, threat patterns) before any session or database work.
+    "security.middleware.ThreatProtectionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "accounts.middleware.MfaRequiredMiddleware",
+    # After authentication, so that limits per user can see the signed-in user.
+    "ratelimits.middleware.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -154,6 +166,11 @@ BLAZE_WORKER_LOST_SECONDS = float(os.environ.get("BLAZE_WORKER_LOST_SECONDS", "8
 BLAZE_LOAD_ATTEMPTS = int(os.environ.get("BLAZE_LOAD_ATTEMPTS", "3"))  # a failed model load is retried
 BLAZE_REQUEST_TIMEOUT_SECONDS = float(os.environ.get("BLAZE_REQUEST_TIMEOUT_SECONDS", "300"))
 
+# Monitoring: who may read /metrics, /metrics/prometheus and /health/detailed without signing in.
+BLAZE_METRICS_TOKEN = os.environ.get("BLAZE_METRICS_TOKEN", "")
+BLAZE_METRICS_ALLOW_IPS = env_list("BLAZE_METRICS_ALLOW_IPS", "127.0.0.1/32,::1/128")
+BLAZE_MIN_FREE_DISK_BYTES = int(os.environ.get("BLAZE_MIN_FREE_DISK_BYTES", str(1 << 30)))  # less: degraded
+
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -225,9 +242,61 @@ MEDIA_URL = "media/"
 # Serve from the finders when collectstatic has not run (development, tests).
 SERVESTATIC_USE_FINDERS = True
 
+# JSON lines by default (for log shippers); BLAZE_LOG_FORMAT=text for a person reading a terminal.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "blaze_site.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "blaze_site.logs.BlazeJsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler", "filters": ["request_id"],
+            "formatter": "text" if os.environ.get("BLAZE_LOG_FORMAT", "json") == "text" else "json",
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# Rate limiting (ratelimits/): the policies themselves are rows, edited on /ratelimits/ or /api/ratelimits/.
+BLAZE_RATELIMIT_POLICY_CACHE_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_POLICY_CACHE_SECONDS", "2"))
+BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS", "5"))
+BLAZE_RATELIMIT_ADAPTIVE_FLOOR = float(os.environ.get("BLAZE_RATELIMIT_ADAPTIVE_FLOOR", "0.1"))
+
+# Edge protection (security/): body size, threat patterns, IP block list. docs/configuration.md says why.
+# 32 MiB: the image edit endpoint takes a 20 MB image, which is 27 MB once base64-encoded in JSON.
+BLAZE_MAX_REQUEST_BYTES = int(os.environ.get("BLAZE_MAX_REQUEST_BYTES", str(32 << 20)))
+# Django's own cap on a body read into memory follows ours, so one number decides how big a request may be.
+DATA_UPLOAD_MAX_MEMORY_SIZE = BLAZE_MAX_REQUEST_BYTES
+BLAZE_AUTOBLOCK_DETECTIONS = int(os.environ.get("BLAZE_AUTOBLOCK_DETECTIONS", "5"))  # 0: never block automatically
+BLAZE_AUTOBLOCK_WINDOW_SECONDS = int(os.environ.get("BLAZE_AUTOBLOCK_WINDOW_SECONDS", "300"))
+BLAZE_AUTOBLOCK_SECONDS = int(os.environ.get("BLAZE_AUTOBLOCK_SECONDS", "900"))
+BLAZE_BLOCK_EXEMPT_IPS = env_list("BLAZE_BLOCK_EXEMPT_IPS")  # addresses or CIDR networks never blocked
+
+# Resilience (engines/resilience/): calls to remote hosts, circuit breakers and health checks.
+# Per-phase timeouts of one upstream attempt; read is long because an LLM may think for minutes.
+BLAZE_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_CONNECT_TIMEOUT", "5"))
+BLAZE_UPSTREAM_READ_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_READ_TIMEOUT", "300"))
+BLAZE_UPSTREAM_WRITE_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_WRITE_TIMEOUT", "30"))
+BLAZE_UPSTREAM_POOL_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_POOL_TIMEOUT", "5"))
+BLAZE_UPSTREAM_MAX_CONNECTIONS = int(os.environ.get("BLAZE_UPSTREAM_MAX_CONNECTIONS", "100"))  # per host and process
+BLAZE_UPSTREAM_MAX_KEEPALIVE = int(os.environ.get("BLAZE_UPSTREAM_MAX_KEEPALIVE", "20"))
+BLAZE_UPSTREAM_KEEPALIVE_SECONDS = float(os.environ.get("BLAZE_UPSTREAM_KEEPALIVE_SECONDS", "30"))
+BLAZE_RETRY_ATTEMPTS = int(os.environ.get("BLAZE_RETRY_ATTEMPTS", "3"))
+BLAZE_RETRY_BASE_SECONDS = float(os.environ.get("BLAZE_RETRY_BASE_SECONDS", "0.5"))
+BLAZE_RETRY_MAX_DELAY_SECONDS = float(os.environ.get("BLAZE_RETRY_MAX_DELAY_SECONDS", "10"))
+BLAZE_BREAKER_FAILURE_THRESHOLD = int(os.environ.get("BLAZE_BREAKER_FAILURE_THRESHOLD", "5"))
+BLAZE_BREAKER_FAILURE_RATE = float(os.environ.get("BLAZE_BREAKER_FAILURE_RATE", "0.5"))
+BLAZE_BREAKER_WINDOW = int(os.environ.get("BLAZE_BREAKER_WINDOW", "20"))
+BLAZE_BREAKER_MIN_CALLS = int(os.environ.get("BLAZE_BREAKER_MIN_CALLS", "10"))
+BLAZE_BREAKER_RESET_SECONDS = float(os.environ.get("BLAZE_BREAKER_RESET_SECONDS", "30"))
+BLAZE_BREAKER_SUCCESS_THRESHOLD = int(os.environ.get("BLAZE_BREAKER_SUCCESS_THRESHOLD", "2"))
+BLAZE_BREAKER_HALF_OPEN_MAX_CALLS = int(os.environ.get("BLAZE_BREAKER_HALF_OPEN_MAX_CALLS", "1"))
+BLAZE_HEALTH_CHECK_INTERVAL = float(os.environ.get("BLAZE_HEALTH_CHECK_INTERVAL", "30"))
+BLAZE_HEALTH_CHECK_TIMEOUT = float(os.environ.get("BLAZE_HEALTH_CHECK_TIMEOUT", "5"))
+BLAZE_HEALTH_UNHEALTHY_AFTER = int(os.environ.get("BLAZE_HEALTH_UNHEALTHY_AFTER", "3"))
+BLAZE_HEALTH_DEGRADED_ERROR_RATE = float(os.environ.get("BLAZE_HEALTH_DEGRADED_ERROR_RATE", "0.2"))
+BLAZE_HEALTH_DEGRADED_LATENCY_SECONDS = float(os.environ.get("BLAZE_HEALTH_DEGRADED_LATENCY_SECONDS", "30"))
+BLAZE_HEALTH_WINDOW = int(os.environ.get("BLAZE_HEALTH_WINDOW", "20"))

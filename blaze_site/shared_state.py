@@ -37,7 +37,9 @@ def engine_stats_key(name):
 
 @lru_cache(maxsize=None)
 def _pool(url):
-    return redis.ConnectionPool.from_url(url, decode_responses=True)
+    # Timeouts: a hung Redis must fail a request (every caller fails open or reports it), not
+    # stall the event loop. No synchronous caller blocks on Redis on purpose.
+    return redis.ConnectionPool.from_url(url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5)
 
 
 def client():
@@ -48,3 +50,108 @@ def client():
 def async_client():
     """An asyncio client; create one per event loop (asyncio pools are loop-bound)."""
     return redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+
+
+def engine_outcomes_key(name):
+    """An engine's recent request outcomes, newest first: "1" succeeded, "0" failed."""
+    return key("engine", name, "outcomes")
+
+
+def ratelimit_bucket_key(policy_id, algorithm, identity):
+    """A token or leaky bucket's state, per policy, algorithm and identity (`ip:10.0.0.7`, `user:4`…)."""
+    return key("ratelimit", policy_id, algorithm, identity)
+
+
+def ratelimit_window_prefix():
+    """Key prefix handed to the `limits` library for its window counters (it appends `:<its key>`)."""
+    return key("ratelimit", "window")
+
+
+def ratelimit_health_key():
+    """The adaptive limit's last sample of engine health (latency since the previous sample)."""
+    return key("ratelimit", "health")
+
+
+def ip_blocks_key():
+    """The active IP block list, cached for the request path (security/blocklist.py)."""
+    return key("security", "ip-blocks")
+
+
+def threat_detections_key(ip):
+    """Threat detections counted for one client address within the auto-block window."""
+    return key("security", "detections", ip)
+
+
+def breaker_key(target):
+    """A circuit breaker's state hash: state, failures, successes, window_failures, opened_at, changed_at."""
+    return key("breaker", target)
+
+
+def breaker_window_key(target):
+    """A breaker's last calls while closed, newest first: "1" succeeded, "0" failed (for the failure rate)."""
+    return key("breaker", target, "window")
+
+
+def breaker_trials_key(target):
+    """A half-open breaker's trial calls in flight: permit id → time granted (sorted set)."""
+    return key("breaker", target, "trials")
+
+
+def breaker_transitions_key(target):
+    """A breaker's recent state changes, newest first, as JSON (bounded)."""
+    return key("breaker", target, "transitions")
+
+
+def breakers_key():
+    """Every target that has a breaker (a set), for the pages that list them."""
+    return key("breakers")
+
+
+def health_key(target):
+    """A target's health hash: state, since, consecutive_failures, latency EWMA, check counts, last error."""
+    return key("health", target)
+
+
+def health_outcomes_key(target):
+    """A target's recent outcomes (checks and traffic), newest first: "<1|0>:<latency seconds>"."""
+    return key("health", target, "outcomes")
+
+
+def health_checks_key(target):
+    """A target's last active checks, newest first, as JSON (bounded)."""
+    return key("health", target, "checks")
+
+
+def health_targets_key():
+    """Every target with a health record (a set)."""
+    return key("health-targets")
+
+
+def route_turn_key(route_id):
+    """A route's pick counter (INCR): round robin and weighted round robin take turns from it."""
+    return key("route", route_id, "turn")
+
+
+def route_sticky_key(route_id, client_key):
+    """IP hash: the target id a client (`ip:…`, `key:…`, `session:…`) was given, expiring with the route's TTL."""
+    return key("route", route_id, "sticky", client_key)
+
+
+def route_sticky_pattern(route_id):
+    """SCAN pattern for every sticky mapping of a route (to forget them when it is deleted)."""
+    return key("route", route_id, "sticky", "*")
+
+
+def route_target_stats_key(target_id):
+    """A route target's counters and averages, hash {requests, completed, errors, latency, error_rate}."""
+    return key("route-target", target_id, "stats")
+
+
+def route_target_leases_key(target_id):
+    """A route target's requests in flight: sorted set of lease ids scored by when they expire."""
+    return key("route-target", target_id, "leases")
+
+
+def route_target_latencies_key(target_id):
+    """A route target's recent successful latencies in seconds, newest first (bounded), for p50/p95."""
+    return key("route-target", target_id, "latencies")

@@ -6,6 +6,8 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="engines:list", permanent=False)),
     path("", include("accounts.urls")),
     path("", include("monitoring.urls")),
+    path("", include("security.urls")),
+    path("", include("ratelimits.urls")),
     path("engines/", include("engines.urls")),
     path("api/", include("blaze_site.api_urls")),
     path("v1/", include("engines.v1_urls")),

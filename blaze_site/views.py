@@ -1,8 +1,9 @@
 """Error pages: JSON under /api/ and /v1/, HTML elsewhere."""
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 
 from .exceptions import error_body
 
@@ -11,6 +12,31 @@ API_PREFIXES = ("/api/", "/v1/")
 
 def _is_api(request):
     return request.path.startswith(API_PREFIXES)
+
+
+# OpenAI's error `type` for each status, for refusals under /v1/.
+OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
+    429: "rate_limit_error", 503: "server_error",
+}
+
+
+def refusal(request, status, message, *, param=None, code=None, headers=None):
+    """A refusal made before any view runs (middleware): OpenAI's error shape under /v1/, the native
+    `{"error", "fields"}` under /api/, a short standalone page elsewhere (no session or user needed)."""
+    if request.path.startswith("/v1/"):
+        error = {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "invalid_request_error"),
+                 "param": param, "code": code}
+        response = JsonResponse({"error": error}, status=status)
+    elif _is_api(request):
+        response = JsonResponse(error_body(message, {param: [message]} if param else None), status=status)
+    else:
+        html = render_to_string("refusal.html", {"status": status, "message": message})
+        response = HttpResponse(html, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
 
 
 def not_found(request, exception=None):

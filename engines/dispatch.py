@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from blaze_site import shared_state
+from monitoring import metrics
 
 from . import lifecycle
 from .runtimes import EngineSpec
@@ -48,6 +49,7 @@ async def run(engine, payload):
     """Yield the request's events (`token`, `progress`, then `done` or `error`), deduplicated across
     a re-dispatch. Raises DispatchError when no worker can take it or the deadline passes."""
     request_id = uuid.uuid4().hex
+    arrived = time.monotonic()
     spec = EngineSpec.from_engine(engine).as_dict()
     tried = []
     # Redis only (no database): run on the thread pool, not the one thread Django's ORM calls share.
@@ -84,6 +86,8 @@ async def run(engine, payload):
                     if attempt_tokens <= relayed:
                         continue  # already relayed by the worker that was lost
                     relayed += 1
+                    if relayed == 1:
+                        metrics.TIME_TO_FIRST_TOKEN.labels(engine.name).observe(time.monotonic() - arrived)
                     yield event
                 elif kind in ("done", "error"):
                     yield event

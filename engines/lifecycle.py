@@ -44,7 +44,7 @@ def load_retrying(name, hostname, attempt, error):
 def batch_done(name, size, seconds, error):
     """Record a batch's outcome; the recent error rate moves the engine between READY and DEGRADED."""
     redis = shared_state.client()
-    stats, outcomes = shared_state.engine_stats_key(name), shared_state.key("engine", name, "outcomes")
+    stats, outcomes = shared_state.engine_stats_key(name), shared_state.engine_outcomes_key(name)
     pipe = redis.pipeline()
     pipe.hincrby(stats, "batches", 1)
     pipe.hincrby(stats, "requests", size)

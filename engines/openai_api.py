@@ -21,14 +21,11 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from accounts.authentication import ApiKeyAuthentication
 from accounts.models import ApiKey
 from blaze_site.exceptions import flatten
+from blaze_site.views import OPENAI_ERROR_TYPES
 
 from . import dispatch
 from .models import Engine
 from .openai_serializers import REQUEST_SERIALIZERS
-
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-               429: "rate_limit_error"}
 
 
 class ApiError(Exception):
@@ -38,7 +35,7 @@ class ApiError(Exception):
 
 
 def error_response(status, message, param=None, code=None):
-    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}}
+    body = {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}}
     return JsonResponse(body, status=status)
 
 
@@ -160,7 +157,7 @@ def _stream(engine, data, chat):
                     if data["include_usage"]:
                         yield _sse({**chunk(), "choices": [], "usage": _usage(event["result"])})
                 elif event["type"] == "error":
-                    yield _sse({"error": {"message": event["message"], "type": ERROR_TYPES.get(event["status"], "server_error"),
+                    yield _sse({"error": {"message": event["message"], "type": OPENAI_ERROR_TYPES.get(event["status"], "server_error"),
                                           "param": event.get("param"), "code": None}})
         except dispatch.DispatchError as exc:
             yield _sse({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}})

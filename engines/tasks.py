@@ -1,5 +1,7 @@
 """Celery tasks: thin wrappers that decode arguments and call the worker's EngineHost."""
 
+import os
+
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_shutdown
 
@@ -20,8 +22,11 @@ def _start_host(sender, instance, **kwargs):
 
 @worker_shutdown.connect
 def _stop_host(sender, **kwargs):
+    from prometheus_client import multiprocess
+
     if HOST is not None:
         HOST.stop()
+    multiprocess.mark_process_dead(os.getpid())  # its live gauges no longer count
 
 
 @shared_task(name="engines.infer", acks_late=True, reject_on_worker_lost=True, ignore_result=True)

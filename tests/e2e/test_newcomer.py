@@ -2,8 +2,8 @@
 
 import pytest
 from django.core.management import call_command
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -13,7 +13,15 @@ def submit(browser, css):
     """Click a submit button and wait for the next page to replace this one."""
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+
+    def replaced(driver):
+        try:
+            page.is_enabled()
+            return False
+        except WebDriverException:  # stale, or chromedriver's "node does not belong to the document"
+            return True
+
+    WebDriverWait(browser, 10).until(replaced)
 
 
 def sign_in(browser, base, username, password):

@@ -1,0 +1,65 @@
+"""Every Prometheus metric Blaze exports, in one module: import it and call `.labels(...).inc()`.
+
+Multi-process safe: settings point PROMETHEUS_MULTIPROC_DIR at a directory shared by the web
+processes and the Celery workers of one machine, so `/metrics/prometheus` sums them all. Gauges say
+how to combine processes (`multiprocess_mode`), and only live processes count for them.
+"""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+HTTP_REQUESTS = Counter(
+    "blaze_http_requests_total", "HTTP requests answered, by route, method and status.",
+    ["endpoint", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "blaze_http_request_duration_seconds", "Time to answer an HTTP request (to the first byte of a stream).",
+    ["endpoint", "method"], buckets=LATENCY_BUCKETS,
+)
+
+INFERENCE_LATENCY = Histogram(
+    "blaze_inference_duration_seconds", "Time a batch spends in the engine, per engine.",
+    ["engine", "kind"], buckets=LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "blaze_time_to_first_token_seconds", "Time from a streamed request's arrival to its first token.",
+    ["engine"], buckets=LATENCY_BUCKETS,
+)
+TOKENS_GENERATED = Counter("blaze_tokens_generated_total", "Completion tokens generated.", ["engine"])
+TOKENS_PER_SECOND = Gauge(
+    "blaze_tokens_per_second", "Completion tokens per second of the engine's last batch.", ["engine"],
+    multiprocess_mode="mostrecent",
+)
+BATCH_SIZE = Histogram(
+    "blaze_batch_size", "Requests merged into one batched call.", ["engine"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+QUEUE_DEPTH = Gauge(
+    "blaze_queue_depth", "Requests waiting in an engine's batcher.", ["engine"], multiprocess_mode="livesum",
+)
+
+MODEL_CACHE_EVENTS = Counter(
+    "blaze_model_cache_events_total", "Model cache hits, misses (loads) and evictions, per worker.",
+    ["worker", "event"],
+)
+MODEL_CACHE_BYTES = Gauge(
+    "blaze_model_cache_bytes", "Bytes held by loaded models, per worker.", ["worker"], multiprocess_mode="liveall",
+)
+EMBEDDING_CACHE_EVENTS = Counter(
+    "blaze_embedding_cache_events_total", "Embedding result cache hits and misses.", ["engine", "event"],
+)
+
+RATE_LIMIT_REJECTIONS = Counter(
+    "blaze_rate_limit_rejections_total", "Requests refused (or delayed) by a rate limit.",
+    ["scope", "algorithm", "action"],
+)
+SECURITY_EVENTS = Counter("blaze_security_events_total", "Threat detections and blocks.", ["kind"])
+
+BREAKER_STATE = Gauge(
+    "blaze_breaker_state", "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.", ["target"],
+    multiprocess_mode="mostrecent",
+)
+BREAKER_TRANSITIONS = Counter(
+    "blaze_breaker_transitions_total", "Circuit breaker state changes.", ["target", "from_state", "to_state"],
+)

@@ -1,0 +1,51 @@
+"""Who may read metrics and detailed health: monitoring systems and signed-in users."""
+
+import hmac
+import ipaddress
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import authentication, permissions
+
+from accounts.audit import client_ip
+
+SCRAPER = "metrics-token"
+
+
+class MetricsTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <BLAZE_METRICS_TOKEN>` → (anonymous, SCRAPER). Checked before the user
+    authenticators, which would refuse a bearer token that is not theirs."""
+
+    def authenticate(self, request):
+        token = settings.BLAZE_METRICS_TOKEN
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if token and hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+            return AnonymousUser(), SCRAPER
+        return None
+
+
+def allowed_address(request):
+    ip = client_ip(request)
+    if not ip:
+        return False
+    address = ipaddress.ip_address(ip)
+    return any(address in ipaddress.ip_network(network, strict=False) for network in settings.BLAZE_METRICS_ALLOW_IPS)
+
+
+class MonitoringAccess(permissions.BasePermission):
+    """The metrics token, an address in BLAZE_METRICS_ALLOW_IPS, or a signed-in user whose role sees engines."""
+
+    message = "Metrics and detailed health need BLAZE_METRICS_TOKEN, an allowed address, or a signed-in user."
+
+    def has_permission(self, request, view):
+        return (
+            request.auth == SCRAPER or allowed_address(request)
+            or bool(request.user and request.user.has_perm("engines.view_engine"))
+        )
+
+
+class AdminsOnly(permissions.BasePermission):
+    message = "Only admins may read the error summary."
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.has_perm("accounts.view_auditevent"))

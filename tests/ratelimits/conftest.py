@@ -1,0 +1,33 @@
+"""Policies made through the service (as operators make them), with each test starting on a fresh
+policy cache."""
+
+import itertools
+
+import pytest
+
+from accounts.audit import Actor
+from ratelimits import services
+from ratelimits.selectors import forget_active_policies
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_policy_cache():
+    forget_active_policies()
+    yield
+    forget_active_policies()
+
+
+@pytest.fixture
+def make_policy(db, django_capture_on_commit_callbacks):
+    """make_policy(**fields) → a saved policy (global, fixed window, 2 per 60 s unless told),
+    committed the way a request commits it, so this process's policy cache is refreshed."""
+
+    def make(**fields):
+        fields = {"name": f"policy-{next(_names)}", "scope": "global", "algorithm": "fixed_window",
+                  "limit": 2, "period_seconds": 60, **fields}
+        with django_capture_on_commit_callbacks(execute=True):
+            return services.policy_create(actor=Actor.system("test"), **fields)
+
+    return make
