@@ -1,0 +1,38 @@
+import asyncio
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from engines.resilience import http
+from engines.resilience.health import check_remote_engines
+
+
+class Command(BaseCommand):
+    help = (
+        "Check every enabled remote engine's host (GET <base_url>/models) every BLAZE_HEALTH_CHECK_INTERVAL "
+        "seconds and record its health for every web process to see. Run one per installation."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="Check each host once and exit.")
+        parser.add_argument("--interval", type=float, help="Seconds between rounds (default: the setting).")
+
+    def handle(self, *args, once=False, interval=None, **options):
+        try:
+            asyncio.run(self._run(once, interval or settings.BLAZE_HEALTH_CHECK_INTERVAL))
+        except KeyboardInterrupt:
+            pass
+
+    async def _run(self, once, interval):
+        try:
+            while True:
+                started = time.monotonic()
+                for engine, check in await check_remote_engines():
+                    line = f"{engine.name}: {check['state']} ({check['latency'] * 1000:.0f} ms) {check['detail']}"
+                    self.stdout.write(line.rstrip() if check["ok"] else self.style.WARNING(line))
+                if once:
+                    return
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            await http.aclose_all()

@@ -1,0 +1,248 @@
+"""Circuit breakers whose state lives in Redis, so every web process and worker sees the same breaker.
+
+Ours, not a library's: no Python breaker shares its state through Redis atomically (pybreaker's Redis
+storage changes state by separate reads and writes, and has no failure-rate window or bounded
+half-open trials). Here each step is one Lua script, so processes recording outcomes at once can
+neither lose a count nor both move the breaker.
+
+    CLOSED ──failure_threshold consecutive failures, or failure_rate of the last `window` calls
+      ▲      (once min_calls are counted)──► OPEN
+      │                                       │ reset_timeout seconds
+      │ success_threshold trial successes     ▼
+      └──────────────────────────────── HALF_OPEN ──a trial fails──► OPEN
+
+In HALF_OPEN at most `half_open_max_calls` trial calls run at once; a trial that never reports stops
+holding its slot after reset_timeout. Only trials count there: a call let through before the breaker
+opened says nothing about the recovery. Outcomes recorded while OPEN are ignored.
+
+Use:
+
+    breaker = CircuitBreaker(target_id(engine.name))
+    async with breaker.guard(is_failure=is_retriable):  # raises BreakerOpen when refused
+        response = await call_upstream()
+
+or by hand: `permit = breaker.allow()` then `breaker.record_success(permit)` /
+`breaker.record_failure(permit)` (or `release(permit)` when the call was abandoned).
+
+The async methods (`a…`) run the sync ones on a worker thread (sync_to_async, not thread-sensitive):
+one implementation on the process's shared, thread-safe Redis pool, where an asyncio client is bound
+to one loop and `shared_state.async_client()` opens a new pool per call.
+
+When Redis cannot be reached, a breaker fails open: it lets calls through and counts nothing (logged),
+because it protects targets and must not become the outage itself.
+
+Times come from `clock` (time.time by default; tests inject one), so hosts should keep their clocks
+in sync (NTP): skew shifts when a breaker half-opens by that much.
+"""
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import redis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from blaze_site import shared_state
+from monitoring import metrics
+
+log = logging.getLogger(__name__)
+
+CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # the values of metrics.BREAKER_STATE
+TRANSITIONS_KEPT = 50
+
+
+class BreakerOpen(Exception):
+    """The breaker refused the call. `retry_after` is the seconds until it would let one through."""
+
+    def __init__(self, target, state, retry_after):
+        self.target, self.state, self.retry_after = target, state, max(0.0, retry_after)
+        super().__init__(
+            f"The circuit breaker for '{target}' is {state.replace('_', '-')}; "
+            f"next try in {self.retry_after:.1f} s."
+        )
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Leave to make one call; hand it back to record_success / record_failure / release.
+    `trial` is set when the call is a half-open trial."""
+
+    target: str
+    trial: str = ""
+
+
+@lru_cache(maxsize=None)
+def _script():
+    return shared_state.client().register_script((Path(__file__).parent / "lua" / "breaker.lua").read_text())
+
+
+class CircuitBreaker:
+    """A breaker for one target (an engine replica, a remote host), shared through Redis.
+
+    Settings give the defaults (BLAZE_BREAKER_*); `failure_rate=None` turns the rate rule off. Creating
+    one is cheap: build it where you need it, with the same arguments everywhere for one target.
+    """
+
+    def __init__(self, target, *, failure_threshold=None, failure_rate=..., window=None, min_calls=None,
+                 reset_timeout=None, success_threshold=None, half_open_max_calls=None, clock=time.time):
+        self.target = str(target)
+        self.failure_threshold = failure_threshold or settings.BLAZE_BREAKER_FAILURE_THRESHOLD
+        self.failure_rate = settings.BLAZE_BREAKER_FAILURE_RATE if failure_rate is ... else failure_rate
+        self.window = window or settings.BLAZE_BREAKER_WINDOW
+        self.min_calls = min_calls or settings.BLAZE_BREAKER_MIN_CALLS
+        self.reset_timeout = settings.BLAZE_BREAKER_RESET_SECONDS if reset_timeout is None else reset_timeout
+        self.success_threshold = success_threshold or settings.BLAZE_BREAKER_SUCCESS_THRESHOLD
+        self.half_open_max_calls = half_open_max_calls or settings.BLAZE_BREAKER_HALF_OPEN_MAX_CALLS
+        self.clock = clock
+
+    def __repr__(self):
+        return f"CircuitBreaker({self.target!r})"
+
+    def allow(self):
+        """A Permit to make one call, or BreakerOpen (with `retry_after`) when the breaker refuses."""
+        trial = uuid.uuid4().hex
+        state, granted, retry_after = self._step("allow", trial)
+        if not granted:
+            raise BreakerOpen(self.target, state, retry_after)
+        return Permit(self.target, trial if state == HALF_OPEN else "")
+
+    def record_success(self, permit=None):
+        """Count a call that worked (or failed for the caller's fault, e.g. a 4xx). Returns the state."""
+        return self._step("success", permit.trial if permit else "")[0]
+
+    def record_failure(self, permit=None):
+        """Count a call that failed for the target's fault (5xx, timeout, refused). Returns the state."""
+        return self._step("failure", permit.trial if permit else "")[0]
+
+    def release(self, permit):
+        """Give back a permit whose call was abandoned (cancelled) without counting it."""
+        if permit.trial:
+            try:
+                shared_state.client().zrem(shared_state.breaker_trials_key(self.target), permit.trial)
+            except redis.RedisError:
+                pass  # the trial's slot frees itself after reset_timeout
+
+    def state(self):
+        """CLOSED, HALF_OPEN or OPEN (an OPEN breaker past its reset_timeout turns HALF_OPEN here)."""
+        return self._step("peek")[0]
+
+    def reset(self):
+        """Close the breaker and forget its counts (an operator's action)."""
+        return self._step("reset")[0]
+
+    def snapshot(self):
+        """What the pages show: state, counts, when it opened, when it lets the next call probe, and
+        the recent transitions (newest first, each {at, from, to, reason}). Reads only."""
+        return _snapshot(self.target, self.clock())
+
+    def guard(self, *, is_failure=None):
+        """A context manager (sync `with` or `async with`) around one call: allow() on entry (raising
+        BreakerOpen), then record the outcome. An exception counts as a failure when `is_failure(exc)`
+        says so (default: every exception) and as a success otherwise (the target answered; the
+        caller erred); a cancellation only gives the permit back."""
+        return _Guard(self, is_failure or (lambda exc: True))
+
+    async def aallow(self):
+        return await sync_to_async(self.allow, thread_sensitive=False)()
+
+    async def arecord_success(self, permit=None):
+        return await sync_to_async(self.record_success, thread_sensitive=False)(permit)
+
+    async def arecord_failure(self, permit=None):
+        return await sync_to_async(self.record_failure, thread_sensitive=False)(permit)
+
+    async def arelease(self, permit):
+        return await sync_to_async(self.release, thread_sensitive=False)(permit)
+
+    async def astate(self):
+        return await sync_to_async(self.state, thread_sensitive=False)()
+
+    async def asnapshot(self):
+        return await sync_to_async(self.snapshot, thread_sensitive=False)()
+
+    def _step(self, op, trial=""):
+        try:
+            reply = self._run_script(op, trial)
+        except redis.RedisError as exc:
+            if op == "reset":
+                raise
+            log.warning("Circuit breaker %s fails open: Redis is unreachable (%s)", self.target, exc)
+            return CLOSED, 1, 0.0
+        state, granted, retry_after, changes = reply[0], int(reply[1]), float(reply[2]), reply[3:]
+        for from_state, to_state in zip(changes[::2], changes[1::2]):
+            metrics.BREAKER_TRANSITIONS.labels(self.target, from_state, to_state).inc()
+        metrics.BREAKER_STATE.labels(self.target).set(STATE_CODES[state])
+        return state, granted, retry_after
+
+    def _run_script(self, op, trial):
+        return _script()(
+            keys=[shared_state.breaker_key(self.target), shared_state.breaker_window_key(self.target),
+                  shared_state.breaker_trials_key(self.target), shared_state.breaker_transitions_key(self.target),
+                  shared_state.breakers_key()],
+            args=[op, self.clock(), self.failure_threshold,
+                  2 if self.failure_rate is None else self.failure_rate,  # a rate over 1 never trips
+                  self.window, self.min_calls, self.reset_timeout, self.success_threshold,
+                  self.half_open_max_calls, trial, TRANSITIONS_KEPT, self.target],
+            client=shared_state.client(),
+        )
+
+
+class _Guard:
+    def __init__(self, breaker, is_failure):
+        self.breaker, self.is_failure, self.permit = breaker, is_failure, None
+
+    def __enter__(self):
+        self.permit = self.breaker.allow()
+        return self.permit
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.breaker.record_success(self.permit)
+        elif not isinstance(exc, Exception):
+            self.breaker.release(self.permit)
+        elif self.is_failure(exc):
+            self.breaker.record_failure(self.permit)
+        else:
+            self.breaker.record_success(self.permit)
+
+    async def __aenter__(self):
+        self.permit = await self.breaker.aallow()
+        return self.permit
+
+    async def __aexit__(self, exc_type, exc, tb):
+        await sync_to_async(self.__exit__, thread_sensitive=False)(exc_type, exc, tb)
+
+
+def _snapshot(target, now):
+    pipe = shared_state.client().pipeline(transaction=False)
+    pipe.hgetall(shared_state.breaker_key(target))
+    pipe.llen(shared_state.breaker_window_key(target))
+    pipe.zcard(shared_state.breaker_trials_key(target))
+    pipe.lrange(shared_state.breaker_transitions_key(target), 0, -1)
+    raw, calls, trials, transitions = pipe.execute()
+    state = raw.get("state", CLOSED)
+    opened_at = float(raw["opened_at"]) if state != CLOSED else None
+    probe_at = float(raw["probe_at"]) if state == OPEN else None
+    if state == OPEN and now >= probe_at:
+        state, probe_at = HALF_OPEN, None  # what the next call will find; the script records the move then
+    return {
+        "target": target, "state": state,
+        "consecutive_failures": int(raw.get("failures", 0)),
+        "window_calls": calls, "window_failures": int(raw.get("window_failures", 0)),
+        "trial_successes": int(raw.get("successes", 0)), "trials_in_flight": trials,
+        "opened_at": opened_at, "next_probe_at": probe_at,
+        "changed_at": float(raw["changed_at"]) if "changed_at" in raw else None,
+        "transitions": [json.loads(entry) for entry in transitions],
+    }
+
+
+def snapshots(now=None):
+    """Snapshots of every breaker Redis knows, sorted by target."""
+    now = time.time() if now is None else now
+    return [_snapshot(target, now) for target in sorted(shared_state.client().smembers(shared_state.breakers_key()))]

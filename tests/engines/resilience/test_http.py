@@ -1,0 +1,79 @@
+"""Pooled clients: one per host and event loop, connections kept alive between requests, closed on demand."""
+
+import asyncio
+
+import httpx
+
+from engines.resilience import http
+
+
+def test_one_client_per_host_whatever_the_path(upstream, refused_url):
+    async def clients():
+        try:
+            return (http.client_for(upstream.url + "/v1"), http.client_for(upstream.url + "/other"),
+                    http.client_for(refused_url))
+        finally:
+            await http.aclose_all()
+
+    first, same_host, other_host = asyncio.run(clients())
+    assert first is same_host
+    assert first is not other_host
+
+
+def test_requests_to_one_host_reuse_a_kept_alive_connection(upstream):
+    path = upstream.path("ok")
+
+    async def twice():
+        try:
+            for _ in range(2):
+                await http.request("GET", upstream.url + path, deadline=5)
+        finally:
+            await http.aclose_all()
+
+    asyncio.run(twice())
+    assert upstream.hits[path] == 2
+    assert len(upstream.connections[path]) == 1
+
+
+def test_aclose_all_closes_the_clients_and_the_next_request_opens_a_new_one(upstream):
+    async def close_and_reopen():
+        client = http.client_for(upstream.url)
+        await client.get(upstream.url + upstream.path("ok"))
+        await http.aclose_all()
+        fresh = http.client_for(upstream.url)
+        await http.aclose_all()
+        return client, fresh
+
+    client, fresh = asyncio.run(close_and_reopen())
+    assert client.is_closed
+    assert fresh is not client
+
+
+def test_each_event_loop_gets_its_own_client(upstream):
+    async def client():
+        found = http.client_for(upstream.url)
+        await http.aclose_all()
+        return found
+
+    assert asyncio.run(client()) is not asyncio.run(client())
+
+
+def test_timeouts_come_from_settings_per_phase(settings):
+    settings.BLAZE_UPSTREAM_CONNECT_TIMEOUT, settings.BLAZE_UPSTREAM_READ_TIMEOUT = 2, 120
+    pool = settings.BLAZE_UPSTREAM_POOL_TIMEOUT
+    assert http.timeouts(write=7) == httpx.Timeout(connect=2, read=120, write=7, pool=pool)
+
+
+def test_a_streamed_response_comes_back_unread_for_the_caller_to_read(upstream):
+    async def stream():
+        try:
+            response = await http.request("GET", upstream.url + upstream.path("ok"), deadline=5, stream=True)
+            try:
+                return [line async for line in response.aiter_lines()]
+            finally:
+                await response.aclose()
+        finally:
+            await http.aclose_all()
+
+    assert asyncio.run(stream()) == ['{"object": "list", "data": []}']
+
