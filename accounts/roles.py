@@ -4,12 +4,13 @@ new app's permissions when that app's migrations run, and test-database flushes 
 
 ROLE_PERMISSIONS = {
     "viewer": [
-        "engines.view_engine",
+        "engines.view_engine", "engines.view_route",
         "accounts.add_apikey", "accounts.view_apikey",
     ],
     "operator": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
         "engines.manage_cache",
+        "engines.view_route", "engines.add_route", "engines.change_route", "engines.delete_route",
         "accounts.add_apikey", "accounts.view_apikey",
         "ratelimits.view_ratelimitpolicy", "ratelimits.add_ratelimitpolicy",
         "ratelimits.change_ratelimitpolicy", "ratelimits.delete_ratelimitpolicy",
@@ -17,6 +18,7 @@ ROLE_PERMISSIONS = {
     "admin": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
         "engines.manage_cache",
+        "engines.view_route", "engines.add_route", "engines.change_route", "engines.delete_route",
         "accounts.add_apikey", "accounts.view_apikey", "accounts.view_all_apikeys",
         "accounts.view_user", "accounts.add_user", "accounts.change_user",
         "accounts.view_auditevent",

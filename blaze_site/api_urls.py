@@ -4,11 +4,14 @@ from rest_framework_simplejwt.views import TokenRefreshView
 
 from engines import workers_api
 from engines.api import EngineViewSet
+from engines.routes_api import RouteTargetViewSet, RouteViewSet
 
 from accounts import api
 
 router = SimpleRouter(trailing_slash="/?")
 router.register("engines", EngineViewSet, basename="engine")
+router.register("routes", RouteViewSet, basename="route")
+router.register(r"routes/(?P<route_name>[-a-zA-Z0-9_]+)/targets", RouteTargetViewSet, basename="route-target")
 router.register("keys", api.ApiKeyViewSet, basename="apikey")
 router.register("users", api.UserViewSet, basename="user")
 

@@ -45,27 +45,31 @@ def _send(request_id, spec, payload, worker_id):
     infer.apply_async(args=[request_id, spec, payload], queue=worker_queue(worker_id))
 
 
-async def run(engine, payload):
+async def run(engine, payload, worker_id=None, timeout=None):
     """Yield the request's events (`token`, `progress`, then `done` or `error`), deduplicated across
-    a re-dispatch. Raises DispatchError when no worker can take it or the deadline passes."""
+    a re-dispatch. `worker_id`: the worker the router chose (else the best live one); `timeout`: the
+    seconds left to the request (default BLAZE_REQUEST_TIMEOUT_SECONDS). Raises DispatchError when
+    no worker can take it or the deadline passes."""
+    timeout = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if timeout is None else timeout
     request_id = uuid.uuid4().hex
     arrived = time.monotonic()
     spec = EngineSpec.from_engine(engine).as_dict()
     tried = []
     # Redis only (no database): run on the thread pool, not the one thread Django's ORM calls share.
-    worker_id = await sync_to_async(pick_worker, thread_sensitive=False)(engine.name)
+    if worker_id is None:
+        worker_id = await sync_to_async(pick_worker, thread_sensitive=False)(engine.name)
     tried.append(worker_id)
     await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, worker_id)
 
     redis = shared_state.async_client()
     stream, last_id = shared_state.response_stream_key(request_id), "0-0"
-    deadline = time.monotonic() + settings.BLAZE_REQUEST_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     relayed, attempt_tokens = 0, 0
     started = False
     try:
         while True:
             if time.monotonic() > deadline:
-                raise DispatchError(504, f"No answer within {settings.BLAZE_REQUEST_TIMEOUT_SECONDS:.0f} s.")
+                raise DispatchError(504, f"No answer within {timeout:.0f} s.")
             reply = await redis.xread({stream: last_id}, block=1000, count=100)
             if not reply:
                 info = await sync_to_async(lifecycle.worker_info, thread_sensitive=False)(worker_id)

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
@@ -80,3 +81,90 @@ class GeneratedImage(models.Model):
 
     def __str__(self):
         return f"{self.engine}: {self.prompt[:40]}"
+
+
+class Route(models.Model):
+    """A model name clients ask for, spread over engine replicas (targets) by a strategy.
+
+    A route may share its name with an engine: the route wins, so an operator can put replicas
+    behind a name clients already use without changing them.
+    """
+
+    class Strategy(models.TextChoices):
+        ROUND_ROBIN = "round_robin", "Round robin"
+        LEAST_CONNECTIONS = "least_connections", "Least connections"
+        WEIGHTED_ROUND_ROBIN = "weighted_round_robin", "Weighted round robin"
+        LEAST_RESPONSE_TIME = "least_response_time", "Least response time"
+        IP_HASH = "ip_hash", "IP hash (sticky per client)"
+        ADAPTIVE = "adaptive", "Adaptive (latency and errors)"
+        RANDOM = "random", "Random"
+        WEIGHTED_RANDOM = "weighted_random", "Weighted random"
+
+    name = models.SlugField(max_length=64, unique=True, help_text="The `model` a client asks for.")
+    strategy = models.CharField(max_length=24, choices=Strategy.choices, default=Strategy.ROUND_ROBIN)
+    sticky_ttl_seconds = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(1), MaxValueValidator(86_400)],
+        help_text="IP hash only: how long a client stays with the target it was given.",
+    )
+    enabled = models.BooleanField(default=True)
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("engines:route", args=[self.name])
+
+    def audit_fields(self):
+        return {
+            "name": self.name, "strategy": self.strategy, "sticky_ttl_seconds": self.sticky_ttl_seconds,
+            "enabled": self.enabled, "description": self.description,
+        }
+
+
+class RouteTarget(models.Model):
+    """One engine a route may send to: a local engine (on any live worker, or pinned to one) or a
+    remote engine. `clean()` holds the rules every caller gets: one kind per route, a worker pin only
+    for a local engine, no duplicate."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="targets")
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="route_targets")
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="Local engines only: the worker id to pin to. Blank: any live worker.",
+    )
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(1000)])
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["route", "engine", "worker"], name="unique_route_target")]
+
+    def __str__(self):
+        return f"{self.engine.name}@{self.worker}" if self.worker else self.engine.name
+
+    def clean(self):
+        if self.engine_id is None or self.route_id is None:
+            return
+        if self.worker and (self.worker != self.worker.strip() or any(ch.isspace() for ch in self.worker)):
+            raise ValidationError({"worker": "A worker id has no spaces (as on the Workers page)."})
+        if self.worker and self.engine.backend != Engine.Backend.LOCAL:
+            raise ValidationError({"worker": "Only a local engine runs on a worker; leave it blank for a remote engine."})
+        siblings = RouteTarget.objects.filter(route_id=self.route_id).exclude(pk=self.pk).select_related("engine")
+        if any(other.engine_id == self.engine_id and other.worker == self.worker for other in siblings):
+            where = f"worker {self.worker}" if self.worker else "any worker"
+            raise ValidationError({"engine": f"The route already sends to {self.engine.name} on {where}."})
+        kinds = {other.engine.kind for other in siblings}
+        if kinds and self.engine.kind not in kinds:
+            raise ValidationError({"engine": (
+                f"This route's targets are {', '.join(sorted(kinds))} engines; {self.engine.name} is {self.engine.kind}."
+            )})
+
+    def audit_fields(self):
+        return {"engine": self.engine.name, "worker": self.worker, "weight": self.weight, "enabled": self.enabled}

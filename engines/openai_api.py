@@ -1,7 +1,9 @@
 """The OpenAI-compatible inference API under /v1: what the official `openai` client expects.
 
 Plain async Django views (DRF has no streaming responses): JSON in, JSON or server-sent events
-out, errors in OpenAI's shape {"error": {"message", "type", "param", "code"}}.
+out, errors in OpenAI's shape {"error": {"message", "type", "param", "code"}}. The `model` names a
+route or an engine; `serving` finds the target that answers. A local engine's result is shaped here;
+a remote engine's answer is relayed as its host sent it (streams chunk by chunk).
 """
 
 import base64
@@ -11,27 +13,24 @@ import uuid
 from functools import wraps
 
 from asgiref.sync import sync_to_async
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import ValidationError
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
+from accounts.audit import client_ip
 from accounts.authentication import ApiKeyAuthentication
 from accounts.models import ApiKey
 from blaze_site.exceptions import flatten
 from blaze_site.views import OPENAI_ERROR_TYPES
 
-from . import dispatch
-from .models import Engine
+from . import serving
+from .models import Engine, Route
 from .openai_serializers import REQUEST_SERIALIZERS
-
-
-class ApiError(Exception):
-    def __init__(self, status, message, param=None, code=None):
-        super().__init__(message)
-        self.status, self.param, self.code = status, param, code
+from .router import client_key
+from .serving import ApiError
 
 
 def error_response(status, message, param=None, code=None):
@@ -40,7 +39,8 @@ def error_response(status, message, param=None, code=None):
 
 
 def _authenticate(request):
-    """API key (scope `inference`), DRF token or JWT → the user; raises ApiError."""
+    """API key (scope `inference`), DRF token or JWT → (user, the key ip_hash keeps sticky); raises
+    ApiError."""
     for authenticator in (ApiKeyAuthentication(), TokenAuthentication(), JWTAuthentication()):
         try:
             result = authenticator.authenticate(request)
@@ -53,7 +53,8 @@ def _authenticate(request):
             raise ApiError(403, "This API key lacks the 'inference' scope.", code="insufficient_scope")
         if not user.has_perm("engines.view_engine"):
             raise ApiError(403, "Your account has no role that may use engines.")
-        return user
+        api_key_id = credential.pk if isinstance(credential, ApiKey) else None
+        return user, client_key(api_key_id=api_key_id, ip=client_ip(request))
     raise ApiError(401, "Send an API key: Authorization: Bearer blz_…", code="missing_api_key")
 
 
@@ -64,7 +65,7 @@ def v1_endpoint(view):
     @wraps(view)
     async def wrapper(request, *args, **kwargs):
         try:
-            request.v1_user = await sync_to_async(_authenticate)(request)
+            request.v1_user, request.v1_client = await sync_to_async(_authenticate)(request)
             return await view(request, *args, **kwargs)
         except ApiError as exc:
             return error_response(exc.status, str(exc), exc.param, exc.code)
@@ -72,8 +73,6 @@ def v1_endpoint(view):
             fields = flatten(exc.detail)
             param, messages = next(iter(fields.items()))
             return error_response(400, f"{param}: {messages[0]}", param=param)
-        except dispatch.DispatchError as exc:
-            return error_response(exc.status, str(exc), exc.param)
 
     return wrapper
 
@@ -90,37 +89,39 @@ def _json_body(request):
     return body
 
 
-def _engine_for(name, kind):
-    if not isinstance(name, str) or not name:
-        raise ApiError(400, "model: This field is required.", param="model")
-    engine = Engine.objects.filter(name=name).first()
-    if engine is None or not engine.enabled:
-        raise ApiError(404, f"The model '{name}' does not exist or is disabled.", param="model", code="model_not_found")
-    if engine.kind != kind:
-        raise ApiError(400, f"The model '{name}' is a {engine.kind} engine, not {kind}.", param="model")
-    if engine.backend != Engine.Backend.LOCAL:
-        raise ApiError(501, f"The model '{name}' is a remote engine; remote serving arrives with the router.", param="model")
-    return engine
-
-
 async def _validated(request, endpoint):
+    """(plan, validated data, the client's body): the body checked against the caps of the engine the
+    model names (a route: its first enabled target's)."""
     if request.method != "POST":
         raise ApiError(405, "Use POST.")
     body = _json_body(request)
     serializer_class, kind = REQUEST_SERIALIZERS[endpoint]
-    engine = await sync_to_async(_engine_for)(body.get("model"), kind)
-    serializer = serializer_class(data=body, context={"engine": engine})
+    plan = await sync_to_async(serving.resolve)(body.get("model"), kind)
+    serializer = serializer_class(data=body, context={"engine": plan.engine})
     serializer.is_valid(raise_exception=True)
-    return engine, serializer.validated_data
+    return plan, serializer.validated_data, body
 
 
-async def _result(engine, payload):
-    async for event in dispatch.run(engine, payload):
-        if event["type"] == "done":
-            return event["result"]
-        if event["type"] == "error":
-            raise ApiError(event["status"], event["message"], event.get("param"))
-    raise ApiError(500, "The worker ended the request without a result.")
+async def _serve(request, endpoint, plan, data, body, stream=False):
+    files = {k: v for k, v in body.items() if hasattr(v, "read")} if endpoint == "image_edit" else None
+    return await serving.serve(plan, endpoint, data["payload"], {k: v for k, v in body.items() if k not in (files or {})},
+                               stream=stream, client_key=request.v1_client, files=files)
+
+
+def _relayed(served):
+    """A remote engine's answer as its host sent it."""
+    response = served.response
+    return HttpResponse(response.content, status=response.status_code,
+                        content_type=response.headers.get("content-type", "application/json"))
+
+
+def _relayed_stream(served):
+    response = served.response
+    relay = StreamingHttpResponse(served.chunks(), status=response.status_code,
+                                  content_type=response.headers.get("content-type", "text/event-stream"))
+    relay["Cache-Control"] = "no-cache"
+    relay["X-Accel-Buffering"] = "no"
+    return relay
 
 
 def _sse(data):
@@ -132,8 +133,9 @@ def _usage(result):
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _stream(engine, data, chat):
-    """SSE relay: a chunk per token as it arrives, the finish reason, usage when asked, [DONE]."""
+def _stream(name, served, data, chat):
+    """SSE relay of a local engine's events: a chunk per token as it arrives, the finish reason,
+    usage when asked, [DONE]. `name`: the model the client asked for."""
     completion_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     created, obj = int(time.time()), "chat.completion.chunk" if chat else "text_completion"
 
@@ -143,13 +145,13 @@ def _stream(engine, data, chat):
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-        return {"id": completion_id, "object": obj, "created": created, "model": engine.name, "choices": [choice]}
+        return {"id": completion_id, "object": obj, "created": created, "model": name, "choices": [choice]}
 
     async def events():
         if chat:
             yield _sse(chunk(role=True))
         try:
-            async for event in dispatch.run(engine, {**data["payload"], "stream": True}):
+            async for event in served.events:
                 if event["type"] == "token":
                     yield _sse(chunk(text=event["text"]))
                 elif event["type"] == "done":
@@ -159,8 +161,8 @@ def _stream(engine, data, chat):
                 elif event["type"] == "error":
                     yield _sse({"error": {"message": event["message"], "type": OPENAI_ERROR_TYPES.get(event["status"], "server_error"),
                                           "param": event.get("param"), "code": None}})
-        except dispatch.DispatchError as exc:
-            yield _sse({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}})
+        finally:
+            await served.events.aclose()
         yield "data: [DONE]\n\n"
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")
@@ -169,48 +171,61 @@ def _stream(engine, data, chat):
     return response
 
 
+def _model_list():
+    engines = [
+        {"id": e.name, "object": "model", "created": int(e.created_at.timestamp()), "owned_by": "blaze", "kind": e.kind}
+        for e in Engine.objects.filter(enabled=True).order_by("name")
+    ]
+    routes = [
+        {"id": r.name, "object": "model", "created": int(r.created_at.timestamp()), "owned_by": "blaze",
+         "kind": next((t.engine.kind for t in r.targets.all()), None), "route": True}
+        for r in Route.objects.filter(enabled=True).prefetch_related("targets__engine")
+    ]
+    named = {route["id"] for route in routes}  # a route hides the engine of its name
+    return sorted([*routes, *(e for e in engines if e["id"] not in named)], key=lambda model: model["id"])
+
+
 @v1_endpoint
 async def models(request):
-    engines = await sync_to_async(list)(Engine.objects.filter(enabled=True).order_by("name"))
-    return JsonResponse({"object": "list", "data": [
-        {"id": e.name, "object": "model", "created": int(e.created_at.timestamp()), "owned_by": "blaze", "kind": e.kind}
-        for e in engines
-    ]})
+    return JsonResponse({"object": "list", "data": await sync_to_async(_model_list)()})
+
+
+async def _generation(request, endpoint, chat):
+    plan, data, body = await _validated(request, endpoint)
+    served = await _serve(request, endpoint, plan, data, body, stream=data["stream"])
+    if served.response is not None:
+        return _relayed_stream(served) if data["stream"] and served.response.status_code < 300 else _relayed(served)
+    if data["stream"]:
+        return _stream(plan.name, served, data, chat=chat)
+    result = served.result
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": result["text"]},
+                  "logprobs": None, "finish_reason": result["finish_reason"]}
+    else:
+        choice = {"index": 0, "text": result["text"], "logprobs": None, "finish_reason": result["finish_reason"]}
+    return JsonResponse({
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()), "model": plan.name, "choices": [choice], "usage": _usage(result),
+    })
 
 
 @v1_endpoint
 async def chat_completions(request):
-    engine, data = await _validated(request, "chat")
-    if data["stream"]:
-        return _stream(engine, data, chat=True)
-    result = await _result(engine, data["payload"])
-    return JsonResponse({
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-        "model": engine.name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result["text"]},
-                     "logprobs": None, "finish_reason": result["finish_reason"]}],
-        "usage": _usage(result),
-    })
+    return await _generation(request, "chat", chat=True)
 
 
 @v1_endpoint
 async def completions(request):
-    engine, data = await _validated(request, "completion")
-    if data["stream"]:
-        return _stream(engine, data, chat=False)
-    result = await _result(engine, data["payload"])
-    return JsonResponse({
-        "id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-        "model": engine.name,
-        "choices": [{"index": 0, "text": result["text"], "logprobs": None, "finish_reason": result["finish_reason"]}],
-        "usage": _usage(result),
-    })
+    return await _generation(request, "completion", chat=False)
 
 
 @v1_endpoint
 async def embeddings(request):
-    engine, data = await _validated(request, "embedding")
-    result = await _result(engine, data["payload"])
+    plan, data, body = await _validated(request, "embedding")
+    served = await _serve(request, "embedding", plan, data, body)
+    if served.response is not None:
+        return _relayed(served)
+    result = served.result
 
     def encode(vector):
         if data["encoding_format"] == "base64":
@@ -220,7 +235,7 @@ async def embeddings(request):
         return vector
 
     return JsonResponse({
-        "object": "list", "model": engine.name,
+        "object": "list", "model": plan.name,
         "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(result["embeddings"])],
         "usage": {"prompt_tokens": result["prompt_tokens"], "total_tokens": result["prompt_tokens"]},
     })
@@ -229,10 +244,13 @@ async def embeddings(request):
 async def _images(request, endpoint):
     from .images import store_images
 
-    engine, data = await _validated(request, endpoint)
-    result = await _result(engine, data["payload"])
+    plan, data, body = await _validated(request, endpoint)
+    served = await _serve(request, endpoint, plan, data, body)
+    if served.response is not None:
+        return _relayed(served)
+    result = served.result
     pngs = [base64.b64decode(image) for image in result["images"]]
-    urls = await sync_to_async(store_images)(request.v1_user, engine.name, data["payload"], result["seed"], pngs)
+    urls = await sync_to_async(store_images)(request.v1_user, plan.name, data["payload"], result["seed"], pngs)
     if data["response_format"] == "url":
         items = [{"url": request.build_absolute_uri(url)} for url in urls]
     else:

@@ -51,9 +51,10 @@ class GenerationSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         engine = self.context["engine"]
-        cap = engine.config.get("max_new_tokens", 512)
-        max_tokens = attrs.get("max_completion_tokens") or attrs.get("max_tokens") or min(256, cap)
-        if max_tokens > cap:
+        # A remote engine's host sets its own limit unless the operator set one here.
+        cap = engine.config.get("max_new_tokens", 512 if engine.backend == Engine.Backend.LOCAL else None)
+        max_tokens = attrs.get("max_completion_tokens") or attrs.get("max_tokens") or min(256, cap or 256)
+        if cap is not None and max_tokens > cap:
             field = "max_completion_tokens" if attrs.get("max_completion_tokens") else "max_tokens"
             raise serializers.ValidationError({field: [f"Must be at most {cap} for engine {engine.name}."]})
         top_p = attrs.get("top_p")

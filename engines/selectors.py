@@ -1,6 +1,9 @@
+import redis
+from django.db.models import Count, Q
+
 from accounts.models import AuditEvent
 
-from .models import Engine
+from .models import Engine, Route
 
 
 def engine_list(*, kind="", enabled=None, search=""):
@@ -16,3 +19,60 @@ def engine_list(*, kind="", enabled=None, search=""):
 
 def engine_history(engine, limit=20):
     return AuditEvent.objects.filter(target_type="engines.engine", target_id=str(engine.pk))[:limit]
+
+
+def route_list():
+    return Route.objects.annotate(
+        target_count=Count("targets"), enabled_target_count=Count("targets", filter=Q(targets__enabled=True)),
+    )
+
+
+def route_history(route, limit=20):
+    return AuditEvent.objects.filter(target_type="engines.route", target_id=str(route.pk))[:limit]
+
+
+def _resilience_states(targets):
+    """{target pk: {"breaker": state, "health": state}} as engines.resilience keeps them."""
+    from .resilience import breaker, health  # imported here: resilience is built on the engines app
+    from .router import resilience_id
+
+    names = {target.pk: resilience_id(target) for target in targets}
+    healths = health.states(names.values())
+    return {pk: {"breaker": breaker.CircuitBreaker(name).snapshot()["state"], "health": healths[name]}
+            for pk, name in names.items()}
+
+
+def _live_rows(route, targets):
+    from .router import state, survey
+
+    found, reasons = survey(route)
+    found = {candidate.id: candidate for candidate in found}
+    stats, resilience = state.target_stats(route), _resilience_states(targets)
+    return {
+        target.pk: {
+            "available": target.pk in found,
+            "reason": "" if target.pk in found else reasons.get(str(target), "route disabled"),
+            "cached_on": list(found[target.pk].cached_on) if target.pk in found else [],
+            **stats[target.pk], **resilience[target.pk],
+        }
+        for target in targets
+    }
+
+
+def route_status(route):
+    """The route's targets as the status API and the live table show them: each target, whether it
+    may take a request now (else why not), the workers holding its model, its live numbers (in
+    flight, share, error rate, latency average, p50/p95), its breaker and health states. When Redis
+    does not answer, the targets come without live numbers and `error` says so."""
+    targets = list(route.targets.select_related("engine"))
+    try:
+        live, error = _live_rows(route, targets), ""
+    except redis.RedisError:
+        live, error = {}, "Redis does not answer: the live state is unavailable."
+    rows = [
+        {"id": target.pk, "engine": target.engine.name, "backend": target.engine.backend, "worker": target.worker,
+         "weight": target.weight, "enabled": target.enabled, **live.get(target.pk, {})}
+        for target in targets
+    ]
+    status = {"route": route.name, "strategy": route.strategy, "enabled": route.enabled, "targets": rows}
+    return {**status, "error": error} if error else status

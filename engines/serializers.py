@@ -4,7 +4,7 @@ from pathlib import Path
 
 from rest_framework import serializers
 
-from .models import Engine
+from .models import Engine, Route, RouteTarget
 
 
 class BatchingConfig(serializers.Serializer):
@@ -67,7 +67,7 @@ def validate_config(kind, config):
     return dict(serializer.validated_data)
 
 
-RESERVED_NAMES = {"new", "workers", "images"}
+RESERVED_NAMES = {"new", "workers", "images", "routes"}
 
 
 class EngineSerializer(serializers.ModelSerializer):
@@ -138,3 +138,42 @@ class EngineSerializer(serializers.ModelSerializer):
             if attrs.get("api_key"):
                 raise serializers.ValidationError({"api_key": ["Only a remote engine has an API key."]})
         return attrs
+
+
+class RouteTargetSerializer(StrictSerializer, serializers.ModelSerializer):
+    """A route's target in and out, its engine by name. Engine and worker are fixed once added."""
+
+    engine = serializers.SlugRelatedField(
+        slug_field="name", queryset=Engine.objects.all(),
+        error_messages={"does_not_exist": "No engine named '{value}'.", "invalid": "An engine name."},
+    )
+    kind = serializers.CharField(source="engine.kind", read_only=True)
+    backend = serializers.CharField(source="engine.backend", read_only=True)
+
+    class Meta:
+        model = RouteTarget
+        fields = ["id", "engine", "kind", "backend", "worker", "weight", "enabled", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def validate(self, attrs):
+        if self.instance is not None:
+            changed = {
+                name: ["Fixed once added: remove the target and add another."] for name in ("engine", "worker")
+                if name in attrs and attrs[name] != getattr(self.instance, name)
+            }
+            if changed:
+                raise serializers.ValidationError(changed)
+            attrs = {name: value for name, value in attrs.items() if name in ("weight", "enabled")}
+        return attrs
+
+
+class RouteSerializer(StrictSerializer, serializers.ModelSerializer):
+    """A route in and out, with its targets (changed under …/targets/)."""
+
+    targets = RouteTargetSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Route
+        fields = ["id", "name", "strategy", "sticky_ttl_seconds", "enabled", "description", "targets",
+                  "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at"]

@@ -1,11 +1,21 @@
-"""Writes to the engine registry and to the workers' model caches. Each records exactly one audit
-event; input was validated by the serializer before."""
+"""Writes to the engine registry, the routes and the workers' model caches. Each records one audit
+event (deleting an engine also one per route target that goes with it). Engine input was validated by
+the serializer before; route changes are checked here by the models' rules (`full_clean`), so the API,
+the pages and the shell all get them."""
 
+import logging
+
+import redis
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
 from accounts import audit
+from accounts.services import ValidationFailed
 
-from .models import Engine
+from .models import Engine, Route, RouteTarget
+from .router import state as router_state
+
+log = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -45,6 +55,9 @@ def engine_set_enabled(*, actor, engine, enabled):
 @transaction.atomic
 def engine_delete(*, actor, engine):
     audit.record(actor=actor, action="engine.delete", target=engine, changes=audit.diff(engine.audit_fields(), {}))
+    for target in engine.route_targets.select_related("route"):  # deleted with the engine: say so on each route
+        _record_target(actor, "route.target_remove", target, audit.diff(target.audit_fields(), {}), reason="engine deleted")
+    _forget_on_commit(router_state.forget_targets, list(engine.route_targets.values_list("pk", flat=True)))
     name = engine.name
     engine.delete()
     transaction.on_commit(lambda: unload_everywhere(name))
@@ -101,8 +114,6 @@ def cache_evict(*, actor, worker_id):
 
 def unload_everywhere(engine_name):
     """Ask every worker to drop an engine (after disable or delete); a broker outage is logged, not fatal."""
-    import logging
-
     from .tasks import unload_everywhere as task
 
     from blaze_site.celery import CONTROL
@@ -112,4 +123,105 @@ def unload_everywhere(engine_name):
         # transport would treat it as direct and the message would reach no worker.
         task.apply_async(args=[engine_name], queue=CONTROL, declare=[CONTROL])
     except Exception:
-        logging.getLogger(__name__).exception("could not broadcast unload of %s", engine_name)
+        log.exception("could not broadcast unload of %s", engine_name)
+
+
+def _checked(instance):
+    """Apply the model's field rules and `clean()`; the first broken one as ValidationFailed."""
+    try:
+        instance.full_clean(validate_constraints=False)  # clean() names the duplicate; the constraint backs it
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise ValidationFailed("non_field_errors" if field == NON_FIELD_ERRORS else field, messages[0]) from exc
+    return instance
+
+
+def _forget_on_commit(forget, *args):
+    """Drop the router's Redis state of what was deleted, once committed; stale counters of a gone
+    target harm nothing, so a Redis outage here is logged, not an error."""
+
+    def run():
+        try:
+            forget(*args)
+        except redis.RedisError:
+            log.warning("could not drop the router state of deleted targets %s", args)
+
+    transaction.on_commit(run)
+
+
+@transaction.atomic
+def route_create(*, actor, name, strategy=Route.Strategy.ROUND_ROBIN, **fields):
+    route = _checked(Route(name=name, strategy=strategy, **fields))
+    route.save()
+    audit.record(actor=actor, action="route.create", target=route, changes=audit.diff({}, route.audit_fields()))
+    return route
+
+
+@transaction.atomic
+def route_update(*, actor, route, **fields):
+    before = route.audit_fields()
+    for name, value in fields.items():
+        setattr(route, name, value)
+    _checked(route).save()
+    changes = audit.diff(before, route.audit_fields())
+    if changes:
+        audit.record(actor=actor, action="route.update", target=route, changes=changes)
+    return route
+
+
+@transaction.atomic
+def route_delete(*, actor, route):
+    audit.record(actor=actor, action="route.delete", target=route, changes=audit.diff(route.audit_fields(), {}),
+                 data={"targets": [str(target) for target in route.targets.select_related("engine")]})
+    route_id, target_ids = route.pk, list(route.targets.values_list("pk", flat=True))
+    route.delete()
+    _forget_on_commit(router_state.forget_route, route_id, target_ids)
+
+
+def _record_target(actor, action, target, changes, **data):
+    audit.record(actor=actor, action=action, target=target.route, changes=changes,
+                 data={"target_id": target.pk, "target": str(target), **data})
+
+
+@transaction.atomic
+def route_target_add(*, actor, route, engine, worker="", weight=1, enabled=True):
+    target = _checked(RouteTarget(route=route, engine=engine, worker=worker, weight=weight, enabled=enabled))
+    target.save()
+    _record_target(actor, "route.target_add", target, audit.diff({}, target.audit_fields()))
+    return target
+
+
+@transaction.atomic
+def route_target_update(*, actor, target, **fields):
+    """Change a target's weight or enabled; its engine and worker are what it is (remove and add)."""
+    fixed = sorted(set(fields) - {"weight", "enabled"})
+    if fixed:
+        raise ValidationFailed(fixed[0], "A target's engine and worker cannot change; remove it and add another.")
+    before = target.audit_fields()
+    for name, value in fields.items():
+        setattr(target, name, value)
+    _checked(target).save()
+    changes = audit.diff(before, target.audit_fields())
+    if changes:
+        _record_target(actor, "route.target_update", target, changes)
+    return target
+
+
+@transaction.atomic
+def route_target_remove(*, actor, target):
+    _record_target(actor, "route.target_remove", target, audit.diff(target.audit_fields(), {}))
+    _forget_on_commit(router_state.forget_targets, [target.pk])
+    target.delete()
+
+
+def route_target_reset_breaker(*, actor, target):
+    """Close the target's circuit breaker and forget its counts (the operator knows the target is
+    back); audited with the state it was in. Returns the breaker's state (closed)."""
+    from .resilience.breaker import CircuitBreaker
+    from .router import resilience_id
+
+    breaker = CircuitBreaker(resilience_id(target))
+    before = breaker.snapshot()["state"]
+    state = breaker.reset()
+    _record_target(actor, "route.breaker_reset", target, {"breaker": [before, state]})
+    return state

@@ -63,3 +63,8 @@ BREAKER_STATE = Gauge(
 BREAKER_TRANSITIONS = Counter(
     "blaze_breaker_transitions_total", "Circuit breaker state changes.", ["target", "from_state", "to_state"],
 )
+ROUTE_REQUESTS = Counter(
+    "blaze_route_requests_total", "Requests a route sent to each target, by outcome (ok or failed).",
+    ["route", "target", "outcome"],
+)
+ROUTE_FAILOVERS = Counter("blaze_route_failovers_total", "Requests moved to another target after a failure.", ["route"])

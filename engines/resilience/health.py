@@ -171,6 +171,29 @@ def states(targets):
     return {target: state or UNKNOWN for target, state in zip(targets, found)}
 
 
+def down_by_check(targets, now=None):
+    """The targets the router should skip: UNHEALTHY by an active check (its latest failure was a
+    check) made within the last three check intervals. Failures of real traffic alone never take a
+    target out here: the circuit breaker answers for those, and lets a trial through to learn of a
+    recovery, which a target nobody sends to could not show. A stale verdict (the checker stopped)
+    expires for the same reason."""
+    targets = [str(target) for target in targets]
+    now = time.time() if now is None else now
+    pipe = shared_state.client().pipeline(transaction=False)
+    for target in targets:
+        pipe.hmget(shared_state.health_key(target), "state", "last_check_at", "last_failure_at")
+    try:
+        rows = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("Health unknown to the router: Redis is unreachable (%s)", exc)
+        return set()
+    fresh = 3 * settings.BLAZE_HEALTH_CHECK_INTERVAL
+    return {
+        target for target, (state, checked, failed) in zip(targets, rows)
+        if state == UNHEALTHY and checked and checked == failed and now - float(checked) <= fresh
+    }
+
+
 def snapshots():
     """Snapshots of every target with a health record, sorted by target."""
     targets = sorted(shared_state.client().smembers(shared_state.health_targets_key()))

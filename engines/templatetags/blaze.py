@@ -23,3 +23,18 @@ def ago(timestamp):
     if seconds < 3600:
         return f"{seconds / 60:.0f} min ago"
     return f"{seconds / 3600:.1f} h ago"
+
+
+@register.filter
+def ms(seconds):
+    """Seconds as '8.5 ms' / '120 ms'; '—' for none (the route page's script formats the same way)."""
+    if seconds in (None, ""):
+        return "—"
+    millis = float(seconds) * 1000
+    return f"{millis:.1f} ms" if millis < 10 else f"{millis:.0f} ms"
+
+
+@register.filter
+def percent(fraction):
+    """A fraction as '25%'; '—' for none."""
+    return "—" if fraction in (None, "") else f"{float(fraction) * 100:.0f}%"

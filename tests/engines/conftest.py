@@ -50,3 +50,17 @@ def minilm_runtime(minilm_spec):
     runtime.load()
     yield runtime
     runtime.unload()
+
+
+@pytest.fixture
+def viewer(client, viewer_user):
+    """The test client signed in as a viewer (the pages' tests; API tests define their own)."""
+    client.force_login(viewer_user)
+    return client
+
+
+@pytest.fixture
+def operator(client, operator_user):
+    """The test client signed in as an operator."""
+    client.force_login(operator_user)
+    return client

@@ -11,18 +11,6 @@ def engine(db):
     return Engine.objects.create(name="tiny", kind="llm", model="tiny-llm", config={"max_batch_size": 8})
 
 
-@pytest.fixture
-def viewer(client, viewer_user):
-    client.force_login(viewer_user)
-    return client
-
-
-@pytest.fixture
-def operator(client, operator_user):
-    client.force_login(operator_user)
-    return client
-
-
 def form(**fields):
     return {"name": "paint", "kind": "diffusion", "backend": "local", "model": "tiny-sd", "weight": "2",
             "description": "small painter", "config.max_batch_size": "2", "config.max_steps": "30", **fields}

@@ -4,14 +4,16 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from engines.canary import check_local_targets
 from engines.resilience import http
 from engines.resilience.health import check_remote_engines
 
 
 class Command(BaseCommand):
     help = (
-        "Check every enabled remote engine's host (GET <base_url>/models) every BLAZE_HEALTH_CHECK_INTERVAL "
-        "seconds and record its health for every web process to see. Run one per installation."
+        "Every BLAZE_HEALTH_CHECK_INTERVAL seconds, check every enabled remote engine's host (GET <base_url>/models) "
+        "and every local route target whose model a live worker holds (a one-token canary), and record their "
+        "health for every web process to see. Run one per installation (./blaze up starts it)."
     )
 
     def add_arguments(self, parser):
@@ -28,8 +30,9 @@ class Command(BaseCommand):
         try:
             while True:
                 started = time.monotonic()
-                for engine, check in await check_remote_engines():
-                    line = f"{engine.name}: {check['state']} ({check['latency'] * 1000:.0f} ms) {check['detail']}"
+                remote, local = await asyncio.gather(check_remote_engines(), check_local_targets())
+                for name, check in [(engine.name, check) for engine, check in remote] + local:
+                    line = f"{name}: {check['state']} ({check['latency'] * 1000:.0f} ms) {check['detail']}"
                     self.stdout.write(line.rstrip() if check["ok"] else self.style.WARNING(line))
                 if once:
                     return

@@ -1,16 +1,15 @@
 """Fixtures for the resilience tests, used by name: real loopback HTTP upstreams and a clock that tests
 move by hand."""
 
-import json
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.servers import free_port
+from tests.upstream import send_json, serve
 
 SLOW_SECONDS = 1.0
 
@@ -68,24 +67,12 @@ class Upstream:
                 self.do_GET()
 
             def _answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (a timeout test)
+                send_json(self, status, body)
 
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.url = serve(Handler)
 
     def path(self, behaviour):
         """A fresh path (so counts start at zero) for one behaviour: `/fail/3f2a…`."""

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from engines.models import Engine
 from engines.resilience import http
 from engines.resilience.health import (
-    DEGRADED, HEALTHY, UNHEALTHY, UNKNOWN, HealthMonitor, check_once, http_probe, snapshots, states,
+    DEGRADED, HEALTHY, UNHEALTHY, UNKNOWN, HealthMonitor, check_once, down_by_check, http_probe, snapshots, states,
 )
 from tests.servers import free_port
 
@@ -151,3 +151,18 @@ def test_check_upstreams_checks_every_enabled_remote_engine(upstream, refused_ur
     Engine.objects.create(name="off", kind="llm", backend="remote", base_url=refused_url, enabled=False)
     call_command("check_upstreams", "--once")
     assert states(["up", "down", "off"]) == {"up": HEALTHY, "down": DEGRADED, "off": UNKNOWN}
+
+
+def test_only_fresh_failed_checks_take_a_target_out_of_routing(clock, settings):
+    settings.BLAZE_HEALTH_CHECK_INTERVAL = 10
+    by_traffic, by_checks = make(clock), make(clock)
+    for _ in range(3):
+        by_traffic.record(False)
+        by_checks.record_check(False, 0.1, detail="503")
+    assert by_traffic.state() == by_checks.state() == UNHEALTHY
+    # Traffic failures are the breaker's to judge (it lets trials through); failed checks are the monitor's.
+    assert down_by_check([by_traffic.target, by_checks.target], now=clock()) == {by_checks.target}
+    assert down_by_check([by_checks.target], now=clock() + 31) == set()  # three intervals: the checker stopped
+    clock.advance(1)
+    by_checks.record_check(True, 0.1)
+    assert down_by_check([by_checks.target], now=clock()) == set()

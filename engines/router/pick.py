@@ -1,0 +1,168 @@
+"""From a route to one target: the live candidates, then the route's strategy.
+
+Our own code rather than a library's: the choice depends on which worker holds which model (the
+heartbeats) and on counts every web process shares in Redis, which no balancer library knows.
+"""
+
+import hashlib
+from dataclasses import dataclass, replace
+
+from .. import lifecycle
+from ..models import Engine
+from ..resilience import breaker, health, target_id
+from . import state, strategies
+
+
+class NoTargetAvailable(Exception):
+    """No target of the route can take the request; `reasons` says why each was skipped
+    ({target label: reason})."""
+
+    def __init__(self, route, reasons):
+        self.route, self.reasons = route, dict(reasons)
+        if not route.enabled:
+            message = f"Route '{route.name}' is disabled."
+        elif not reasons:
+            message = f"Route '{route.name}' has no targets."
+        else:
+            listed = "; ".join(f"{label}: {reason}" for label, reason in self.reasons.items())
+            message = f"No target of route '{route.name}' is available ({listed})."
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A target that may take the request now, with the numbers the strategies rank by.
+
+    `workers`: for a local target, the live workers that may run it (the pinned one, else every live
+    worker), those holding the model first; empty for a remote one. `cached_on`: those of them that
+    hold it. `warm`: no model load is needed (remote, or cached on one of `workers`).
+    """
+
+    id: int
+    engine: Engine | None = None
+    target: object = None
+    weight: int = 1
+    workers: tuple = ()
+    cached_on: tuple = ()
+    remote: bool = False
+    in_flight: int = 0
+    completed: int = 0
+    latency: float | None = None
+    error_rate: float = 0.0
+
+    @property
+    def warm(self):
+        return self.remote or bool(self.cached_on)
+
+
+def resilience_id(target):
+    """The name a route target's breaker and health record go by."""
+    return target_id(target.engine.name, target.worker or None)
+
+
+def resilience_check(route):
+    """unavailable(candidate) → why the candidate may not take a request, or "": its circuit breaker
+    is open, or the health checks find it UNHEALTHY (`health.down_by_check`)."""
+    down = health.down_by_check(resilience_id(t) for t in _targets(route) if t.enabled)
+
+    def unavailable(candidate):
+        name = resilience_id(candidate.target)
+        if name in down:
+            return "unhealthy (failed its health checks)"
+        return "circuit breaker open" if breaker.CircuitBreaker(name).state() == breaker.OPEN else ""
+
+    return unavailable
+
+
+def survey(route, exclude=(), unavailable=None):
+    """Every target of the route sorted into (candidates, {target label: why skipped}); the
+    candidates do not carry their live numbers yet (see `candidates`). `unavailable(candidate)`:
+    a reason to skip it, or "" (default: `resilience_check(route)`)."""
+    if not route.enabled:
+        return [], {}
+    unavailable = unavailable or resilience_check(route)
+    live = lifecycle.live_workers()
+    running = {worker["id"]: worker for worker in live if not worker["lost"]}
+    lost = {worker["id"] for worker in live if worker["lost"]}
+    found, skipped = [], {}
+    for target in _targets(route):
+        engine, label = target.engine, str(target)
+        if not target.enabled:
+            skipped[label] = "target disabled"
+            continue
+        if not engine.enabled:
+            skipped[label] = f"engine {engine.name} disabled"
+            continue
+        if target.pk in exclude:
+            skipped[label] = "excluded (already tried)"
+            continue
+        remote = engine.backend == Engine.Backend.REMOTE
+        workers = cached_on = ()
+        if not remote:
+            if target.worker and target.worker in lost:
+                skipped[label] = f"worker {target.worker} is lost (no recent heartbeat)"
+                continue
+            if target.worker and target.worker not in running:
+                skipped[label] = f"worker {target.worker} is not running"
+                continue
+            if not running:
+                skipped[label] = "no live worker"
+                continue
+            eligible = [running[target.worker]] if target.worker else list(running.values())
+            holding = {w["id"] for w in eligible if any(entry["engine"] == engine.name for entry in w["cache"])}
+            eligible.sort(key=lambda w: (w["id"] not in holding, w["in_flight"], w["id"]))
+            workers = tuple(w["id"] for w in eligible)
+            cached_on = tuple(w for w in workers if w in holding)
+        candidate = Candidate(id=target.pk, engine=engine, target=target, weight=target.weight,
+                              workers=workers, cached_on=cached_on, remote=remote)
+        reason = unavailable(candidate)
+        if reason:
+            skipped[label] = reason
+            continue
+        found.append(candidate)
+    return found, skipped
+
+
+def _targets(route):
+    """The route's targets with their engines: those prefetched with the route (the serving path
+    does, saving a query per request), else from the database."""
+    if "targets" in getattr(route, "_prefetched_objects_cache", {}):
+        return route.targets.all()
+    return route.targets.select_related("engine")
+
+
+def _with_numbers(found):
+    numbers = state.read(c.id for c in found)
+    return [
+        replace(c, in_flight=n.in_flight, completed=n.completed, latency=n.latency, error_rate=n.error_rate)
+        for c, n in ((c, numbers[c.id]) for c in found)
+    ]
+
+
+def candidates(route):
+    """The targets that may take a request now, with their live numbers: enabled targets of an
+    enabled route whose engine is enabled and whose breaker and health allow; a local one only while
+    a worker it may run on is live (its pinned worker, else any)."""
+    return _with_numbers(survey(route)[0])
+
+
+def pick_target(route, client_key="", exclude=(), unavailable=None):
+    """The candidate the route's strategy picks for this client. `exclude`: target ids already
+    tried for this request; `unavailable(candidate)`: a reason to skip it, or "" (default: an open
+    breaker, a failed health check).
+    Raises NoTargetAvailable, listing why each target was skipped. The caller counts the request
+    with `state.acquire(candidate.id)` and ends it with `state.release(...)`."""
+    found, reasons = survey(route, exclude=set(exclude), unavailable=unavailable)
+    if not found:
+        raise NoTargetAvailable(route, reasons)
+    return strategies.pick(route.strategy, _with_numbers(found), state.RouteState.of(route), client_key)
+
+
+def client_key(*, api_key_id=None, session_key=None, ip=None):
+    """The identity ip_hash keeps sticky: the API key, else the browser session (hashed: it is a
+    credential), else the client address. Empty when none is known."""
+    if api_key_id is not None:
+        return f"key:{api_key_id}"
+    if session_key:
+        return f"session:{hashlib.sha256(session_key.encode()).hexdigest()[:32]}"
+    return f"ip:{ip}" if ip else ""

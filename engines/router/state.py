@@ -1,0 +1,161 @@
+"""The router's shared state, in Redis so that every web process balances as one.
+
+Per target: requests in flight (leases, so that a web process dying mid-request cannot leave the
+count high: a lease expires after BLAZE_REQUEST_TIMEOUT_SECONDS), counters, moving averages of
+latency and error rate (updated atomically by `lua/release.lua`) and the recent latencies behind
+p50/p95. Per route: the turn counter of the round-robin strategies and ip_hash's sticky mapping
+(`RouteState`). Key names are in `blaze_site.shared_state`.
+"""
+
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+
+from blaze_site import shared_state
+
+EWMA_ALPHA = 0.3  # weight of the newest outcome in the moving averages
+RECENT_LATENCIES = 200  # latencies kept per target for p50/p95
+LUA_DIR = Path(__file__).with_name("lua")
+_RNG = random.Random()
+
+
+@lru_cache(maxsize=None)
+def _script(name):
+    return shared_state.client().register_script((LUA_DIR / f"{name}.lua").read_text())
+
+
+def acquire(target_id):
+    """Count one request in flight on the target; returns its lease id (pass it to `release`)."""
+    lease = uuid.uuid4().hex
+    _script("acquire")(
+        keys=[shared_state.route_target_leases_key(target_id), shared_state.route_target_stats_key(target_id)],
+        args=[lease, settings.BLAZE_REQUEST_TIMEOUT_SECONDS], client=shared_state.client(),
+    )
+    return lease
+
+
+def release(target_id, latency, ok, *, lease=None):
+    """The request ended after `latency` seconds, successfully or not: it no longer counts in
+    flight, and its outcome moves the target's averages. Without `lease`, the oldest is released."""
+    _script("release")(
+        keys=[shared_state.route_target_leases_key(target_id), shared_state.route_target_stats_key(target_id),
+              shared_state.route_target_latencies_key(target_id)],
+        args=[lease or "", repr(float(latency)), 1 if ok else 0, EWMA_ALPHA, RECENT_LATENCIES],
+        client=shared_state.client(),
+    )
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """A target's live numbers. `latency` is the moving average of successful requests' seconds
+    (None before the first success); `completed` counts finished requests, failed ones included."""
+
+    in_flight: int = 0
+    requests: int = 0
+    completed: int = 0
+    errors: int = 0
+    latency: float | None = None
+    error_rate: float = 0.0
+
+
+def read(target_ids):
+    """{target id: Numbers} for the given targets, in one round trip."""
+    target_ids = list(target_ids)
+    pipe = shared_state.client().pipeline(transaction=False)
+    now = time.time()
+    for target_id in target_ids:
+        pipe.hgetall(shared_state.route_target_stats_key(target_id))
+        pipe.zcount(shared_state.route_target_leases_key(target_id), f"({now}", "+inf")
+    replies = pipe.execute()
+    numbers = {}
+    for index, target_id in enumerate(target_ids):
+        raw, in_flight = replies[2 * index], replies[2 * index + 1]
+        numbers[target_id] = Numbers(
+            in_flight=in_flight, requests=int(raw.get("requests", 0)), completed=int(raw.get("completed", 0)),
+            errors=int(raw.get("errors", 0)),
+            latency=float(raw["latency"]) if "latency" in raw else None,
+            error_rate=float(raw.get("error_rate", 0.0)),
+        )
+    return numbers
+
+
+def _percentile(ordered, fraction):
+    """Nearest-rank percentile of an ascending list; None when it is empty."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def target_stats(route):
+    """{target id: stats} for every target of the route (disabled ones too), for the pages and the
+    status API: in flight, requests, share of the route's requests, error rate, latency average and
+    p50/p95 of the recent successful requests (seconds)."""
+    target_ids = list(route.targets.values_list("pk", flat=True))
+    numbers = read(target_ids)
+    pipe = shared_state.client().pipeline(transaction=False)
+    for target_id in target_ids:
+        pipe.lrange(shared_state.route_target_latencies_key(target_id), 0, -1)
+    recent = dict(zip(target_ids, pipe.execute()))
+    total = sum(n.requests for n in numbers.values())
+    stats = {}
+    for target_id in target_ids:
+        n, latencies = numbers[target_id], sorted(float(value) for value in recent[target_id])
+        stats[target_id] = {
+            "in_flight": n.in_flight, "requests": n.requests, "completed": n.completed, "errors": n.errors,
+            "share": n.requests / total if total else None,
+            "error_rate": n.error_rate if n.completed else None,
+            "latency_ewma": n.latency, "p50": _percentile(latencies, 0.50), "p95": _percentile(latencies, 0.95),
+        }
+    return stats
+
+
+def forget_targets(target_ids):
+    """Drop the state of removed targets."""
+    keys = [
+        make(target_id) for target_id in target_ids
+        for make in (shared_state.route_target_stats_key, shared_state.route_target_leases_key,
+                     shared_state.route_target_latencies_key)
+    ]
+    if keys:
+        shared_state.client().delete(*keys)
+
+
+def forget_route(route_id, target_ids):
+    """Drop the state of a deleted route: its turn counter, sticky mappings and targets."""
+    redis = shared_state.client()
+    keys = [shared_state.route_turn_key(route_id), *redis.scan_iter(shared_state.route_sticky_pattern(route_id), count=1000)]
+    redis.delete(*keys)
+    forget_targets(target_ids)
+
+
+@dataclass(frozen=True)
+class RouteState:
+    """What one route's picks share across processes besides the targets' numbers: the turn counter
+    (round robin) and the sticky mapping (ip_hash). `rng` draws the random strategies' choices."""
+
+    route_id: int
+    sticky_ttl: int = 300
+    rng: random.Random = field(default=_RNG, compare=False)
+
+    @classmethod
+    def of(cls, route):
+        return cls(route_id=route.pk, sticky_ttl=route.sticky_ttl_seconds)
+
+    def next_turn(self):
+        """1, 2, 3 … for this route, counted once across every process."""
+        return shared_state.client().incr(shared_state.route_turn_key(self.route_id))
+
+    def sticky(self, client_key):
+        """The target id the client was given within the TTL, or None."""
+        value = shared_state.client().get(shared_state.route_sticky_key(self.route_id, client_key))
+        return int(value) if value is not None else None
+
+    def stick(self, client_key, target_id):
+        """Remember the client's target for the TTL (from now: a mapping is not extended by use)."""
+        shared_state.client().set(shared_state.route_sticky_key(self.route_id, client_key), target_id, ex=self.sticky_ttl)

@@ -1,0 +1,145 @@
+"""A real OpenAI-compatible HTTP server on loopback, standing in for vLLM, TGI or another Blaze in the
+router tests and in bench/router.py. Its behaviour is the first path segment of the base URL:
+
+    server = OpenAIUpstream()
+    server.base_url("ok")    → http://127.0.0.1:PORT/ok/v1    answers chat, completions (streamed too),
+                                                              embeddings and /models
+    server.base_url("fail")  → 500 on every call
+    server.base_url("bad")   → 400 on every call (the client's fault: never to be retried)
+    server.base_url("slow")  → answers after `slow_seconds` (longer than the timeouts the tests set)
+
+`hits[behaviour]` counts the POSTs each behaviour received. A refused connection needs no server:
+use `refused_base_url()`.
+"""
+
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WORDS = ["Hello", " from", " upstream", "."]
+
+
+def refused_base_url():
+    """A URL on a port where nothing listens: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def send_json(handler, status, payload):
+    """Answer a BaseHTTPRequestHandler's request with JSON (keep-alive safe: the length is sent)."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    try:
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client gave up waiting (a timeout test)
+
+
+def serve(handler_class):
+    """A ThreadingHTTPServer on a free loopback port, serving in a daemon thread; returns (server, url)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def chat_answer(body, text):
+    return {
+        "id": "chatcmpl-upstream", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": len(WORDS), "total_tokens": 3 + len(WORDS)},
+    }
+
+
+class OpenAIUpstream:
+    def __init__(self, slow_seconds=3.0):
+        self.hits = Counter()
+        self.bodies = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                behaviour, _, rest = self.path.strip("/").partition("/")
+                if behaviour == "ok" and rest.endswith("models"):
+                    return self._json(200, {"object": "list", "data": [{"id": "up", "object": "model"}]})
+                return self._refuse(behaviour) or self._json(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                behaviour, _, rest = self.path.strip("/").partition("/")
+                upstream.hits[behaviour] += 1
+                body = json.loads(raw or b"{}")
+                upstream.bodies.append(body)
+                if self._refuse(behaviour):
+                    return
+                if rest.endswith("chat/completions"):
+                    if body.get("stream"):
+                        return self._stream(body)
+                    return self._json(200, chat_answer(body, "".join(WORDS)))
+                if rest.endswith("completions"):
+                    return self._json(200, {"id": "cmpl-upstream", "object": "text_completion", "model": body.get("model"),
+                                            "choices": [{"index": 0, "text": "".join(WORDS), "finish_reason": "stop"}],
+                                            "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5}})
+                if rest.endswith("embeddings"):
+                    inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input")]
+                    return self._json(200, {"object": "list", "model": body.get("model"), "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                                            "data": [{"object": "embedding", "index": i, "embedding": [0.5, 0.5]}
+                                                     for i, _ in enumerate(inputs)]})
+                return self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+            def _refuse(self, behaviour):
+                if behaviour == "fail":
+                    self._json(500, {"error": {"message": "upstream exploded", "type": "server_error"}})
+                    return True
+                if behaviour == "bad":
+                    self._json(400, {"error": {"message": "max_tokens is too large", "type": "invalid_request_error",
+                                               "param": "max_tokens", "code": None}})
+                    return True
+                if behaviour == "slow":
+                    time.sleep(upstream.slow_seconds)
+                    self._json(200, chat_answer({}, "late"))
+                    return True
+                return False
+
+            def _stream(self, body):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for index, word in enumerate(WORDS):
+                    chunk = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "model": body.get("model"),
+                             "choices": [{"index": 0, "delta": {"content": word},
+                                          "finish_reason": "stop" if index == len(WORDS) - 1 else None}]}
+                    self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                self._chunk(b"data: [DONE]\n\n")
+                self._chunk(b"")
+
+            def _chunk(self, data):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def _json(self, status, payload):
+                send_json(self, status, payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.slow_seconds = slow_seconds
+        self.server, self.url = serve(Handler)
+
+    def base_url(self, behaviour):
+        return f"{self.url}/{behaviour}/v1"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
