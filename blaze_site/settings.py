@@ -258,6 +258,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # httpx logs every request at INFO: a line per upstream call is noise (and costs) on the serving path.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
 # Rate limiting (ratelimits/): the policies themselves are rows, edited on /ratelimits/ or /api/ratelimits/.

@@ -44,7 +44,13 @@ def _pool(url):
 
 def client():
     """A synchronous client on a shared pool (thread-safe)."""
-    return redis.Redis(connection_pool=_pool(settings.REDIS_URL))
+    return _client(settings.REDIS_URL)
+
+
+@lru_cache(maxsize=None)
+def _client(url):
+    # One per URL: building a redis.Redis costs about as much as a round trip to Redis.
+    return redis.Redis(connection_pool=_pool(url))
 
 
 def async_client():

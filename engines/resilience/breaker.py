@@ -174,13 +174,17 @@ class CircuitBreaker:
                 raise
             log.warning("Circuit breaker %s fails open: Redis is unreachable (%s)", self.target, exc)
             return CLOSED, 1, 0.0
+        return self._counted(reply)
+
+    def _counted(self, reply):
+        """The script's reply as (state, granted, retry_after), its transitions counted in metrics."""
         state, granted, retry_after, changes = reply[0], int(reply[1]), float(reply[2]), reply[3:]
         for from_state, to_state in zip(changes[::2], changes[1::2]):
             metrics.BREAKER_TRANSITIONS.labels(self.target, from_state, to_state).inc()
         metrics.BREAKER_STATE.labels(self.target).set(STATE_CODES[state])
         return state, granted, retry_after
 
-    def _run_script(self, op, trial):
+    def _run_script(self, op, trial, client=None):
         return _script()(
             keys=[shared_state.breaker_key(self.target), shared_state.breaker_window_key(self.target),
                   shared_state.breaker_trials_key(self.target), shared_state.breaker_transitions_key(self.target),
@@ -189,8 +193,23 @@ class CircuitBreaker:
                   2 if self.failure_rate is None else self.failure_rate,  # a rate over 1 never trips
                   self.window, self.min_calls, self.reset_timeout, self.success_threshold,
                   self.half_open_max_calls, trial, TRANSITIONS_KEPT, self.target],
-            client=shared_state.client(),
+            client=client or shared_state.client(),
         )
+
+
+def states(breakers):
+    """{target: state} of many breakers in one round trip, as each one's state() would say (an OPEN
+    breaker past its reset_timeout turns HALF_OPEN). All CLOSED when Redis is unreachable (fail open)."""
+    breakers = list(breakers)
+    pipe = shared_state.client().pipeline(transaction=False)
+    for breaker in breakers:
+        breaker._run_script("peek", "", client=pipe)
+    try:
+        replies = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("Circuit breakers fail open: Redis is unreachable (%s)", exc)
+        return {breaker.target: CLOSED for breaker in breakers}
+    return {breaker.target: breaker._counted(reply)[0] for breaker, reply in zip(breakers, replies)}
 
 
 class _Guard:

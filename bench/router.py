@@ -1,0 +1,313 @@
+"""What the router costs: µs per pick for each strategy, and the latency Blaze adds in front of an upstream.
+
+    .venv/bin/pip install -r requirements-bench.txt    # litellm, the comparison
+    python bench/router.py                             # the full run (about 2 minutes on 2 cores)
+    python bench/router.py --quick                     # fewer picks and requests: checks the bench runs
+    python bench/router.py --requests 1000             # more requests per path and concurrency
+
+Pick cost, per strategy with 2 and 32 remote targets (no worker needed):
+- pick_us: `engines.router.pick_target(route, client_key=…)` as the web process calls it, on a route
+  fetched with its targets and engines: the live workers, every target's breaker, health and numbers
+  read from Redis, then the strategy.
+- strategy_us: `strategies.pick` alone on in-memory candidates. Round robin's turn counter, ip_hash's
+  sticky mapping and the least_* strategies' tie-break are still one Redis round trip each: that is the
+  strategy's own state, shared across processes; the other strategies are pure Python.
+Each figure is --picks picks, or fewer when --pick-seconds run out first ("picks" says how many).
+
+Proxy overhead: non-streaming `POST /v1/chat/completions` with a small body to a fast loopback
+OpenAI-compatible upstream (an asyncio HTTP/1.1 server in its own process), three ways: the upstream
+directly, through Blaze (daphne in its own process, model = a route whose only target is a remote
+engine on that upstream) and through litellm's Router in this process. Each path has one keep-alive
+httpx.AsyncClient (litellm its own), is warmed up, then sends --requests requests from 1 and from 32
+concurrent clients, in three rounds that alternate the paths. added_*_ms = the path's percentile minus
+the direct one's. Blaze runs with BLAZE_UPSTREAM_MAX_KEEPALIVE raised to 40 (its default of 20 idle
+connections per host would make it reconnect upstream at 32 clients).
+
+Prints one JSON line per measurement, then a summary line: did Blaze add less latency than litellm.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TARGET_COUNTS = [2, 32]
+CONCURRENCY = [1, 32]
+ROUNDS = 3  # the paths take turns, so that a change in the machine's load hits each alike
+CLIENT_KEYS = [f"ip:10.0.0.{n}" for n in range(64)]  # ip_hash: 64 clients, each sticky after its first pick
+CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+ANSWER = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "up",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from upstream."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+}).encode()
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive: every request, whatever its path, gets the same chat completion.
+    Request bodies must carry Content-Length (httpx and aiohttp send it for JSON). Ours rather than
+    tests/upstream.py's ThreadingHTTPServer: a thread per connection is what would be measured at 32."""
+
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, b""
+
+    def data_received(self, data):
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            length = 0
+            for line in self.buffer[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length:]
+            self.transport.write(RESPONSE)
+
+
+def serve_upstream(port, ready):
+    async def serve():
+        server = await asyncio.get_running_loop().create_server(UpstreamProtocol, "127.0.0.1", port)
+        ready.set()
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def timed_us(call, count, budget):
+    """Microseconds of each call of `call(index)`, after a few untimed ones: `count` calls, or fewer
+    if `budget` seconds run out first (at least 100)."""
+    for index in range(min(50, count)):
+        call(index)
+    spent, ends = [], time.monotonic() + budget
+    for index in range(count):
+        started = time.perf_counter_ns()
+        call(index)
+        spent.append((time.perf_counter_ns() - started) / 1000)
+        if index >= 100 and time.monotonic() > ends:
+            break
+    return spent
+
+
+def pick_costs(picks, budget):
+    """One JSON line per (strategy, targets): pick_target against strategies.pick alone."""
+    from accounts.audit import Actor
+    from engines import services
+    from engines.models import Route
+    from engines.router import candidates, pick_target, state, strategies
+
+    actor = Actor.system("bench")
+    engines = [services.engine_create(actor=actor, name=f"far-{n}", kind="llm", backend="remote",
+                                      base_url=f"http://127.0.0.1:9/far-{n}/v1") for n in range(max(TARGET_COUNTS))]
+    for strategy in Route.Strategy.values:
+        for count in TARGET_COUNTS:
+            route = services.route_create(actor=actor, name=f"{strategy}-{count}", strategy=strategy)
+            for index, engine in enumerate(engines[:count]):
+                target = services.route_target_add(actor=actor, route=route, engine=engine, weight=1 + index % 3)
+                # A few served requests each, so that the latency-driven strategies rank real numbers.
+                for served in range(3):
+                    state.release(target.pk, 0.05 + 0.01 * ((index + served) % 7), True, lease=state.acquire(target.pk))
+            route = Route.objects.prefetch_related("targets__engine").get(pk=route.pk)
+            live = candidates(route)
+            route_state = state.RouteState.of(route)
+            pick_us = timed_us(lambda i: pick_target(route, client_key=CLIENT_KEYS[i % len(CLIENT_KEYS)]), picks, budget)
+            strategy_us = timed_us(
+                lambda i: strategies.pick(strategy, live, route_state, CLIENT_KEYS[i % len(CLIENT_KEYS)]), picks, budget)
+            print(json.dumps({
+                "bench": "router", "measure": "pick", "strategy": strategy, "targets": count,
+                "picks": len(pick_us), "pick_us_mean": round(sum(pick_us) / len(pick_us), 1),
+                "pick_us_p99": round(percentile(pick_us, 0.99), 1),
+                "strategy_picks": len(strategy_us), "strategy_us_mean": round(sum(strategy_us) / len(strategy_us), 1),
+                "strategy_us_p99": round(percentile(strategy_us, 0.99), 1),
+            }), flush=True)
+
+
+async def latencies(send, concurrency, count):
+    """Seconds each of `count` calls of `send()` took, `concurrency` of them in flight at a time."""
+    spent, turns = [], iter(range(count))
+
+    async def client():
+        for _ in turns:
+            started = time.perf_counter()
+            await send()
+            spent.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return spent
+
+
+def http_sender(client, url, model):
+    async def send():
+        response = await client.post(url, json={"model": model, **CHAT})
+        response.raise_for_status()
+        return response.json()
+
+    return send
+
+
+async def blaze_refusal(client, url):
+    """None when Blaze serves the route; else what it answered instead."""
+    response = await client.post(url, json={"model": "bench", **CHAT})
+    return None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+async def proxy_overhead(upstream_url, blaze_url, key, requests, keepalive):
+    """One JSON line per (path, concurrency); returns {concurrency: {path: (p50, p99) in ms}}."""
+    import httpx
+    import litellm
+
+    litellm.suppress_debug_info = True
+    router = litellm.Router(model_list=[{"model_name": "bench", "litellm_params": {
+        "model": "openai/up", "api_base": upstream_url, "api_key": "x"}}])
+    limits = httpx.Limits(max_connections=max(CONCURRENCY) + 8, max_keepalive_connections=max(CONCURRENCY) + 8)
+    results = {}
+    async with httpx.AsyncClient(limits=limits, timeout=60) as direct_client, httpx.AsyncClient(
+            limits=limits, timeout=60, headers={"Authorization": f"Bearer {key}"}) as blaze_client:
+        refusal = await blaze_refusal(blaze_client, f"{blaze_url}/v1/chat/completions")
+        paths = {
+            "direct": http_sender(direct_client, f"{upstream_url}/chat/completions", "up"),
+            "litellm": lambda: router.acompletion(model="bench", **CHAT),
+        }
+        if refusal is None:
+            paths["blaze"] = http_sender(blaze_client, f"{blaze_url}/v1/chat/completions", "bench")
+        for concurrency in CONCURRENCY:
+            results[concurrency] = {}
+            for send in paths.values():
+                await latencies(send, concurrency, max(20, 2 * concurrency))  # warm-up: connections, caches
+            spent, seconds = {path: [] for path in paths}, dict.fromkeys(paths, 0.0)
+            per_round = max(requests // ROUNDS, concurrency)  # every client busy in every round
+            for _ in range(ROUNDS):
+                for path, send in paths.items():
+                    started = time.perf_counter()
+                    spent[path] += await latencies(send, concurrency, per_round)
+                    seconds[path] += time.perf_counter() - started
+            for path in paths:
+                p50, p99 = percentile(spent[path], 0.50) * 1000, percentile(spent[path], 0.99) * 1000
+                results[concurrency][path] = (p50, p99)
+                line = {"bench": "router", "measure": "proxy", "path": path, "concurrency": concurrency,
+                        "requests": len(spent[path]), "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+                        "req_s": round(len(spent[path]) / seconds[path], 1)}
+                if path != "direct":
+                    direct_p50, direct_p99 = results[concurrency]["direct"]
+                    line.update(added_p50_ms=round(p50 - direct_p50, 3), added_p99_ms=round(p99 - direct_p99, 3))
+                if path == "blaze":
+                    line["upstream_max_keepalive"] = keepalive
+                print(json.dumps(line), flush=True)
+            if refusal is not None:
+                print(json.dumps({"bench": "router", "measure": "proxy", "path": "blaze", "concurrency": concurrency,
+                                  "error": refusal}), flush=True)
+    return results
+
+
+def summary(results):
+    """Whether Blaze added less latency than litellm, per concurrency and percentile (None: not measured)."""
+    verdict = {}
+    for concurrency, paths in results.items():
+        if "blaze" not in paths:
+            verdict[str(concurrency)] = None
+            continue
+        (direct_p50, direct_p99), (blaze_p50, blaze_p99), (lite_p50, lite_p99) = (
+            paths["direct"], paths["blaze"], paths["litellm"])
+        verdict[str(concurrency)] = {
+            "p50": blaze_p50 - direct_p50 < lite_p50 - direct_p50, "p99": blaze_p99 - direct_p99 < lite_p99 - direct_p99,
+        }
+    return {"bench": "router", "measure": "summary", "blaze_adds_less_than_litellm": verdict}
+
+
+def route_to(upstream_url):
+    """Route `bench` → a remote engine on the upstream, and a viewer's `inference` key; returns the key."""
+    from accounts import services as account_services
+    from accounts.audit import Actor
+    from engines import services
+    from engines.serializers import EngineSerializer
+    from tests.conftest import make_user
+
+    actor = Actor.system("bench")
+    serializer = EngineSerializer(data={"name": "bench-upstream", "kind": "llm", "backend": "remote", "model": "up",
+                                        "base_url": upstream_url})
+    serializer.is_valid(raise_exception=True)
+    engine = services.engine_create(actor=actor, **serializer.validated_data)
+    services.route_target_add(actor=actor, route=services.route_create(actor=actor, name="bench"), engine=engine)
+    _, key = account_services.api_key_create(actor=actor, user=make_user("bench", "viewer"), name="bench",
+                                             scopes=["inference"])
+    return key
+
+
+def forget_redis_keys():
+    """Drop what this run left in Redis (its keys all carry the run's own prefix)."""
+    from blaze_site import shared_state
+
+    redis = shared_state.client()
+    keys = list(redis.scan_iter(shared_state.key("*"), count=1000))
+    if keys:
+        redis.delete(*keys)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="200 picks and 40 requests: checks the bench runs")
+    parser.add_argument("--requests", type=int, help="requests per path and concurrency (default 300, quick 40)")
+    parser.add_argument("--picks", type=int, help="picks per strategy and target count (default 3000, quick 200)")
+    parser.add_argument("--pick-seconds", type=float, default=2.5,
+                        help="at most this long per figure (a slow pick gets fewer than --picks; default 2.5)")
+    args = parser.parse_args()
+    requests = args.requests or (40 if args.quick else 300)
+    picks = args.picks or (200 if args.quick else 3000)
+
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm would fetch its price list at import
+    try:
+        import litellm  # noqa: F401  (imported where used; checked here so a missing one fails first)
+    except ImportError:
+        sys.exit("litellm is not installed: .venv/bin/pip install -r requirements-bench.txt")
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    logging.getLogger("LiteLLM Router").setLevel(logging.WARNING)
+
+    from bench.batching import ensure_redis, setup_django
+
+    work_dir = Path(tempfile.mkdtemp(prefix="blaze-bench-"))
+    setup_django(work_dir)
+    ensure_redis()
+    from tests.servers import free_port, start_daphne
+
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(forget_redis_keys)
+        pick_costs(picks, args.pick_seconds)
+        port, spawn = free_port(), multiprocessing.get_context("spawn")
+        ready = spawn.Event()
+        upstream = spawn.Process(target=serve_upstream, args=(port, ready), daemon=True)
+        upstream.start()
+        cleanup.callback(upstream.terminate)
+        upstream_url = f"http://127.0.0.1:{port}/v1"
+        key = route_to(upstream_url)
+        # The default keep-alive pool (20 per host) is smaller than 32 clients: Blaze would reconnect upstream.
+        keepalive = max(CONCURRENCY) + 8
+        web = start_daphne(work_dir, BLAZE_UPSTREAM_MAX_KEEPALIVE=str(keepalive))
+        cleanup.callback(web.stop)
+        if not ready.wait(30):
+            sys.exit("The upstream did not start listening within 30 s.")
+        results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests, keepalive))
+        print(json.dumps(summary(results)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
