@@ -247,14 +247,14 @@ def test_a_local_replica_answers_and_streams_through_a_route(web, key, engine_wo
 
 
 def test_a_canary_checks_a_local_replica_only_once_its_model_is_loaded(web, key, engine_worker, tiny_llm_path):
-    import asyncio
+    from asgiref.sync import async_to_sync
 
     from engines.canary import check_local_targets
 
     tiny = Engine.objects.create(name="tiny-canary", kind="llm", model=tiny_llm_path, config={"max_new_tokens": 8})
     route("local", tiny)
-    assert asyncio.run(check_local_targets()) == []  # not in any cache: a check must not load it
+    assert async_to_sync(check_local_targets)() == []  # not in any cache: a check must not load it
     ask(client(web[0], key), model="local", max_tokens=2)
-    [(target, result)] = asyncio.run(check_local_targets())
+    [(target, result)] = async_to_sync(check_local_targets)()
     assert target == "tiny-canary" and result["ok"] and result["state"] == health.HEALTHY
     assert health.HealthMonitor("tiny-canary").snapshot()["checks"][0]["ok"] is True

@@ -1,6 +1,7 @@
 import asyncio
 import time
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
@@ -22,7 +23,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, once=False, interval=None, **options):
         try:
-            asyncio.run(self._run(once, interval or settings.BLAZE_HEALTH_CHECK_INTERVAL))
+            # async_to_sync, not asyncio.run: the ORM calls inside then run on this thread and its connection.
+            async_to_sync(self._run)(once, interval or settings.BLAZE_HEALTH_CHECK_INTERVAL)
         except KeyboardInterrupt:
             pass
 
