@@ -132,6 +132,7 @@ class _Attempt:
     candidate: object = None
     lease: str | None = None
     attempts: int | None = None
+    permit: object = None  # a local target's breaker permit (a half-open trial counts only with it)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -146,9 +147,9 @@ class _Attempt:
             if self.route is not None:
                 state.release(self.candidate.id, latency, ok, lease=self.lease)
                 metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
-                if not self.candidate.remote:
+                if self.permit is not None:
                     breaker = breakers.CircuitBreaker(self.target)
-                    breaker.record_success() if ok else breaker.record_failure()
+                    breaker.record_success(self.permit) if ok else breaker.record_failure(self.permit)
             if self.route is not None or self.engine.backend == Engine.Backend.REMOTE:
                 health.HealthMonitor(self.target).record(ok, latency if ok else None)
         except Exception:  # noqa: BLE001 - bookkeeping must not turn an answer into an error
@@ -209,18 +210,19 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
     except Failover:
         await attempt.aend(False)
         raise
-    except BaseException:  # cancelled (the client went away) or a bug: free the slot, count nothing
+    except BaseException:  # cancelled (the client went away) or a bug: free the slots, count nothing
         if attempt.route is not None:
             await sync_to_async(state.release, thread_sensitive=False)(
                 attempt.candidate.id, time.monotonic() - attempt.started, True, lease=attempt.lease)
+        if attempt.permit is not None:
+            await breakers.CircuitBreaker(attempt.target).arelease(attempt.permit)
         raise
 
 
 async def _local(attempt, payload, stream, ends):
     if attempt.route is not None:
-        breaker = breakers.CircuitBreaker(attempt.target)
         try:
-            await breaker.aallow()
+            attempt.permit = await breakers.CircuitBreaker(attempt.target).aallow()
         except breakers.BreakerOpen as exc:
             raise Failover(str(exc)) from exc
     events = dispatch.run(attempt.engine, {**payload, "stream": True} if stream else payload,

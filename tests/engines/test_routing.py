@@ -258,3 +258,16 @@ def test_a_canary_checks_a_local_replica_only_once_its_model_is_loaded(web, key,
     [(target, result)] = async_to_sync(check_local_targets)()
     assert target == "tiny-canary" and result["ok"] and result["state"] == health.HEALTHY
     assert health.HealthMonitor("tiny-canary").snapshot()["checks"][0]["ok"] is True
+
+
+def test_a_local_replicas_half_open_breaker_closes_on_its_trial_successes(web, key, engine_worker, tiny_llm_path):
+    tiny = Engine.objects.create(name="tiny-trial", kind="llm", model=tiny_llm_path, config={"max_new_tokens": 8})
+    route("local", tiny)
+    breaker_ = breaker.CircuitBreaker("tiny-trial")
+    for _ in range(3):  # BLAZE_BREAKER_FAILURE_THRESHOLD
+        breaker_.record_failure()
+    assert breaker_.state() == breaker.OPEN
+    time.sleep(2.2)  # BLAZE_BREAKER_RESET_SECONDS
+    for _ in range(2):  # BLAZE_BREAKER_SUCCESS_THRESHOLD trials, each with its permit
+        assert ask(client(web[0], key), model="local", max_tokens=2).choices
+    assert breaker_.state() == breaker.CLOSED
