@@ -22,13 +22,16 @@ OPENAI_ERROR_TYPES = {
 }
 
 
+def openai_error(status, message, param=None, code=None):
+    """OpenAI's error object: {"message", "type", "param", "code"}."""
+    return {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}
+
+
 def refusal(request, status, message, *, param=None, code=None, headers=None):
     """A refusal made before any view runs (middleware): OpenAI's error shape under /v1/, the native
     `{"error", "fields"}` under /api/, a short standalone page elsewhere (no session or user needed)."""
     if request.path.startswith("/v1/"):
-        error = {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "invalid_request_error"),
-                 "param": param, "code": code}
-        response = JsonResponse({"error": error}, status=status)
+        response = JsonResponse({"error": openai_error(status, message, param, code)}, status=status)
     elif _is_api(request):
         response = JsonResponse(error_body(message, {param: [message]} if param else None), status=status)
     else:

@@ -38,7 +38,10 @@ def canary_targets():
     ).select_related("engine")
     for target in targets:
         workers = holding.get(target.engine.name, [])
-        worker = target.worker if target.worker in workers else (None if target.worker else next(iter(workers), None))
+        if target.worker:
+            worker = target.worker if target.worker in workers else None
+        else:
+            worker = workers[0] if workers else None
         if worker is not None:
             found.setdefault(resilience_id(target), (target.engine, worker))
     return [(name, engine, worker) for name, (engine, worker) in found.items()]

@@ -24,7 +24,7 @@ from accounts.audit import client_ip
 from accounts.authentication import ApiKeyAuthentication
 from accounts.models import ApiKey
 from blaze_site.exceptions import flatten
-from blaze_site.views import OPENAI_ERROR_TYPES
+from blaze_site.views import openai_error
 
 from . import serving
 from .models import Engine, Route
@@ -34,8 +34,7 @@ from .serving import ApiError
 
 
 def error_response(status, message, param=None, code=None):
-    body = {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}}
-    return JsonResponse(body, status=status)
+    return JsonResponse({"error": openai_error(status, message, param, code)}, status=status)
 
 
 def _authenticate(request):
@@ -115,13 +114,17 @@ def _relayed(served):
                         content_type=response.headers.get("content-type", "application/json"))
 
 
+def _event_stream(chunks, status=200, content_type="text/event-stream"):
+    """A streamed answer that no cache or proxy holds back."""
+    response = StreamingHttpResponse(chunks, status=status, content_type=content_type)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
 def _relayed_stream(served):
     response = served.response
-    relay = StreamingHttpResponse(served.chunks(), status=response.status_code,
-                                  content_type=response.headers.get("content-type", "text/event-stream"))
-    relay["Cache-Control"] = "no-cache"
-    relay["X-Accel-Buffering"] = "no"
-    return relay
+    return _event_stream(served.chunks(), response.status_code, response.headers.get("content-type", "text/event-stream"))
 
 
 def _sse(data):
@@ -159,16 +162,12 @@ def _stream(name, served, data, chat):
                     if data["include_usage"]:
                         yield _sse({**chunk(), "choices": [], "usage": _usage(event["result"])})
                 elif event["type"] == "error":
-                    yield _sse({"error": {"message": event["message"], "type": OPENAI_ERROR_TYPES.get(event["status"], "server_error"),
-                                          "param": event.get("param"), "code": None}})
+                    yield _sse({"error": openai_error(event["status"], event["message"], event.get("param"))})
         finally:
             await served.events.aclose()
         yield "data: [DONE]\n\n"
 
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return _event_stream(events())
 
 
 def _model_list():

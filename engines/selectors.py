@@ -32,14 +32,14 @@ def route_history(route, limit=20):
 
 
 def _resilience_states(targets):
-    """{target pk: {"breaker": state, "health": state}} as engines.resilience keeps them."""
+    """{target pk: {"breaker": state, "health": state}} as the router sees them, two round trips in all."""
     from .resilience import breaker, health  # imported here: resilience is built on the engines app
     from .router import resilience_id
 
     names = {target.pk: resilience_id(target) for target in targets}
     healths = health.states(names.values())
-    return {pk: {"breaker": breaker.CircuitBreaker(name).snapshot()["state"], "health": healths[name]}
-            for pk, name in names.items()}
+    breakers = breaker.states(map(breaker.CircuitBreaker, set(names.values())))
+    return {pk: {"breaker": breakers[name], "health": healths[name]} for pk, name in names.items()}
 
 
 def _live_rows(route, targets):

