@@ -9,26 +9,53 @@ from .models import ApiKey
 PREFIX = "blz_"
 
 
+def bearer_api_key(request):
+    """The raw key of `Authorization: Bearer blz_…`, or None when the request sends no API key."""
+    header = authentication.get_authorization_header(request).decode(errors="replace").split()
+    if len(header) != 2 or header[0].lower() != "bearer" or not header[1].startswith(PREFIX):
+        return None
+    return header[1]
+
+
+def find_key(raw):
+    """The ApiKey (its user loaded) whose hash matches `raw`, or None."""
+    return ApiKey.objects.select_related("user").filter(key_hash=ApiKey.hash(raw)).first()
+
+
+def check_key(key):
+    """Raise AuthenticationFailed unless `key` (None: unknown) may be used now."""
+    if key is None:
+        raise exceptions.AuthenticationFailed("Unknown API key.")
+    if key.revoked_at is not None:
+        raise exceptions.AuthenticationFailed("This API key has been revoked.")
+    if key.is_expired:
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    if not key.user.is_active:
+        raise exceptions.AuthenticationFailed("The owner of this API key is deactivated.")
+
+
+def stale_last_used(key):
+    """Whether `key.last_used_at` should be written: one write a minute at most (last-used is for
+    people, not for accounting)."""
+    return key.last_used_at is None or timezone.now() - key.last_used_at > timedelta(minutes=1)
+
+
+def mark_used(key):
+    key.last_used_at = timezone.now()
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=key.last_used_at)
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer blz_…` → (key owner, ApiKey). Other bearer tokens are left to JWT."""
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode(errors="replace").split()
-        if len(header) != 2 or header[0].lower() != "bearer" or not header[1].startswith(PREFIX):
+        raw = bearer_api_key(request)
+        if raw is None:
             return None
-        key = ApiKey.objects.select_related("user").filter(key_hash=ApiKey.hash(header[1])).first()
-        if key is None:
-            raise exceptions.AuthenticationFailed("Unknown API key.")
-        if key.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("This API key has been revoked.")
-        if key.is_expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.")
-        if not key.user.is_active:
-            raise exceptions.AuthenticationFailed("The owner of this API key is deactivated.")
-        now = timezone.now()
-        # One write a minute at most: last-used is for people, not for accounting.
-        if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key = find_key(raw)
+        check_key(key)
+        if stale_last_used(key):
+            mark_used(key)
         return key.user, key
 
     def authenticate_header(self, request):

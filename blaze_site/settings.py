@@ -90,6 +90,15 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The chain for /v1 (blaze_site.asgi): its views authenticate by key and keep no session, so the
+# browser's middleware (sessions, CSRF, sign-in, MFA, messages, static files) has nothing to do there.
+API_MIDDLEWARE = [
+    "blaze_site.middleware.SecurityMiddleware",
+    "accounts.middleware.RequestIdMiddleware",
+    "monitoring.middleware.RequestMetricsMiddleware",
+    "security.middleware.ThreatProtectionMiddleware",
+    "ratelimits.middleware.RateLimitMiddleware",
+]
 
 ROOT_URLCONF = "blaze_site.urls"
 ASGI_APPLICATION = "blaze_site.asgi.application"
@@ -264,6 +273,9 @@ LOGGING = {
 
 # Rate limiting (ratelimits/): the policies themselves are rows, edited on /ratelimits/ or /api/ratelimits/.
 BLAZE_RATELIMIT_POLICY_CACHE_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_POLICY_CACHE_SECONDS", "2"))
+# /v1 keeps the API keys and model plans it looked up while a Redis token says nothing changed
+# (engines/lookups.py); this bounds an entry's life if a change could not be announced.
+BLAZE_LOOKUP_CACHE_SECONDS = float(os.environ.get("BLAZE_LOOKUP_CACHE_SECONDS", "60"))
 BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS", "5"))
 BLAZE_RATELIMIT_ADAPTIVE_FLOOR = float(os.environ.get("BLAZE_RATELIMIT_ADAPTIVE_FLOOR", "0.1"))
 

@@ -5,4 +5,6 @@ class EnginesConfig(AppConfig):
     name = "engines"
 
     def ready(self):
-        from . import tasks  # noqa: F401  (connects the worker's start-up signals before the worker starts)
+        from . import lookups, tasks  # noqa: F401  (tasks connects the worker's start-up signals before the worker starts)
+
+        lookups.connect()

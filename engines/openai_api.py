@@ -10,7 +10,7 @@ import base64
 import json
 import time
 import uuid
-from functools import wraps
+from functools import partial, wraps
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -21,12 +21,12 @@ from rest_framework.exceptions import ValidationError
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
 from accounts.audit import client_ip
-from accounts.authentication import ApiKeyAuthentication
+from accounts.authentication import bearer_api_key, check_key, find_key, mark_used, stale_last_used
 from accounts.models import ApiKey
 from blaze_site.exceptions import flatten
 from blaze_site.views import openai_error
 
-from . import serving
+from . import lookups, serving
 from .models import Engine, Route
 from .openai_serializers import REQUEST_SERIALIZERS
 from .router import client_key
@@ -37,24 +37,48 @@ def error_response(status, message, param=None, code=None):
     return JsonResponse({"error": openai_error(status, message, param, code)}, status=status)
 
 
-def _authenticate(request):
-    """API key (scope `inference`), DRF token or JWT → (user, the key ip_hash keeps sticky); raises
-    ApiError."""
-    for authenticator in (ApiKeyAuthentication(), TokenAuthentication(), JWTAuthentication()):
+def _key_and_permission(raw):
+    """(the API key `raw` names, whether its owner may use engines), or None for an unknown key."""
+    key = find_key(raw)
+    return None if key is None else (key, key.user.has_perm("engines.view_engine"))
+
+
+def _token_user(request):
+    """The user a DRF token or a JWT names, or None when the request sends neither; raises ApiError."""
+    for authenticator in (TokenAuthentication(), JWTAuthentication()):
         try:
             result = authenticator.authenticate(request)
         except drf_exceptions.AuthenticationFailed as exc:
             raise ApiError(401, str(exc.detail), code="invalid_api_key") from exc
-        if result is None:
-            continue
-        user, credential = result
-        if isinstance(credential, ApiKey) and "inference" not in credential.scopes:
+        if result is not None:
+            user = result[0]
+            return user, user.has_perm("engines.view_engine")
+    return None, False
+
+
+async def _authenticate(request, generation):
+    """API key (scope `inference`, looked up through `lookups`), DRF token or JWT → (user, the key
+    ip_hash keeps sticky); raises ApiError."""
+    raw, api_key_id = bearer_api_key(request), None
+    if raw is not None:
+        key, may_use = await lookups.cached("api_key", ApiKey.hash(raw), generation,
+                                            partial(_key_and_permission, raw)) or (None, False)
+        try:
+            check_key(key)
+        except drf_exceptions.AuthenticationFailed as exc:
+            raise ApiError(401, str(exc.detail), code="invalid_api_key") from exc
+        if "inference" not in key.scopes:
             raise ApiError(403, "This API key lacks the 'inference' scope.", code="insufficient_scope")
-        if not user.has_perm("engines.view_engine"):
-            raise ApiError(403, "Your account has no role that may use engines.")
-        api_key_id = credential.pk if isinstance(credential, ApiKey) else None
-        return user, client_key(api_key_id=api_key_id, ip=client_ip(request))
-    raise ApiError(401, "Send an API key: Authorization: Bearer blz_…", code="missing_api_key")
+        if stale_last_used(key):
+            await sync_to_async(mark_used)(key)
+        user, api_key_id = key.user, key.pk
+    else:
+        user, may_use = await sync_to_async(_token_user)(request)
+        if user is None:
+            raise ApiError(401, "Send an API key: Authorization: Bearer blz_…", code="missing_api_key")
+    if not may_use:
+        raise ApiError(403, "Your account has no role that may use engines.")
+    return user, client_key(api_key_id=api_key_id, ip=client_ip(request))
 
 
 def v1_endpoint(view):
@@ -64,7 +88,8 @@ def v1_endpoint(view):
     @wraps(view)
     async def wrapper(request, *args, **kwargs):
         try:
-            request.v1_user, request.v1_client = await sync_to_async(_authenticate)(request)
+            request.v1_generation = lookups.generation()
+            request.v1_user, request.v1_client = await _authenticate(request, request.v1_generation)
             return await view(request, *args, **kwargs)
         except ApiError as exc:
             return error_response(exc.status, str(exc), exc.param, exc.code)
@@ -95,7 +120,9 @@ async def _validated(request, endpoint):
         raise ApiError(405, "Use POST.")
     body = _json_body(request)
     serializer_class, kind = REQUEST_SERIALIZERS[endpoint]
-    plan = await sync_to_async(serving.resolve)(body.get("model"), kind)
+    name = body.get("model")
+    plan = await lookups.cached("plan", (name, kind) if isinstance(name, str) else None, request.v1_generation,
+                                partial(serving.resolve, name, kind))
     serializer = serializer_class(data=body, context={"engine": plan.engine})
     serializer.is_valid(raise_exception=True)
     return plan, serializer.validated_data, body

@@ -134,7 +134,8 @@ class RateLimitMiddleware:
         policies = active.matching(request.path)
         if not policies:
             return await self.get_response(request)
-        user = await request.auser() if _needs_user(policies) else None
+        # /v1 runs without the session's sign-in (blaze_site.asgi): its callers count by credential.
+        user = await request.auser() if _needs_user(policies) and hasattr(request, "auser") else None
         # redis-py's asyncio pools are bound to one event loop; the sync pool serves every thread.
         steps = _admission(request, user, policies, active.engines)
         step = await sync_to_async(next)(steps)

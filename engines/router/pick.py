@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, replace
 
 from .. import lifecycle
-from ..models import Engine
+from ..models import Engine, Route
 from ..resilience import breaker, health, target_id
 from . import state, strategies
 
@@ -84,11 +84,13 @@ def survey(route, exclude=(), unavailable=None):
     if not route.enabled:
         return [], {}
     unavailable = unavailable or resilience_check(route)
-    live = lifecycle.live_workers()
+    targets = _targets(route)
+    # Heartbeats matter to local targets only: a route of remote hosts skips reading them.
+    live = lifecycle.live_workers() if any(t.engine.backend != Engine.Backend.REMOTE for t in targets) else []
     running = {worker["id"]: worker for worker in live if not worker["lost"]}
     lost = {worker["id"] for worker in live if worker["lost"]}
     found, skipped = [], {}
-    for target in _targets(route):
+    for target in targets:
         engine, label = target.engine, str(target)
         if not target.enabled:
             skipped[label] = "target disabled"
@@ -158,6 +160,8 @@ def pick_target(route, client_key="", exclude=(), unavailable=None):
     found, reasons = survey(route, exclude=set(exclude), unavailable=unavailable)
     if not found:
         raise NoTargetAvailable(route, reasons)
+    if len(found) == 1 and route.strategy != Route.Strategy.IP_HASH:
+        return found[0]  # nothing to rank: no numbers to read, no turn to take (ip_hash still records its client)
     return strategies.pick(route.strategy, _with_numbers(found), state.RouteState.of(route), client_key)
 
 

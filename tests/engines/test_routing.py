@@ -13,9 +13,11 @@ import pytest
 from openai import OpenAI
 
 from accounts.audit import Actor
-from accounts.services import api_key_create
+from accounts.models import ApiKey
+from accounts.services import api_key_create, api_key_revoke
 from engines.models import Engine, Route, RouteTarget
 from engines.resilience import breaker, health
+from engines.services import engine_set_enabled, engine_update
 from tests.conftest import make_user
 from tests.upstream import OpenAIUpstream, refused_base_url
 
@@ -109,13 +111,30 @@ def test_a_recovered_target_gets_a_trial_after_the_reset_timeout_and_rejoins(web
         ask(client(web[0], key))
     assert breaker.CircuitBreaker("flaky").state() == breaker.OPEN
     upstream.bodies.clear()
-    Engine.objects.filter(pk=broken.pk).update(base_url=upstream.base_url("ok"))  # the host is fixed
+    engine_update(actor=Actor.system("test"), engine=broken, base_url=upstream.base_url("ok"))  # the host is fixed
     time.sleep(2.2)  # BLAZE_BREAKER_RESET_SECONDS
     assert breaker.CircuitBreaker("flaky").state() == breaker.HALF_OPEN
     for _ in range(6):
         assert ask(client(web[1], key)).choices[0].message.content == HELLO
     assert breaker.CircuitBreaker("flaky").state() == breaker.CLOSED  # 2 trial successes close it
     assert [body["model"] for body in upstream.bodies].count("model-flaky") >= 2
+
+
+def test_a_change_applies_on_every_web_process_at_once(web, upstream, key):
+    """Each web process keeps the keys and routes it looked up (engines.lookups); a change made anywhere
+    must end those copies with its commit, not after a cache time."""
+    route("chat", remote("good", upstream.base_url("ok")))
+    for url in web:
+        assert ask(client(url, key)).choices[0].message.content == HELLO
+    engine_set_enabled(actor=Actor.system("test"), engine=Engine.objects.get(name="good"), enabled=False)
+    for url in web:
+        response = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                              json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 503 and "engine good disabled" in response.json()["error"]["message"]
+    api_key_revoke(actor=Actor.system("test"), key=ApiKey.objects.get(name="app"))
+    for url in web:
+        response = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 401 and "revoked" in response.json()["error"]["message"]
 
 
 def test_a_4xx_is_the_clients_answer_and_is_never_retried_or_failed_over(web, upstream, key):

@@ -1,0 +1,100 @@
+"""What daphne serves (blaze_site.asgi.application): /v1 on its own, shorter middleware chain, which
+still stamps request ids and applies the block list, the threat screen and rate limits; every other
+path on the browser's chain."""
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.signals import request_started
+from django.db import close_old_connections
+
+from accounts.audit import Actor
+from accounts.services import api_key_create
+from blaze_site.asgi import application
+from ratelimits import services as ratelimit_services
+from security import services as security_services
+from tests.conftest import make_user
+
+
+def call(method, path, body=b"", headers=None, ip="203.0.113.9"):
+    """(status, {header: value}, body) of one request through the application, as daphne sends it."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "client": (ip, 40000), "server": ("testserver", 80),
+        "headers": [(name.lower().encode(), value.encode()) for name, value in
+                    {"host": "testserver", "content-length": str(len(body)), **(headers or {})}.items()],
+    }
+    messages, received = [], []
+
+    async def receive():
+        if not received:
+            received.append(True)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+
+    async def send(message):
+        messages.append(message)
+
+    # As Django's test client does: the handler must not close the connection holding the test's transaction.
+    request_started.disconnect(close_old_connections)
+    try:
+        async_to_sync(application)(scope, receive, send)
+    finally:
+        request_started.connect(close_old_connections)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    headers = {}
+    for name, value in start["headers"]:
+        headers.setdefault(name.decode().lower(), []).append(value.decode())
+    content = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], headers, content
+
+
+@pytest.fixture
+def key(db):
+    _, raw = api_key_create(actor=Actor.system("test"), user=make_user("app", "viewer"), name="app",
+                            scopes=["inference"])
+    return {"Authorization": f"Bearer {raw}"}
+
+
+def test_v1_answers_with_the_request_id_and_no_session(key):
+    status, headers, body = call("GET", "/v1/models", headers={**key, "X-Request-ID": "trace-42"})
+    assert status == 200 and json.loads(body)["object"] == "list"
+    assert headers["x-request-id"] == ["trace-42"]
+    assert headers["x-content-type-options"] == ["nosniff"]
+    assert "set-cookie" not in headers
+
+
+def test_v1_is_screened_for_attacks(key):
+    # Prompts are free text; the other fields are not.
+    attack = json.dumps({"model": "x", "messages": [{"role": "user", "content": "<script> is fine here"}],
+                         "user": "<script>alert(1)</script>"})
+    status, _, body = call("POST", "/v1/chat/completions", attack.encode(),
+                           headers={**key, "Content-Type": "application/json"})
+    error = json.loads(body)["error"]
+    assert status == 400 and (error["code"], error["param"]) == ("threat_detected", "user")
+
+
+def test_v1_refuses_blocked_addresses(key):
+    security_services.ip_block(actor=Actor.system("test"), network="198.51.100.0/24", reason="test")
+    status, _, body = call("GET", "/v1/models", headers=key, ip="198.51.100.7")
+    assert status == 403 and json.loads(body)["error"]["code"] == "ip_blocked"
+
+
+def test_v1_is_rate_limited_per_key(key, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        ratelimit_services.policy_create(actor=Actor.system("test"), name="v1", scope="api_key", endpoint="/v1/",
+                                         algorithm="fixed_window", limit=1, period_seconds=60)
+    assert call("GET", "/v1/models", headers=key)[0] == 200
+    status, headers, body = call("GET", "/v1/models", headers=key)
+    assert status == 429 and "retry-after" in headers
+    assert json.loads(body)["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_pages_keep_the_browser_chain(db):
+    status, headers, _ = call("GET", "/login/")
+    assert status == 200
+    assert headers["x-frame-options"] == ["DENY"]
+    assert any(cookie.startswith("csrftoken=") for cookie in headers["set-cookie"])
