@@ -4,6 +4,8 @@ Every key starts with settings.REDIS_PREFIX, so several Blaze installations (or 
 one Redis.
 """
 
+import asyncio
+import weakref
 from functools import lru_cache
 
 import redis
@@ -53,9 +55,17 @@ def _client(url):
     return redis.Redis(connection_pool=_pool(url))
 
 
-def async_client():
-    """An asyncio client; create one per event loop (asyncio pools are loop-bound)."""
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+_loop_clients = weakref.WeakKeyDictionary()  # event loop → {url: asyncio client}
+
+
+def loop_client():
+    """The running event loop's asyncio client, made on first use and kept: asyncio connections
+    belong to the loop that opened them, and a client per call would connect and handshake anew each time."""
+    clients = _loop_clients.setdefault(asyncio.get_running_loop(), {})
+    url = settings.REDIS_URL
+    if url not in clients:
+        clients[url] = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+    return clients[url]
 
 
 def engine_outcomes_key(name):

@@ -39,10 +39,14 @@ def pick_worker(engine_name, exclude=()):
     return min(candidates, key=rank)["id"]
 
 
-def _send(request_id, spec, payload, worker_id):
+def _send(request_id, spec, payload, engine_name, worker_id=None, exclude=()):
+    """Queue the request for `worker_id`, or for the best live worker not in `exclude` (one trip to
+    the thread pool for both); returns the worker's id."""
     from .tasks import infer
 
+    worker_id = worker_id or pick_worker(engine_name, exclude)
     infer.apply_async(args=[request_id, spec, payload], queue=worker_queue(worker_id))
+    return worker_id
 
 
 async def run(engine, payload, worker_id=None, timeout=None):
@@ -56,12 +60,10 @@ async def run(engine, payload, worker_id=None, timeout=None):
     spec = EngineSpec.from_engine(engine).as_dict()
     tried = []
     # Redis only (no database): run on the thread pool, not the one thread Django's ORM calls share.
-    if worker_id is None:
-        worker_id = await sync_to_async(pick_worker, thread_sensitive=False)(engine.name)
+    worker_id = await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, engine.name, worker_id)
     tried.append(worker_id)
-    await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, worker_id)
 
-    redis = shared_state.async_client()
+    redis = shared_state.loop_client()
     stream, last_id = shared_state.response_stream_key(request_id), "0-0"
     deadline = time.monotonic() + timeout
     relayed, attempt_tokens = 0, 0
@@ -74,9 +76,9 @@ async def run(engine, payload, worker_id=None, timeout=None):
             if not reply:
                 info = await sync_to_async(lifecycle.worker_info, thread_sensitive=False)(worker_id)
                 if info is None or info["lost"]:
-                    worker_id = await sync_to_async(pick_worker, thread_sensitive=False)(engine.name, exclude=tried)
+                    worker_id = await sync_to_async(_send, thread_sensitive=False)(
+                        request_id, spec, payload, engine.name, exclude=tried)
                     tried.append(worker_id)
-                    await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, worker_id)
                 continue
             for last_id, fields in reply[0][1]:
                 event = json.loads(fields["event"])
@@ -100,4 +102,3 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     yield event
     finally:
         await redis.delete(stream)
-        await redis.aclose()

@@ -156,7 +156,8 @@ class _Attempt:
             log.exception("could not record the outcome of a request to %s", self.target)
 
     async def aend(self, ok):
-        await sync_to_async(self.end, thread_sensitive=False)(ok)
+        if self.route is not None or self.engine.backend == Engine.Backend.REMOTE:  # else nothing to count
+            await sync_to_async(self.end, thread_sensitive=False)(ok)
 
 
 def _pick(route, client_key, tried):

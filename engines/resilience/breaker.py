@@ -26,7 +26,7 @@ or by hand: `permit = breaker.allow()` then `breaker.record_success(permit)` /
 
 The async methods (`a…`) run the sync ones on a worker thread (sync_to_async, not thread-sensitive):
 one implementation on the process's shared, thread-safe Redis pool, where an asyncio client is bound
-to one loop and `shared_state.async_client()` opens a new pool per call.
+to one loop (`shared_state.loop_client()` keeps one per loop).
 
 When Redis cannot be reached, a breaker fails open: it lets calls through and counts nothing (logged),
 because it protects targets and must not become the outage itself.
