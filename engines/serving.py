@@ -139,6 +139,12 @@ class _Attempt:
     def target(self):
         return resilience_id(self.candidate.target) if self.candidate else target_id(self.engine.name)
 
+    @property
+    def watched(self):
+        """Whether the target has a health record: a route's target, or a remote engine (a local
+        engine called by its own name has none, and nothing else to count)."""
+        return self.route is not None or self.engine.backend == Engine.Backend.REMOTE
+
     def end(self, ok):
         """Count the outcome: router state (routes), breaker (local targets of a route; a remote host's
         breaker counts inside `resilience.http`), health. Redis trouble here never fails the answer."""
@@ -150,13 +156,13 @@ class _Attempt:
                 if self.permit is not None:
                     breaker = breakers.CircuitBreaker(self.target)
                     breaker.record_success(self.permit) if ok else breaker.record_failure(self.permit)
-            if self.route is not None or self.engine.backend == Engine.Backend.REMOTE:
+            if self.watched:
                 health.HealthMonitor(self.target).record(ok, latency if ok else None)
         except Exception:  # noqa: BLE001 - bookkeeping must not turn an answer into an error
             log.exception("could not record the outcome of a request to %s", self.target)
 
     async def aend(self, ok):
-        if self.route is not None or self.engine.backend == Engine.Backend.REMOTE:  # else nothing to count
+        if self.watched:  # else end() has nothing to count: spare the trip to the thread pool
             await sync_to_async(self.end, thread_sensitive=False)(ok)
 
 
