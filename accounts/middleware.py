@@ -1,27 +1,21 @@
 import re
 import uuid
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.shortcuts import redirect
 from django.urls import reverse
 
 from blaze_site import logs
+from blaze_site.middleware import DualModeMiddleware
 
 from .selectors import mfa_required_for
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(DualModeMiddleware):
     """Accept a well-formed `X-Request-ID` or make one; echo it on the response and stamp it on every
     log line (and Celery task) of the request."""
-
-    sync_capable = async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def _tag(self, request):
         incoming = request.headers.get("X-Request-ID", "")
@@ -30,9 +24,7 @@ class RequestIdMiddleware:
         # returns, and that line must carry the id too. The next request sets its own.
         logs.request_id.set(request.request_id)
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def call(self, request):
         self._tag(request)
         response = self.get_response(request)
         response["X-Request-ID"] = request.request_id
@@ -45,17 +37,10 @@ class RequestIdMiddleware:
         return response
 
 
-class MfaRequiredMiddleware:
+class MfaRequiredMiddleware(DualModeMiddleware):
     """Send a signed-in browser user whose role requires TOTP to enrolment until they have verified."""
 
     ALLOWED = ("account", "mfa_enrol", "mfa_confirm", "logout", "login")
-    sync_capable = async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
     def _applies(self, request):
         return not request.path.startswith(("/static/", "/api/", "/v1/", "/health", "/metrics"))
 
@@ -66,9 +51,7 @@ class MfaRequiredMiddleware:
             and request.path not in {reverse(name) for name in self.ALLOWED} and mfa_required_for(user)
         )
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def call(self, request):
         if self._applies(request) and self._must_enrol(request):
             return redirect("account")
         return self.get_response(request)

@@ -1,4 +1,5 @@
-"""Django's SecurityMiddleware without the thread hops it takes when served async, for /v1's chain.
+"""A base for Blaze's own middleware, and Django's SecurityMiddleware without the thread hops it
+takes when served async, for /v1's chain.
 
 Django's MiddlewareMixin runs `process_request` and `process_response` through sync_to_async
 (thread-sensitive) when daphne serves a request: two trips to the one sync thread, which cost more
@@ -7,7 +8,26 @@ HTTPS), so its async path here calls them inline. The browser's chain keeps Djan
 `manage.py check --deploy` looks for by name.
 """
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.middleware import security
+
+
+class DualModeMiddleware:
+    """Middleware for a sync and an async chain alike, Django's idiom written once: a subclass
+    defines `call(request)` for the sync chain and `async __acall__(request)` for the async one, and
+    Django builds it for whichever its chain is."""
+
+    sync_capable = async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.call(request)
 
 
 class SecurityMiddleware(security.SecurityMiddleware):

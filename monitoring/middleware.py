@@ -1,7 +1,7 @@
 import re
 import time
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from blaze_site.middleware import DualModeMiddleware
 
 from . import errors, metrics
 
@@ -18,15 +18,8 @@ def endpoint_of(request):
     return "/" + route
 
 
-class RequestMetricsMiddleware:
+class RequestMetricsMiddleware(DualModeMiddleware):
     """Count and time every response by route and status; remember the errors for /errors/summary."""
-
-    sync_capable = async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
 
     def _observe(self, request, response, started):
         endpoint = endpoint_of(request)
@@ -35,9 +28,7 @@ class RequestMetricsMiddleware:
         if response.status_code >= 400:
             errors.remember(request, response, endpoint)
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def call(self, request):
         started = time.perf_counter()
         response = self.get_response(request)
         self._observe(request, response, started)

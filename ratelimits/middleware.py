@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 
 import redis
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 
+from blaze_site.middleware import DualModeMiddleware
 from blaze_site.views import refusal
 from monitoring import metrics
 
@@ -100,17 +101,8 @@ def _needs_user(policies):
     return any(policy.scope == RateLimitPolicy.Scope.USER for policy in policies)
 
 
-class RateLimitMiddleware:
-    sync_capable = async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+class RateLimitMiddleware(DualModeMiddleware):
+    def call(self, request):
         if request.path.startswith(EXEMPT_PREFIXES):
             return self.get_response(request)
         active = selectors.fresh_active_policies() or selectors.load_active_policies()

@@ -1,10 +1,11 @@
 from datetime import UTC, datetime
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from accounts.audit import Actor, client_ip
+from blaze_site.middleware import DualModeMiddleware
 from blaze_site.views import refusal
 from monitoring import metrics
 
@@ -16,7 +17,7 @@ from .detection import detect
 UNBLOCKABLE_PATHS = {"/health"}
 
 
-class ThreatProtectionMiddleware:
+class ThreatProtectionMiddleware(DualModeMiddleware):
     """Refuse, before sessions or the database: a blocked address (403), a body over
     BLAZE_MAX_REQUEST_BYTES (413), a path, query string or JSON body that looks like an attack (400,
     recorded by `services.record_detection`).
@@ -25,16 +26,7 @@ class ThreatProtectionMiddleware:
     cache after a change and to record a detection, through sync_to_async on the async path.
     """
 
-    sync_capable = async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
+    def call(self, request):
         blocks = () if request.path in UNBLOCKABLE_PATHS else blocklist.cached()
         if blocks is None:
             blocks = blocklist.rebuild()
