@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from accounts import services
 from accounts.audit import Actor
 from accounts.models import User
+from ratelimits.selectors import forget_active_policies
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -18,6 +19,14 @@ def _fast_password_hashing(request, settings):
     # the real hasher: their server process must be able to check the passwords.
     if request.node.get_closest_marker("e2e") is None:
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_policy_cache():
+    # A policy a test made is rolled back with its transaction, but this process's copy would outlive it.
+    forget_active_policies()
+    yield
+    forget_active_policies()
 
 
 def make_user(username, role):

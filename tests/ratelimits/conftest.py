@@ -1,5 +1,4 @@
-"""Policies made through the service (as operators make them), with each test starting on a fresh
-policy cache."""
+"""Policies made through the service (as operators make them)."""
 
 import itertools
 
@@ -7,16 +6,8 @@ import pytest
 
 from accounts.audit import Actor
 from ratelimits import services
-from ratelimits.selectors import forget_active_policies
 
 _names = itertools.count(1)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_policy_cache():
-    forget_active_policies()
-    yield
-    forget_active_policies()
 
 
 @pytest.fixture
