@@ -5,6 +5,7 @@ Each serializer takes the engine in its context and returns the payload the work
 
 import base64
 import binascii
+import copy
 import io
 import re
 import secrets
@@ -16,6 +17,20 @@ from .models import Engine
 MAX_SEED = 2**32 - 1
 
 
+class RequestSerializer(serializers.Serializer):
+    """Fields copied from one set built per class: DRF deep-copies every declared field for each
+    instance, re-running each field's __init__, which was two thirds of validating a chat request.
+    A shallow copy is enough here: these fields keep no per-request state (binding sets the copy's own
+    name and parent; validators and options are only read)."""
+
+    def get_fields(self):
+        prototypes = type(self).__dict__.get("_prototypes")
+        if prototypes is None:
+            prototypes = super().get_fields()
+            type(self)._prototypes = prototypes
+        return {name: copy.copy(field) for name, field in prototypes.items()}
+
+
 class StopField(serializers.Field):
     def to_internal_value(self, data):
         stops = [data] if isinstance(data, str) else data
@@ -24,7 +39,7 @@ class StopField(serializers.Field):
         return stops
 
 
-class MessageSerializer(serializers.Serializer):
+class MessageSerializer(RequestSerializer):
     role = serializers.ChoiceField(["system", "user", "assistant", "tool", "developer"])
     content = serializers.JSONField()
 
@@ -36,7 +51,7 @@ class MessageSerializer(serializers.Serializer):
         raise serializers.ValidationError("Must be a string or a list of text parts.")
 
 
-class GenerationSerializer(serializers.Serializer):
+class GenerationSerializer(RequestSerializer):
     model = serializers.CharField()
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
@@ -91,7 +106,7 @@ class CompletionSerializer(GenerationSerializer):
         return attrs
 
 
-class EmbeddingSerializer(serializers.Serializer):
+class EmbeddingSerializer(RequestSerializer):
     model = serializers.CharField()
     input = serializers.JSONField()
     encoding_format = serializers.ChoiceField(["float", "base64"], default="float")
@@ -119,7 +134,7 @@ class EmbeddingSerializer(serializers.Serializer):
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 
-class ImageSerializer(serializers.Serializer):
+class ImageSerializer(RequestSerializer):
     model = serializers.CharField()
     prompt = serializers.CharField(max_length=4000)
     negative_prompt = serializers.CharField(required=False, allow_blank=True, max_length=4000)
