@@ -267,8 +267,6 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # httpx logs every request at INFO: a line per upstream call is noise (and costs) on the serving path.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
 # Rate limiting (ratelimits/): the policies themselves are rows, edited on /ratelimits/ or /api/ratelimits/.
@@ -293,10 +291,8 @@ BLAZE_BLOCK_EXEMPT_IPS = env_list("BLAZE_BLOCK_EXEMPT_IPS")  # addresses or CIDR
 # Per-phase timeouts of one upstream attempt; read is long because an LLM may think for minutes.
 BLAZE_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_CONNECT_TIMEOUT", "5"))
 BLAZE_UPSTREAM_READ_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_READ_TIMEOUT", "300"))
-BLAZE_UPSTREAM_WRITE_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_WRITE_TIMEOUT", "30"))
 BLAZE_UPSTREAM_POOL_TIMEOUT = float(os.environ.get("BLAZE_UPSTREAM_POOL_TIMEOUT", "5"))
 BLAZE_UPSTREAM_MAX_CONNECTIONS = int(os.environ.get("BLAZE_UPSTREAM_MAX_CONNECTIONS", "100"))  # per host and process
-BLAZE_UPSTREAM_MAX_KEEPALIVE = int(os.environ.get("BLAZE_UPSTREAM_MAX_KEEPALIVE", "20"))
 BLAZE_UPSTREAM_KEEPALIVE_SECONDS = float(os.environ.get("BLAZE_UPSTREAM_KEEPALIVE_SECONDS", "30"))
 BLAZE_RETRY_ATTEMPTS = int(os.environ.get("BLAZE_RETRY_ATTEMPTS", "3"))
 BLAZE_RETRY_BASE_SECONDS = float(os.environ.get("BLAZE_RETRY_BASE_SECONDS", "0.5"))

@@ -6,7 +6,8 @@ one Redis.
 
 import asyncio
 import weakref
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from pathlib import Path
 
 import redis
 import redis.asyncio
@@ -66,6 +67,30 @@ def loop_client():
     if url not in clients:
         clients[url] = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
     return clients[url]
+
+
+class Script:
+    """A Lua script from a file, run by its SHA: `run` on the shared pool (or a pipeline of it),
+    `arun` on the running loop's asyncio client, where the serving path spares itself a thread hop.
+    Both load the script into Redis when Redis does not know it yet."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @cached_property
+    def _sync(self):
+        return client().register_script(self.path.read_text())
+
+    def run(self, keys, args, on=None):
+        """The script's reply, run on `on` (a client or pipeline; default the shared pool's client)."""
+        return self._sync(keys=keys, args=args, client=on or client())
+
+    async def arun(self, keys, args):
+        redis_client = loop_client()
+        try:
+            return await redis_client.evalsha(self._sync.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return await redis_client.eval(self._sync.script, len(keys), *keys, *args)
 
 
 def engine_outcomes_key(name):

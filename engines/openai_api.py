@@ -137,8 +137,8 @@ async def _serve(request, endpoint, plan, data, body, stream=False):
 def _relayed(served):
     """A remote engine's answer as its host sent it."""
     response = served.response
-    return HttpResponse(response.content, status=response.status_code,
-                        content_type=response.headers.get("content-type", "application/json"))
+    return HttpResponse(served.body, status=response.status,
+                        content_type=response.headers.get("Content-Type", "application/json"))
 
 
 def _event_stream(chunks, status=200, content_type="text/event-stream"):
@@ -151,7 +151,7 @@ def _event_stream(chunks, status=200, content_type="text/event-stream"):
 
 def _relayed_stream(served):
     response = served.response
-    return _event_stream(served.chunks(), response.status_code, response.headers.get("content-type", "text/event-stream"))
+    return _event_stream(served.chunks(), response.status, response.headers.get("Content-Type", "text/event-stream"))
 
 
 def _sse(data):
@@ -220,7 +220,7 @@ async def _generation(request, endpoint, chat):
     plan, data, body = await _validated(request, endpoint)
     served = await _serve(request, endpoint, plan, data, body, stream=data["stream"])
     if served.response is not None:
-        return _relayed_stream(served) if data["stream"] and served.response.status_code < 300 else _relayed(served)
+        return _relayed_stream(served) if data["stream"] and served.response.status < 300 else _relayed(served)
     if data["stream"]:
         return _stream(plan.name, served, data, chat=chat)
     result = served.result

@@ -3,8 +3,6 @@ process through the pooled client, with retries within the request's deadline an
 circuit breaker. The client's body goes upstream as sent (extensions included), `model` renamed to
 the upstream's name; answers come back as they are, streams chunk by chunk."""
 
-import json
-
 from .resilience import target_id
 from .resilience.breaker import CircuitBreaker
 from .resilience.http import request
@@ -20,17 +18,16 @@ def breaker_for(engine):
 
 
 async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=None, files=None):
-    """POST the body to the engine's host; returns the httpx.Response (headers read when `stream`,
-    the caller then reads and closes it). `files` ({field: UploadedFile}): send a multipart form
-    (image edits) instead of JSON. `attempts`: at most that many tries (default: the retry policy).
-    Raises what `resilience.http.request` raises: UpstreamError for a 5xx, httpx errors for timeouts
-    and refused connections, BreakerOpen."""
+    """POST the body to the engine's host; returns the aiohttp.ClientResponse, its body read (only its
+    headers when `stream`: the caller then reads and releases it). `files` ({field: UploadedFile}): send
+    a multipart form (image edits) instead of JSON. `attempts`: at most that many tries (default: the
+    retry policy). Raises what `resilience.http.request` raises: UpstreamError for a 5xx,
+    UpstreamTimeout, UpstreamUnreachable, BreakerOpen."""
     headers = {"Authorization": f"Bearer {engine.api_key}"} if engine.api_key else {}
     body = {**body, "model": engine.model or engine.name}
     if files:
         fields = {name: value for name, value in body.items() if name not in files}
-        sent = {"data": {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()},
-                "files": {name: (f.name, _read(f), f.content_type) for name, f in files.items()}}
+        sent = {"form": (fields, {name: (f.name, _read(f), f.content_type) for name, f in files.items()})}
     else:
         sent = {"json": body}
     return await request(

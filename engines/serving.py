@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Prefetch
@@ -31,7 +31,7 @@ from monitoring import metrics
 from . import dispatch, remote
 from .models import Engine, Route, RouteTarget
 from .resilience import breaker as breakers, health, target_id
-from .resilience.retry import UpstreamError
+from .resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from .router import NoTargetAvailable, pick_target, resilience_id, state
 
 log = logging.getLogger(__name__)
@@ -99,26 +99,28 @@ def _check_kind(name, found, wanted):
 @dataclass
 class Served:
     """One target's answer. Local: `result` (the worker's result) or, streaming, `events` (the worker's
-    events, the first included). Remote: `response`, the upstream's httpx.Response (2xx or 4xx), read
-    unless streaming; a streamed one is read through `chunks()`. `engine`: the engine that answered."""
+    events, the first included). Remote: `response`, the upstream's aiohttp.ClientResponse (2xx or
+    4xx) and its `body`, unless streaming: a streamed one is read through `chunks()`. `engine`: the
+    engine that answered."""
 
     engine: Engine
     result: dict | None = None
     events: object = None
-    response: httpx.Response | None = None
+    response: aiohttp.ClientResponse | None = None
+    body: bytes | None = None
     _done: object = field(default=None, repr=False)
 
     async def chunks(self):
         """A streamed remote body, chunk by chunk as the upstream sends it."""
         ok = False
         try:
-            async for chunk in self.response.aiter_raw():
+            async for chunk in self.response.content.iter_any():
                 yield chunk
             ok = True
-        except httpx.HTTPError as exc:
-            log.warning("stream from %s broke off: %s", self.engine.name, exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("stream from %s broke off: %s", self.engine.name, exc or type(exc).__name__)
         finally:
-            await self.response.aclose()
+            self.response.release() if ok else self.response.close()
             await self._done(ok)
 
 
@@ -145,25 +147,23 @@ class _Attempt:
         engine called by its own name has none, and nothing else to count)."""
         return self.route is not None or self.engine.backend == Engine.Backend.REMOTE
 
-    def end(self, ok):
+    async def aend(self, ok):
         """Count the outcome: router state (routes), breaker (local targets of a route; a remote host's
-        breaker counts inside `resilience.http`), health. Redis trouble here never fails the answer."""
+        breaker counts inside `resilience.http`), health; on the loop's Redis client, no thread hop.
+        Redis trouble here never fails the answer."""
+        if not self.watched:
+            return
         latency = time.monotonic() - self.started
         try:
             if self.route is not None:
-                state.release(self.candidate.id, latency, ok, lease=self.lease)
+                await state.arelease(self.candidate.id, latency, ok, lease=self.lease)
                 metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
                 if self.permit is not None:
                     breaker = breakers.CircuitBreaker(self.target)
-                    breaker.record_success(self.permit) if ok else breaker.record_failure(self.permit)
-            if self.watched:
-                health.HealthMonitor(self.target).record(ok, latency if ok else None)
+                    await (breaker.arecord_success(self.permit) if ok else breaker.arecord_failure(self.permit))
+            await health.HealthMonitor(self.target).arecord(ok, latency if ok else None)
         except Exception:  # noqa: BLE001 - bookkeeping must not turn an answer into an error
             log.exception("could not record the outcome of a request to %s", self.target)
-
-    async def aend(self, ok):
-        if self.watched:  # else end() has nothing to count: spare the trip to the thread pool
-            await sync_to_async(self.end, thread_sensitive=False)(ok)
 
 
 def _pick(route, client_key, tried):
@@ -219,8 +219,7 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
         raise
     except BaseException:  # cancelled (the client went away) or a bug: free the slots, count nothing
         if attempt.route is not None:
-            await sync_to_async(state.release, thread_sensitive=False)(
-                attempt.candidate.id, time.monotonic() - attempt.started, True, lease=attempt.lease)
+            await state.arelease(attempt.candidate.id, time.monotonic() - attempt.started, True, lease=attempt.lease)
         if attempt.permit is not None:
             await breakers.CircuitBreaker(attempt.target).arelease(attempt.permit)
         raise
@@ -294,16 +293,16 @@ async def _remote(attempt, endpoint, body, stream, files, ends):
         raise Failover(str(exc)) from exc
     except UpstreamError as exc:
         raise Failover(str(exc), 502) from exc
-    except httpx.TimeoutException as exc:
-        raise Failover(f"The host did not answer in time ({exc or type(exc).__name__}).", 504) from exc
-    except httpx.HTTPError as exc:
-        raise Failover(f"The host could not be reached ({exc or type(exc).__name__}).", 502) from exc
-    if stream and response.status_code < 300:
+    except UpstreamTimeout as exc:
+        raise Failover(f"The host did not answer in time ({exc}).", 504) from exc
+    except UpstreamUnreachable as exc:
+        raise Failover(f"The host could not be reached ({exc}).", 502) from exc
+    if stream and response.status < 300:
         return Served(engine=attempt.engine, response=response, _done=attempt.aend)
-    if stream:
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
+    try:
+        body = await response.read()  # read already, unless a stream was refused (4xx)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        response.close()
+        raise Failover(f"The host's answer broke off ({exc or type(exc).__name__}).", 502) from exc
     await attempt.aend(True)
-    return Served(engine=attempt.engine, response=response)
+    return Served(engine=attempt.engine, response=response, body=body)

@@ -2,7 +2,7 @@
 
 - `breaker.py`: CircuitBreaker, shared by every process through Redis.
 - `retry.py`: which failures are retried (5xx, timeouts, connection errors; never 4xx) and the policy.
-- `http.py`: pooled httpx clients per remote host, per-phase timeouts, `request()` with retries
+- `http.py`: pooled aiohttp sessions per remote host, per-phase timeouts, `request()` with retries
   within a deadline and an optional breaker.
 - `health.py`: HealthMonitor (HEALTHY / DEGRADED / UNHEALTHY / UNKNOWN) from active checks and
   real traffic; `manage.py check_upstreams` runs the checks of remote engines.

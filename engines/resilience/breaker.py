@@ -24,9 +24,9 @@ Use:
 or by hand: `permit = breaker.allow()` then `breaker.record_success(permit)` /
 `breaker.record_failure(permit)` (or `release(permit)` when the call was abandoned).
 
-The async methods (`a…`) run the sync ones on a worker thread (sync_to_async, not thread-sensitive):
-one implementation on the process's shared, thread-safe Redis pool, where an asyncio client is bound
-to one loop (`shared_state.loop_client()` keeps one per loop).
+The async methods (`a…`) run the same script on the running loop's asyncio client
+(`shared_state.loop_client()`), sparing the serving path a trip to the thread pool; the reads behind
+the pages (`astate`, `asnapshot`) run the sync ones on a worker thread.
 
 When Redis cannot be reached, a breaker fails open: it lets calls through and counts nothing (logged),
 because it protects targets and must not become the outage itself.
@@ -40,7 +40,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import redis
@@ -77,9 +76,7 @@ class Permit:
     trial: str = ""
 
 
-@lru_cache(maxsize=None)
-def _script():
-    return shared_state.client().register_script((Path(__file__).parent / "lua" / "breaker.lua").read_text())
+SCRIPT = shared_state.Script(Path(__file__).parent / "lua" / "breaker.lua")
 
 
 class CircuitBreaker:
@@ -107,7 +104,9 @@ class CircuitBreaker:
     def allow(self):
         """A Permit to make one call, or BreakerOpen (with `retry_after`) when the breaker refuses."""
         trial = uuid.uuid4().hex
-        state, granted, retry_after = self._step("allow", trial)
+        return self._permit(trial, *self._step("allow", trial))
+
+    def _permit(self, trial, state, granted, retry_after):
         if not granted:
             raise BreakerOpen(self.target, state, retry_after)
         return Permit(self.target, trial if state == HALF_OPEN else "")
@@ -149,16 +148,21 @@ class CircuitBreaker:
         return _Guard(self, is_failure or (lambda exc: True))
 
     async def aallow(self):
-        return await sync_to_async(self.allow, thread_sensitive=False)()
+        trial = uuid.uuid4().hex
+        return self._permit(trial, *await self._astep("allow", trial))
 
     async def arecord_success(self, permit=None):
-        return await sync_to_async(self.record_success, thread_sensitive=False)(permit)
+        return (await self._astep("success", permit.trial if permit else ""))[0]
 
     async def arecord_failure(self, permit=None):
-        return await sync_to_async(self.record_failure, thread_sensitive=False)(permit)
+        return (await self._astep("failure", permit.trial if permit else ""))[0]
 
     async def arelease(self, permit):
-        return await sync_to_async(self.release, thread_sensitive=False)(permit)
+        if permit.trial:
+            try:
+                await shared_state.loop_client().zrem(shared_state.breaker_trials_key(self.target), permit.trial)
+            except redis.RedisError:
+                pass  # the trial's slot frees itself after reset_timeout
 
     async def astate(self):
         return await sync_to_async(self.state, thread_sensitive=False)()
@@ -168,13 +172,23 @@ class CircuitBreaker:
 
     def _step(self, op, trial=""):
         try:
-            reply = self._run_script(op, trial)
+            reply = SCRIPT.run(*self._call(op, trial))
         except redis.RedisError as exc:
-            if op == "reset":
-                raise
-            log.warning("Circuit breaker %s fails open: Redis is unreachable (%s)", self.target, exc)
-            return CLOSED, 1, 0.0
+            return self._unreachable(op, exc)
         return self._counted(reply)
+
+    async def _astep(self, op, trial=""):
+        try:
+            reply = await SCRIPT.arun(*self._call(op, trial))
+        except redis.RedisError as exc:
+            return self._unreachable(op, exc)
+        return self._counted(reply)
+
+    def _unreachable(self, op, exc):
+        if op == "reset":
+            raise exc
+        log.warning("Circuit breaker %s fails open: Redis is unreachable (%s)", self.target, exc)
+        return CLOSED, 1, 0.0
 
     def _counted(self, reply):
         """The script's reply as (state, granted, retry_after), its transitions counted in metrics."""
@@ -184,16 +198,16 @@ class CircuitBreaker:
         metrics.BREAKER_STATE.labels(self.target).set(STATE_CODES[state])
         return state, granted, retry_after
 
-    def _run_script(self, op, trial, client=None):
-        return _script()(
-            keys=[shared_state.breaker_key(self.target), shared_state.breaker_window_key(self.target),
-                  shared_state.breaker_trials_key(self.target), shared_state.breaker_transitions_key(self.target),
-                  shared_state.breakers_key()],
-            args=[op, self.clock(), self.failure_threshold,
-                  2 if self.failure_rate is None else self.failure_rate,  # a rate over 1 never trips
-                  self.window, self.min_calls, self.reset_timeout, self.success_threshold,
-                  self.half_open_max_calls, trial, TRANSITIONS_KEPT, self.target],
-            client=client or shared_state.client(),
+    def _call(self, op, trial):
+        """The script's (keys, args) for one step."""
+        return (
+            [shared_state.breaker_key(self.target), shared_state.breaker_window_key(self.target),
+             shared_state.breaker_trials_key(self.target), shared_state.breaker_transitions_key(self.target),
+             shared_state.breakers_key()],
+            [op, self.clock(), self.failure_threshold,
+             2 if self.failure_rate is None else self.failure_rate,  # a rate over 1 never trips
+             self.window, self.min_calls, self.reset_timeout, self.success_threshold,
+             self.half_open_max_calls, trial, TRANSITIONS_KEPT, self.target],
         )
 
 
@@ -203,7 +217,7 @@ def states(breakers):
     breakers = list(breakers)
     pipe = shared_state.client().pipeline(transaction=False)
     for breaker in breakers:
-        breaker._run_script("peek", "", client=pipe)
+        SCRIPT.run(*breaker._call("peek", ""), on=pipe)
     try:
         replies = pipe.execute()
     except redis.RedisError as exc:
@@ -220,22 +234,24 @@ class _Guard:
         self.permit = self.breaker.allow()
         return self.permit
 
-    def __exit__(self, exc_type, exc, tb):
+    def _ending(self, exc):
+        """The breaker's method for how the call ended: a success (the target answered, even if the
+        caller erred), a failure, or a cancellation (the permit is only given back)."""
         if exc is None:
-            self.breaker.record_success(self.permit)
-        elif not isinstance(exc, Exception):
-            self.breaker.release(self.permit)
-        elif self.is_failure(exc):
-            self.breaker.record_failure(self.permit)
-        else:
-            self.breaker.record_success(self.permit)
+            return "record_success"
+        if not isinstance(exc, Exception):
+            return "release"
+        return "record_failure" if self.is_failure(exc) else "record_success"
+
+    def __exit__(self, exc_type, exc, tb):
+        getattr(self.breaker, self._ending(exc))(self.permit)
 
     async def __aenter__(self):
         self.permit = await self.breaker.aallow()
         return self.permit
 
     async def __aexit__(self, exc_type, exc, tb):
-        await sync_to_async(self.__exit__, thread_sensitive=False)(exc_type, exc, tb)
+        await getattr(self.breaker, "a" + self._ending(exc))(self.permit)
 
 
 def _snapshot(target, now):

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import time
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,9 +43,7 @@ OUTCOMES_KEPT = 100
 CHECKS_KEPT = 100
 
 
-@lru_cache(maxsize=None)
-def _script():
-    return shared_state.client().register_script((Path(__file__).parent / "lua" / "health.lua").read_text())
+SCRIPT = shared_state.Script(Path(__file__).parent / "lua" / "health.lua")
 
 
 class HealthMonitor:
@@ -90,7 +87,13 @@ class HealthMonitor:
                      shared_state.health_checks_key(self.target))
 
     async def arecord(self, success, latency=None, *, detail=""):
-        return await sync_to_async(self.record, thread_sensitive=False)(success, latency, detail=detail)
+        """record() on the running loop's asyncio client (no trip to the thread pool)."""
+        now = self.clock()
+        try:
+            previous, state = await SCRIPT.arun(*self._call(now, success, latency, detail, ""))
+        except redis.RedisError as exc:
+            return self._unreachable(exc)
+        return self._changed(previous, state, success, detail)
 
     async def arecord_check(self, success, latency, *, detail=""):
         return await sync_to_async(self.record_check, thread_sensitive=False)(success, latency, detail=detail)
@@ -105,24 +108,30 @@ class HealthMonitor:
         now = self.clock()
         entry = json.dumps({"at": now, "ok": bool(success), "latency": latency, "detail": detail}) if check else ""
         try:
-            previous, state = self._run_script(now, success, latency, detail, entry)
+            previous, state = SCRIPT.run(*self._call(now, success, latency, detail, entry))
         except redis.RedisError as exc:
-            log.warning("Health of %s not recorded: Redis is unreachable (%s)", self.target, exc)
-            return UNKNOWN
+            return self._unreachable(exc)
+        return self._changed(previous, state, success, detail)
+
+    def _call(self, now, success, latency, detail, entry):
+        """The script's (keys, args) for one outcome (`entry`: the check to keep, or "")."""
+        return (
+            [shared_state.health_key(self.target), shared_state.health_outcomes_key(self.target),
+             shared_state.health_checks_key(self.target), shared_state.health_targets_key()],
+            [now, 1 if success else 0, "" if latency is None else latency, entry, detail[:500], EWMA_ALPHA,
+             self.window, self.unhealthy_after, self.degraded_error_rate, self.degraded_latency,
+             OUTCOMES_KEPT, CHECKS_KEPT, self.target],
+        )
+
+    def _unreachable(self, exc):
+        log.warning("Health of %s not recorded: Redis is unreachable (%s)", self.target, exc)
+        return UNKNOWN
+
+    def _changed(self, previous, state, success, detail):
         if state != previous:
             log.log(logging.INFO if state == HEALTHY else logging.WARNING, "%s is now %s (was %s)%s",
                     self.target, state, previous, f": {detail}" if detail and not success else "")
         return state
-
-    def _run_script(self, now, success, latency, detail, entry):
-        return _script()(
-            keys=[shared_state.health_key(self.target), shared_state.health_outcomes_key(self.target),
-                  shared_state.health_checks_key(self.target), shared_state.health_targets_key()],
-            args=[now, 1 if success else 0, "" if latency is None else latency, entry, detail[:500], EWMA_ALPHA,
-                  self.window, self.unhealthy_after, self.degraded_error_rate, self.degraded_latency,
-                  OUTCOMES_KEPT, CHECKS_KEPT, self.target],
-            client=shared_state.client(),
-        )
 
 
 def _percentile(ordered, share):
@@ -207,11 +216,11 @@ def http_probe(base_url, api_key=""):
     parts = urlsplit(base_url)
 
     async def probe():
-        client = http.client_for(base_url)
-        response = await client.get(f"{base_url.rstrip('/')}/models", headers=headers)
-        if response.status_code == 404:
-            response = await client.get(f"{parts.scheme}://{parts.netloc}/health", headers=headers)
-        response.raise_for_status()
+        response = await http.request("GET", f"{base_url.rstrip('/')}/models", headers=headers, attempts=1)
+        if response.status == 404:
+            response = await http.request("GET", f"{parts.scheme}://{parts.netloc}/health", headers=headers, attempts=1)
+        if response.status >= 300:
+            raise http.UpstreamError(response.status, (await response.read()).decode(errors="replace"))
 
     return probe
 

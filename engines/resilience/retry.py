@@ -7,7 +7,6 @@ An overall deadline bounds the whole: no retry starts that would begin with less
 MIN_ATTEMPT_SECONDS of it left, and `http.request` cuts each attempt's timeouts to what is left.
 """
 
-import httpx
 from django.conf import settings
 from tenacity import (
     AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential,
@@ -25,15 +24,17 @@ class UpstreamError(Exception):
         super().__init__(f"The upstream answered HTTP {status}" + (f": {self.body[:200]}" if self.body else "."))
 
 
-RETRIABLE_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+class UpstreamTimeout(Exception):
+    """An upstream did not answer within a phase's timeout or the attempt's share of the deadline."""
+
+
+class UpstreamUnreachable(Exception):
+    """An upstream's connection could not be opened, or broke before the answer was complete."""
 
 
 def is_retriable(exc):
-    """True for a failure another attempt may not meet: 5xx, timeout, refused/reset/dropped connection.
-
-    httpx.NetworkError covers ConnectError, ReadError, WriteError and CloseError.
-    """
-    return isinstance(exc, RETRIABLE_ERRORS) or (isinstance(exc, UpstreamError) and exc.status >= 500)
+    """True for a failure another attempt may not meet: 5xx, timeout, refused/reset/dropped connection."""
+    return isinstance(exc, (UpstreamTimeout, UpstreamUnreachable)) or (isinstance(exc, UpstreamError) and exc.status >= 500)
 
 
 def retrying(*, deadline, attempts=None, base=None, max_delay=None):

@@ -12,7 +12,6 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
@@ -25,17 +24,15 @@ LUA_DIR = Path(__file__).with_name("lua")
 _RNG = random.Random()
 
 
-@lru_cache(maxsize=None)
-def _script(name):
-    return shared_state.client().register_script((LUA_DIR / f"{name}.lua").read_text())
+ACQUIRE, RELEASE = shared_state.Script(LUA_DIR / "acquire.lua"), shared_state.Script(LUA_DIR / "release.lua")
 
 
 def acquire(target_id):
     """Count one request in flight on the target; returns its lease id (pass it to `release`)."""
     lease = uuid.uuid4().hex
-    _script("acquire")(
-        keys=[shared_state.route_target_leases_key(target_id), shared_state.route_target_stats_key(target_id)],
-        args=[lease, settings.BLAZE_REQUEST_TIMEOUT_SECONDS], client=shared_state.client(),
+    ACQUIRE.run(
+        [shared_state.route_target_leases_key(target_id), shared_state.route_target_stats_key(target_id)],
+        [lease, settings.BLAZE_REQUEST_TIMEOUT_SECONDS],
     )
     return lease
 
@@ -43,11 +40,19 @@ def acquire(target_id):
 def release(target_id, latency, ok, *, lease=None):
     """The request ended after `latency` seconds, successfully or not: it no longer counts in
     flight, and its outcome moves the target's averages. Without `lease`, the oldest is released."""
-    _script("release")(
-        keys=[shared_state.route_target_leases_key(target_id), shared_state.route_target_stats_key(target_id),
-              shared_state.route_target_latencies_key(target_id)],
-        args=[lease or "", repr(float(latency)), 1 if ok else 0, EWMA_ALPHA, RECENT_LATENCIES],
-        client=shared_state.client(),
+    RELEASE.run(*_release_call(target_id, latency, ok, lease))
+
+
+async def arelease(target_id, latency, ok, *, lease=None):
+    """release() on the running loop's asyncio client (no trip to the thread pool)."""
+    await RELEASE.arun(*_release_call(target_id, latency, ok, lease))
+
+
+def _release_call(target_id, latency, ok, lease):
+    return (
+        [shared_state.route_target_leases_key(target_id), shared_state.route_target_stats_key(target_id),
+         shared_state.route_target_latencies_key(target_id)],
+        [lease or "", repr(float(latency)), 1 if ok else 0, EWMA_ALPHA, RECENT_LATENCIES],
     )
 
 

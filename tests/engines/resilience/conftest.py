@@ -56,6 +56,13 @@ class Upstream:
                 elif behaviour == "slow":
                     time.sleep(SLOW_SECONDS)
                     self._answer(200, {"slow": True})
+                elif behaviour == "drop":  # promises a body, sends half of it, hangs up
+                    self.send_response(200)
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    self.wfile.write(b'{"half": ')
+                    self.wfile.flush()
+                    self.close_connection = True
                 elif behaviour.startswith("flaky-"):
                     failures = int(behaviour.split("-")[1])
                     self._answer(500 if upstream.hits[self.path] <= failures else 200, {})

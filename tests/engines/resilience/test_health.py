@@ -92,7 +92,7 @@ def test_an_active_check_of_a_failing_host_fails_with_the_reason(upstream):
 
 def test_an_active_check_of_a_refused_port_fails(refused_url):
     result = check(HealthMonitor("down-host"), http_probe(refused_url + "/v1"))
-    assert not result["ok"] and result["detail"].startswith("ConnectError")
+    assert not result["ok"] and result["detail"].startswith("UpstreamUnreachable: Cannot connect")
 
 
 def test_an_active_check_that_outlasts_its_timeout_fails(upstream):

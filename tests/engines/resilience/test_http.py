@@ -1,8 +1,6 @@
-"""Pooled clients: one per host and event loop, connections kept alive between requests, closed on demand."""
+"""Pooled sessions: one per host and event loop, connections kept alive between requests, closed on demand."""
 
 import asyncio
-
-import httpx
 
 from engines.resilience import http
 
@@ -35,18 +33,18 @@ def test_requests_to_one_host_reuse_a_kept_alive_connection(upstream):
     assert len(upstream.connections[path]) == 1
 
 
-def test_aclose_all_closes_the_clients_and_the_next_request_opens_a_new_one(upstream):
+def test_aclose_all_closes_the_sessions_and_the_next_request_opens_a_new_one(upstream):
     async def close_and_reopen():
-        client = http.client_for(upstream.url)
-        await client.get(upstream.url + upstream.path("ok"))
+        await http.request("GET", upstream.url + upstream.path("ok"), deadline=5)
+        session = http.client_for(upstream.url)
         await http.aclose_all()
         fresh = http.client_for(upstream.url)
         await http.aclose_all()
-        return client, fresh
+        return session, fresh
 
-    client, fresh = asyncio.run(close_and_reopen())
-    assert client.is_closed
-    assert fresh is not client
+    session, fresh = asyncio.run(close_and_reopen())
+    assert session.closed
+    assert fresh is not session
 
 
 def test_each_event_loop_gets_its_own_client(upstream):
@@ -60,8 +58,20 @@ def test_each_event_loop_gets_its_own_client(upstream):
 
 def test_timeouts_come_from_settings_per_phase(settings):
     settings.BLAZE_UPSTREAM_CONNECT_TIMEOUT, settings.BLAZE_UPSTREAM_READ_TIMEOUT = 2, 120
-    pool = settings.BLAZE_UPSTREAM_POOL_TIMEOUT
-    assert http.timeouts(write=7) == httpx.Timeout(connect=2, read=120, write=7, pool=pool)
+    settings.BLAZE_UPSTREAM_POOL_TIMEOUT = 5
+    timeout = http.timeouts(read=7)
+    assert (timeout.sock_connect, timeout.sock_read, timeout.connect, timeout.total) == (2, 7, 5 + 2, None)
+
+
+def test_a_body_is_read_before_the_answer_is_returned(upstream):
+    async def once():
+        try:
+            response = await http.request("POST", upstream.url + upstream.path("bad"), json={"x": 1}, deadline=5)
+            return response.status, await response.read()
+        finally:
+            await http.aclose_all()
+
+    assert asyncio.run(once()) == (400, b'{"error": "bad request"}')
 
 
 def test_a_streamed_response_comes_back_unread_for_the_caller_to_read(upstream):
@@ -69,11 +79,11 @@ def test_a_streamed_response_comes_back_unread_for_the_caller_to_read(upstream):
         try:
             response = await http.request("GET", upstream.url + upstream.path("ok"), deadline=5, stream=True)
             try:
-                return [line async for line in response.aiter_lines()]
+                return [line async for line in response.content]
             finally:
-                await response.aclose()
+                response.release()
         finally:
             await http.aclose_all()
 
-    assert asyncio.run(stream()) == ['{"object": "list", "data": []}']
+    assert asyncio.run(stream()) == [b'{"object": "list", "data": []}']
 
