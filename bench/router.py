@@ -1,6 +1,6 @@
 """What the router costs: µs per pick for each strategy, and the latency Blaze adds in front of an upstream.
 
-    .venv/bin/pip install -r requirements-bench.txt    # litellm, the comparison
+    .venv/bin/pip install -r requirements-bench.txt    # litellm and its proxy server, the comparison
     python bench/router.py                             # the full run (about 2 minutes on 2 cores)
     python bench/router.py --quick                     # fewer picks and requests: checks the bench runs
     python bench/router.py --requests 1000             # more requests per path and concurrency
@@ -15,13 +15,14 @@ Pick cost, per strategy with 2 and 32 remote targets (no worker needed):
 Each figure is --picks picks, or fewer when --pick-seconds run out first ("picks" says how many).
 
 Proxy overhead: non-streaming `POST /v1/chat/completions` with a small body to a fast loopback
-OpenAI-compatible upstream (an asyncio HTTP/1.1 server in its own process), three ways: the upstream
-directly, through Blaze (daphne in its own process, model = a route whose only target is a remote
-engine on that upstream) and through litellm's Router in this process. Each path has one keep-alive
-httpx.AsyncClient (litellm its own), is warmed up, then sends --requests requests from 1 and from 32
-concurrent clients, in three rounds that alternate the paths. added_*_ms = the path's percentile minus
-the direct one's. Blaze runs with BLAZE_UPSTREAM_MAX_KEEPALIVE raised to 40 (its default of 20 idle
-connections per host would make it reconnect upstream at 32 clients).
+OpenAI-compatible upstream (an asyncio HTTP/1.1 server in its own process), four ways: the upstream
+directly; through Blaze (daphne in its own process, model = a route whose only target is a remote
+engine on that upstream); through litellm's Router in this process (no HTTP hop of its own: the peer
+the issue names); and through litellm's proxy server (uvicorn in its own process, one worker, no
+database: a proxy like Blaze). Each path has one keep-alive httpx.AsyncClient (litellm's Router its
+own), is warmed up, then sends --requests requests from 1 and from 32 concurrent clients, in three
+rounds that alternate the paths. added_*_ms = the path's percentile minus the direct one's. Blaze and
+the litellm proxy run with their default settings (the proxy's access log off, as daphne keeps none).
 
 Prints one JSON line per measurement, then a summary line: did Blaze add less latency than litellm.
 """
@@ -168,7 +169,53 @@ async def blaze_refusal(client, url):
     return None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:300]}"
 
 
-async def proxy_overhead(upstream_url, blaze_url, key, requests, keepalive):
+PROXY_KEY = "sk-bench"
+PROXY_LOGGING = {  # uvicorn without a log line per request (Blaze's daphne writes none either)
+    "version": 1, "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "loggers": {"uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+                "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False}},
+}
+
+
+def start_litellm_proxy(upstream_url, work_dir):
+    """litellm's proxy server (FastAPI on uvicorn, one worker, no database) with a `bench` model on the
+    upstream; None when litellm[proxy] is not installed."""
+    from tests.servers import Process, free_port, wait_for
+
+    try:
+        import litellm.proxy.proxy_server  # noqa: F401  (needs the [proxy] extra: fastapi, uvicorn…)
+    except ImportError:
+        return None
+    import httpx
+
+    config, logging_config = work_dir / "litellm.yaml", work_dir / "litellm-logging.json"
+    config.write_text(json.dumps({  # YAML is a superset of JSON
+        "model_list": [{"model_name": "bench",
+                        "litellm_params": {"model": "openai/up", "api_base": upstream_url, "api_key": "x"}}],
+        "litellm_settings": {"telemetry": False, "suppress_debug_info": True},
+        "general_settings": {"master_key": PROXY_KEY, "disable_spend_logs": True, "disable_error_logs": True},
+    }))
+    logging_config.write_text(json.dumps(PROXY_LOGGING))
+    port = free_port()
+    process = Process(
+        [str(Path(sys.executable).with_name("litellm")), "--config", str(config), "--host", "127.0.0.1",
+         "--port", str(port), "--num_workers", "1", "--telemetry", "False", "--log_config", str(logging_config)],
+        work_dir / "litellm-proxy.log", {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+    )
+
+    def alive():
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(alive, 120, "litellm proxy answering", process)
+    process.url = f"http://127.0.0.1:{port}"
+    return process
+
+
+async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_url=None):
     """One JSON line per (path, concurrency); returns {concurrency: {path: (p50, p99) in ms}}."""
     import httpx
     import litellm
@@ -179,12 +226,15 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, keepalive):
     limits = httpx.Limits(max_connections=max(CONCURRENCY) + 8, max_keepalive_connections=max(CONCURRENCY) + 8)
     results = {}
     async with httpx.AsyncClient(limits=limits, timeout=60) as direct_client, httpx.AsyncClient(
-            limits=limits, timeout=60, headers={"Authorization": f"Bearer {key}"}) as blaze_client:
+            limits=limits, timeout=60, headers={"Authorization": f"Bearer {key}"}) as blaze_client, httpx.AsyncClient(
+            limits=limits, timeout=60, headers={"Authorization": f"Bearer {PROXY_KEY}"}) as proxy_client:
         refusal = await blaze_refusal(blaze_client, f"{blaze_url}/v1/chat/completions")
         paths = {
             "direct": http_sender(direct_client, f"{upstream_url}/chat/completions", "up"),
             "litellm": lambda: router.acompletion(model="bench", **CHAT),
         }
+        if litellm_proxy_url:
+            paths["litellm_proxy"] = http_sender(proxy_client, f"{litellm_proxy_url}/v1/chat/completions", "bench")
         if refusal is None:
             paths["blaze"] = http_sender(blaze_client, f"{blaze_url}/v1/chat/completions", "bench")
         for concurrency in CONCURRENCY:
@@ -207,8 +257,6 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, keepalive):
                 if path != "direct":
                     direct_p50, direct_p99 = results[concurrency]["direct"]
                     line.update(added_p50_ms=round(p50 - direct_p50, 3), added_p99_ms=round(p99 - direct_p99, 3))
-                if path == "blaze":
-                    line["upstream_max_keepalive"] = keepalive
                 print(json.dumps(line), flush=True)
             if refusal is not None:
                 print(json.dumps({"bench": "router", "measure": "proxy", "path": "blaze", "concurrency": concurrency,
@@ -217,18 +265,21 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, keepalive):
 
 
 def summary(results):
-    """Whether Blaze added less latency than litellm, per concurrency and percentile (None: not measured)."""
-    verdict = {}
-    for concurrency, paths in results.items():
-        if "blaze" not in paths:
-            verdict[str(concurrency)] = None
-            continue
-        (direct_p50, direct_p99), (blaze_p50, blaze_p99), (lite_p50, lite_p99) = (
-            paths["direct"], paths["blaze"], paths["litellm"])
-        verdict[str(concurrency)] = {
-            "p50": blaze_p50 - direct_p50 < lite_p50 - direct_p50, "p99": blaze_p99 - direct_p99 < lite_p99 - direct_p99,
-        }
-    return {"bench": "router", "measure": "summary", "blaze_adds_less_than_litellm": verdict}
+    """Whether Blaze added less latency than litellm's Router (in this process) and than litellm's proxy
+    server, per concurrency and percentile (None: not measured)."""
+    line = {"bench": "router", "measure": "summary"}
+    for peer, name in (("litellm", "blaze_adds_less_than_litellm"), ("litellm_proxy", "blaze_adds_less_than_litellm_proxy")):
+        verdict = {}
+        for concurrency, paths in results.items():
+            if "blaze" not in paths or peer not in paths:
+                verdict[str(concurrency)] = None
+                continue
+            direct, blaze, other = paths["direct"], paths["blaze"], paths[peer]
+            verdict[str(concurrency)] = {
+                "p50": blaze[0] - direct[0] < other[0] - direct[0], "p99": blaze[1] - direct[1] < other[1] - direct[1],
+            }
+        line[name] = verdict
+    return line
 
 
 def route_to(upstream_url):
@@ -299,13 +350,18 @@ def main():
         cleanup.callback(upstream.terminate)
         upstream_url = f"http://127.0.0.1:{port}/v1"
         key = route_to(upstream_url)
-        # The default keep-alive pool (20 per host) is smaller than 32 clients: Blaze would reconnect upstream.
-        keepalive = max(CONCURRENCY) + 8
-        web = start_daphne(work_dir, BLAZE_UPSTREAM_MAX_KEEPALIVE=str(keepalive))
+        web = start_daphne(work_dir)
         cleanup.callback(web.stop)
         if not ready.wait(30):
             sys.exit("The upstream did not start listening within 30 s.")
-        results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests, keepalive))
+        litellm_proxy = start_litellm_proxy(upstream_url, work_dir)
+        if litellm_proxy is None:
+            print(json.dumps({"bench": "router", "measure": "proxy", "path": "litellm_proxy",
+                              "error": "litellm[proxy] is not installed (requirements-bench.txt)"}), flush=True)
+        else:
+            cleanup.callback(litellm_proxy.stop)
+        results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests,
+                                             litellm_proxy and litellm_proxy.url))
         print(json.dumps(summary(results)), flush=True)
 
 
