@@ -183,11 +183,12 @@ def start_litellm_proxy(upstream_url, work_dir):
     upstream; None when litellm[proxy] is not installed."""
     from tests.servers import Process, free_port, wait_for
 
-    try:
-        import litellm.proxy.proxy_server  # noqa: F401  (needs the [proxy] extra: fastapi, uvicorn…)
-    except ImportError:
-        return None
+    import importlib.util
+
     import httpx
+
+    if not all(importlib.util.find_spec(extra) for extra in ("fastapi", "uvicorn")):  # litellm's [proxy] extra
+        return None
 
     config, logging_config = work_dir / "litellm.yaml", work_dir / "litellm-logging.json"
     config.write_text(json.dumps({  # YAML is a superset of JSON
@@ -201,7 +202,10 @@ def start_litellm_proxy(upstream_url, work_dir):
     process = Process(
         [str(Path(sys.executable).with_name("litellm")), "--config", str(config), "--host", "127.0.0.1",
          "--port", str(port), "--num_workers", "1", "--telemetry", "False", "--log_config", str(logging_config)],
-        work_dir / "litellm-proxy.log", {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
+        work_dir / "litellm-proxy.log",
+        # Not this process's environment: its DATABASE_URL would send the proxy looking for Prisma.
+        {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", str(work_dir)),
+         "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"},
     )
 
     def alive():

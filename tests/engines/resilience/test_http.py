@@ -1,8 +1,10 @@
 """Pooled sessions: one per host and event loop, connections kept alive between requests, closed on demand."""
 
 import asyncio
+from http.server import BaseHTTPRequestHandler
 
 from engines.resilience import http
+from tests.upstream import send_json, serve
 
 
 def test_one_client_per_host_whatever_the_path(upstream, refused_url):
@@ -87,3 +89,38 @@ def test_a_streamed_response_comes_back_unread_for_the_caller_to_read(upstream):
 
     assert asyncio.run(stream()) == [b'{"object": "list", "data": []}']
 
+
+
+def test_a_form_goes_as_multipart_and_is_sent_whole_again_on_a_retry(settings):
+    settings.BLAZE_RETRY_BASE_SECONDS = settings.BLAZE_RETRY_MAX_DELAY_SECONDS = 0.01
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            seen.append((self.headers["Content-Type"], self.rfile.read(int(self.headers["Content-Length"]))))
+            send_json(self, 500 if len(seen) == 1 else 200, {})
+
+        def log_message(self, *args):
+            pass
+
+    async def edit(url):
+        try:
+            return await http.request("POST", url + "/v1/images/edits", attempts=2, deadline=5, form=(
+                {"prompt": "a cat", "n": 2}, {"image": ("in.png", b"\x89PNG-bytes", "image/png")}))
+        finally:
+            await http.aclose_all()
+
+    server, url = serve(Handler)
+    try:
+        response = asyncio.run(edit(url))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status == 200 and len(seen) == 2
+    for content_type, body in seen:
+        assert content_type.startswith("multipart/form-data; boundary=")
+        assert b'name="prompt"\r\n' in body and b"\r\n\r\na cat\r\n" in body
+        assert b'name="n"\r\n' in body and b"\r\n\r\n2\r\n" in body
+        assert b'name="image"; filename="in.png"' in body and b"\x89PNG-bytes" in body
