@@ -1,4 +1,4 @@
-"""The one place that knows Redis key names and hands out Redis clients.
+"""The one place that knows Redis key names and hands out Redis clients (and runs Lua scripts on them).
 
 Every key starts with settings.REDIS_PREFIX, so several Blaze installations (or test runs) can share
 one Redis.

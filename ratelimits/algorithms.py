@@ -92,9 +92,8 @@ def _window(policy, identity, cost):
     )
 
 
-@lru_cache(maxsize=None)
-def _script(name):
-    return shared_state.client().register_script((LUA_DIR / f"{name}.lua").read_text())
+TOKEN_BUCKET = shared_state.Script(LUA_DIR / "token_bucket.lua")
+LEAKY_BUCKET = shared_state.Script(LUA_DIR / "leaky_bucket.lua")
 
 
 def _token_bucket(policy, identity, cost, max_wait, engines=()):
@@ -106,9 +105,7 @@ def _token_bucket(policy, identity, cost, max_wait, engines=()):
             keys += [shared_state.engine_outcomes_key(name), shared_state.engine_stats_key(name)]
         args += [settings.BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS, settings.BLAZE_RATELIMIT_ADAPTIVE_FLOOR,
                  HEALTH_SAMPLE_SECONDS]
-    allowed, tokens, capacity, wait, retry_after, factor = _script("token_bucket")(
-        keys=keys, args=args, client=shared_state.client()
-    )
+    allowed, tokens, capacity, wait, retry_after, factor = TOKEN_BUCKET.run(keys, args)
     tokens, capacity, rate = float(tokens), float(capacity), policy.limit / policy.period_seconds * float(factor)
     return Decision(
         allowed=bool(int(allowed)), limit=math.floor(capacity), remaining=max(0, math.floor(tokens)),
@@ -119,9 +116,8 @@ def _token_bucket(policy, identity, cost, max_wait, engines=()):
 
 def _leaky_bucket(policy, identity, cost, max_wait):
     interval = policy.period_seconds / policy.limit
-    allowed, wait, retry_after, drains_in = _script("leaky_bucket")(
-        keys=[shared_state.ratelimit_bucket_key(policy.pk, policy.algorithm, identity)],
-        args=[interval, cost, max_wait], client=shared_state.client(),
+    allowed, wait, retry_after, drains_in = LEAKY_BUCKET.run(
+        [shared_state.ratelimit_bucket_key(policy.pk, policy.algorithm, identity)], [interval, cost, max_wait],
     )
     drains_in = float(drains_in)
     # Requests that could still be admitted now: free slots within the wait the policy allows.
