@@ -34,6 +34,7 @@ from blaze_site import shared_state
 from engines.models import Engine
 
 from . import http, target_id
+from .retry import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def http_probe(base_url, api_key=""):
         if response.status == 404:
             response = await http.request("GET", f"{parts.scheme}://{parts.netloc}/health", headers=headers, attempts=1)
         if response.status >= 300:
-            raise http.UpstreamError(response.status, (await response.read()).decode(errors="replace"))
+            raise UpstreamError(response.status, (await response.read()).decode(errors="replace"))
 
     return probe
 
