@@ -38,11 +38,12 @@ def _key():
     return shared_state.key("lookups", "generation")
 
 
-def generation():
+async def generation():
     """The current token ("" before the first change), or None when Redis cannot be asked (then
-    nothing is cached). A synchronous GET: one round trip, cheaper than a hop to a thread."""
+    nothing is cached). On the loop's own client: a synchronous GET here would hold up every
+    request this process serves until Redis answers."""
     try:
-        return shared_state.client().get(_key()) or ""
+        return await shared_state.loop_client().get(_key()) or ""
     except redis.RedisError as exc:
         log.warning("Lookups not cached: Redis does not answer (%s)", exc)
         return None

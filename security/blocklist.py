@@ -53,9 +53,22 @@ def cached():
     try:
         raw = shared_state.client().get(shared_state.ip_blocks_key())
     except redis.RedisError as exc:
-        logger.warning("IP block list unavailable, letting requests through: %s", exc)
-        return ()
+        return _unavailable(exc)
     return None if raw is None else _parse(raw)
+
+
+async def acached():
+    """`cached()` on the event loop's own client: a synchronous GET would hold up the whole loop."""
+    try:
+        raw = await shared_state.loop_client().get(shared_state.ip_blocks_key())
+    except redis.RedisError as exc:
+        return _unavailable(exc)
+    return None if raw is None else _parse(raw)
+
+
+def _unavailable(exc):
+    logger.warning("IP block list unavailable, letting requests through: %s", exc)
+    return ()
 
 
 def rebuild():

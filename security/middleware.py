@@ -36,7 +36,7 @@ class ThreatProtectionMiddleware(DualModeMiddleware):
         return response or self.get_response(request)
 
     async def __acall__(self, request):
-        blocks = () if request.path in UNBLOCKABLE_PATHS else blocklist.cached()
+        blocks = () if request.path in UNBLOCKABLE_PATHS else await blocklist.acached()
         if blocks is None:
             blocks = await sync_to_async(blocklist.rebuild)()
         response, detection = self._screen(request, blocks)
