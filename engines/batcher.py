@@ -15,17 +15,19 @@ WINDOW_CAP = 10
 
 
 class _Item:
-    __slots__ = ("request", "on_event", "future", "key", "arrived")
+    __slots__ = ("request", "on_event", "future", "key", "size", "gathered", "arrived")
 
-    def __init__(self, request, on_event, key):
-        self.request, self.on_event, self.key = request, on_event, key
+    def __init__(self, request, on_event, key, size, gathered=False):
+        self.request, self.on_event, self.key, self.size, self.gathered = request, on_event, key, size, gathered
         self.future = Future()
         self.arrived = time.monotonic()
 
 
 class DynamicBatcher:
-    """Collects requests until `max_batch_size` are waiting or none has arrived for `max_wait_ms`,
-    then calls `run_batch(requests, emit)` once on a thread of its own.
+    """Collects requests until `max_batch_size` rows are waiting or none has arrived for `max_wait_ms`,
+    then calls `run_batch(requests, emit)` once on a thread of its own. A request is `batch_size(request)`
+    rows (default 1; an embedding request one per text): a request of 32 texts fills a batch of 32 at
+    once rather than waiting for 31 more requests. A request bigger than the batch runs alone.
 
     The wait restarts with each arrival (up to WINDOW_CAP × max_wait_ms in all): a burst of clients
     reaches the worker spread over tens of milliseconds, and a fixed window from the first arrival
@@ -34,13 +36,16 @@ class DynamicBatcher:
 
     Only requests with equal `batch_key(request)` share a batch; the others wait for a later one.
     `submit` returns a Future with the request's own result; `on_event` receives its own events.
+    `submit_group` queues requests gathered elsewhere as one arrival.
     """
 
-    def __init__(self, run_batch, *, max_batch_size, max_wait_ms, batch_key=None, name="batcher", on_batch=None):
+    def __init__(self, run_batch, *, max_batch_size, max_wait_ms, batch_key=None, batch_size=None, name="batcher",
+                 on_batch=None):
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.batch_key = batch_key or (lambda request: None)
+        self.batch_size = batch_size or (lambda request: 1)
         self.on_batch = on_batch
         self.batch_sizes = collections.deque(maxlen=1000)
         self._queue = queue.Queue()
@@ -52,9 +57,20 @@ class DynamicBatcher:
     def submit(self, request, on_event=None):
         if self._closed:
             raise RuntimeError("This model is being unloaded; retry the request.")
-        item = _Item(request, on_event, self.batch_key(request))
+        item = _Item(request, on_event, self.batch_key(request), self.batch_size(request))
         self._queue.put(item)
         return item.future
+
+    def submit_group(self, requests):
+        """Futures for requests someone already gathered (the web process groups concurrent embedding
+        requests): queued as one arrival, so no batch cuts the group, and run without waiting for more
+        when the group starts a batch, since its gatherer already waited."""
+        if self._closed:
+            raise RuntimeError("This model is being unloaded; retry the request.")
+        items = [_Item(request, None, self.batch_key(request), self.batch_size(request), gathered=True)
+                 for request in requests]
+        self._queue.put(items)
+        return [item.future for item in items]
 
     @property
     def pending(self):
@@ -69,25 +85,37 @@ class DynamicBatcher:
         if self._held:
             return self._held.popleft()
         try:
-            return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+            entry = self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
             return None
+        if isinstance(entry, list):  # a group: its first now, the rest before anything else
+            self._held.extendleft(reversed(entry[1:]))
+            return entry[0]
+        return entry
 
     def _collect(self):
         first = self._next(None)
         if first is None:
             return None
-        batch, others = [first], []
-        cap = first.arrived + self.max_wait * WINDOW_CAP
-        deadline = min(first.arrived + self.max_wait, cap)
-        while len(batch) < self.max_batch_size:
+        batch, others, rows = [first], [], first.size
+        wait = 0 if first.gathered else self.max_wait
+        cap = first.arrived + wait * WINDOW_CAP
+        deadline = min(first.arrived + wait, cap)
+        while rows < self.max_batch_size:
             item = self._next(deadline - time.monotonic())
             if item is None:
                 if self._closed or time.monotonic() >= deadline:
                     break
                 continue
-            (batch if item.key == first.key else others).append(item)
-            deadline = min(time.monotonic() + self.max_wait, cap)
+            if item.key != first.key:
+                others.append(item)
+            elif rows + item.size > self.max_batch_size:
+                others.append(item)  # it would overfill this batch: it starts the next one
+                break
+            else:
+                batch.append(item)
+                rows += item.size
+            deadline = min(time.monotonic() + wait, cap)
         self._held.extend(others)
         return batch
 

@@ -111,6 +111,7 @@ class ModelCache:
         batcher = DynamicBatcher(
             runtime.run_batch, max_batch_size=config.get("max_batch_size", 8),
             max_wait_ms=config.get("batch_wait_ms", 10), batch_key=getattr(runtime, "batch_key", None),
+            batch_size=getattr(runtime, "batch_size", None),
             name=f"batcher-{spec.name}", on_batch=(lambda size, seconds, error: self.on_batch(spec.name, size, seconds, error))
             if self.on_batch else None,
         )

@@ -5,10 +5,10 @@ sent again to another live worker (same seed, so a stream can skip the tokens al
 an overall deadline ends it with an explicit error rather than a hang.
 """
 
-import json
 import time
 import uuid
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
@@ -81,7 +81,7 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     tried.append(worker_id)
                 continue
             for last_id, fields in reply[0][1]:
-                event = json.loads(fields["event"])
+                event = orjson.loads(fields["event"])
                 kind = event["type"]
                 if kind == "start":
                     if started and event["worker"] != worker_id:

@@ -28,7 +28,7 @@ from django.db.models import Prefetch
 
 from monitoring import metrics
 
-from . import dispatch, remote
+from . import dispatch, grouping, remote
 from .models import Engine, Route, RouteTarget
 from .resilience import breaker as breakers, health, target_id
 from .resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable
@@ -231,8 +231,9 @@ async def _local(attempt, payload, stream, ends):
             attempt.permit = await breakers.CircuitBreaker(attempt.target).aallow()
         except breakers.BreakerOpen as exc:
             raise Failover(str(exc)) from exc
-    events = dispatch.run(attempt.engine, {**payload, "stream": True} if stream else payload,
-                          worker_id=attempt.worker, timeout=max(ends - time.monotonic(), 0.001))
+    run = grouping.run if attempt.engine.kind == Engine.Kind.EMBEDDING else dispatch.run
+    events = run(attempt.engine, {**payload, "stream": True} if stream else payload,
+                 worker_id=attempt.worker, timeout=max(ends - time.monotonic(), 0.001))
     try:
         first = await anext(events)
     except StopAsyncIteration as exc:

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 
+import orjson
 import psutil
 from django.conf import settings
 from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -48,11 +49,13 @@ def default_budget(device, total):
 
 
 def publish(request_id, event):
-    """Append one event to the request's response stream (read by the web process)."""
+    """Append one event to the request's response stream (read by the web process). orjson, and
+    numpy arrays as they are: an embedding result is thousands of floats, which the standard json
+    module formats several times slower."""
     redis = shared_state.client()
     stream = shared_state.response_stream_key(request_id)
     pipe = redis.pipeline()
-    pipe.xadd(stream, {"event": json.dumps(event)}, maxlen=100_000, approximate=True)
+    pipe.xadd(stream, {"event": orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)}, maxlen=100_000, approximate=True)
     pipe.expire(stream, STREAM_TTL_SECONDS)
     pipe.execute()
 
@@ -167,17 +170,28 @@ class EngineHost:
         return self.model(EngineSpec(**spec_dict)).describe()
 
     def infer(self, request_id, spec_dict, payload):
-        """Run one request through the model's batcher, streaming its events; idempotent by request id."""
+        """Run one request through the model's batcher, streaming its events; idempotent by request id.
+        A payload {"group": [request, ...]} is several clients' requests the web process gathered: they
+        join the batcher as one arrival and are answered by one `done` event {"results": [...]}, where
+        a request the engine refused holds {"error", "param"} in its place."""
         redis = shared_state.client()
         done_key = shared_state.request_done_key(request_id)
         if redis.exists(done_key):
             return  # a redelivered request another worker already answered
         publish(request_id, {"type": "start", "worker": self.hostname})
         started = time.monotonic()
+        count = len(payload["group"]) if "group" in payload else 1
         with self._lock:
-            self.in_flight += 1
+            self.in_flight += count
         try:
             entry = self.model(EngineSpec(**spec_dict))
+            if "group" in payload:
+                results = [future.result() for future in entry.batcher.submit_group(payload["group"])]
+                publish(request_id, {"type": "done", "result": {"results": results}})
+                for request, result in zip(payload["group"], results):
+                    if "error" not in result:
+                        self._observe(entry.spec, request, result, time.monotonic() - started)
+                return
             # Token events only travel when the client streams: they cost a Redis write each.
             wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != "token")
             result = entry.batcher.submit(
@@ -198,7 +212,7 @@ class EngineHost:
             publish(request_id, {"type": "error", "status": 500, "message": f"Inference failed: {exc}"})
         finally:
             with self._lock:
-                self.in_flight -= 1
+                self.in_flight -= count
             redis.set(done_key, 1, ex=STREAM_TTL_SECONDS)
 
     def _observe(self, spec, payload, result, seconds):

@@ -13,6 +13,8 @@ A runtime is built from an `EngineSpec` and a device string, and offers:
                                      request is returned in its place as {"error": "..."}; an exception that
                                      escapes fails the whole batch.
     batch_key(request) -> hashable   requests with equal keys may share a batch (diffusion: same shape)
+    batch_size(request) -> int       optional: the rows the request adds to a batch, counted against
+                                     max_batch_size (embedding: its texts; diffusion: its images; else 1)
     health() -> dict                 cheap facts for the health monitor
 
 Runtimes know nothing of Celery, Redis or Django models: the worker hands them specs and requests.

@@ -102,6 +102,9 @@ class DiffusionRuntime:
         strength = request.get("strength") if mode == "img2img" else None
         return (request["width"], request["height"], request["steps"], mode, request["guidance_scale"], strength)
 
+    def batch_size(self, request):
+        return request.get("n", 1)
+
     def run_batch(self, requests, emit):
         import torch
 

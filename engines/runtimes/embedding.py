@@ -58,7 +58,7 @@ class VectorCache:
 
 class EmbeddingRuntime:
     """A sentence-transformers model in a local directory. A request is {"input": [text, ...]}; its result
-    {"embeddings": [[float, ...], ...], "prompt_tokens": int, "cache_hits": int}. Texts seen before (same model)
+    {"embeddings": [float32 numpy vector, ...], "prompt_tokens": int, "cache_hits": int}. Texts seen before (same model)
     come from the cache; the rest of a batch, from all its requests, is encoded in one call."""
 
     def __init__(self, spec, device, cache_size=10_000):
@@ -126,7 +126,7 @@ class EmbeddingRuntime:
         for request in requests:
             end = start + len(request["input"])
             results.append({
-                "embeddings": [vectors[key].tolist() for key in keys[start:end]],
+                "embeddings": [vectors[key] for key in keys[start:end]],
                 "prompt_tokens": int(sum(token_counts[start:end])),
                 "cache_hits": sum(from_cache[start:end]),
             })
@@ -138,6 +138,9 @@ class EmbeddingRuntime:
 
     def batch_key(self, request):
         return None
+
+    def batch_size(self, request):
+        return len(request["input"])
 
     def stats(self):
         return self.cache.stats()

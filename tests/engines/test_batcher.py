@@ -127,3 +127,39 @@ def test_the_window_never_stays_open_longer_than_its_cap():
     [f.result(timeout=5) for f in futures]
     assert len(batcher.batch_sizes) >= 2  # a steady stream is cut at the cap, not held forever
     batcher.close()
+
+
+def texts_batch(requests, emit):
+    return [len(request) for request in requests]
+
+
+def test_a_request_counts_as_its_rows_so_a_full_one_runs_at_once():
+    batcher = DynamicBatcher(texts_batch, max_batch_size=4, max_wait_ms=10_000, batch_size=len)
+    started = time.monotonic()
+    assert batcher.submit(["a", "b", "c", "d"]).result(timeout=5) == 4  # 4 texts fill a batch of 4
+    assert time.monotonic() - started < 2
+    batcher.close()
+
+
+def test_a_request_that_would_overfill_the_batch_starts_the_next_one():
+    seen = []
+
+    def run(requests, emit):
+        seen.append([len(request) for request in requests])
+        return [len(request) for request in requests]
+
+    batcher = DynamicBatcher(run, max_batch_size=4, max_wait_ms=100, batch_size=len)
+    futures = [batcher.submit(texts) for texts in (["a", "b"], ["c"], ["d", "e"], ["f"])]
+    assert [f.result(timeout=5) for f in futures] == [2, 1, 2, 1]
+    assert seen == [[2, 1], [2, 1]]
+    batcher.close()
+
+
+def test_a_gathered_group_is_one_batch_and_does_not_wait_for_more():
+    batcher = DynamicBatcher(echo_batch, max_batch_size=8, max_wait_ms=10_000)
+    started = time.monotonic()
+    futures = batcher.submit_group(["a", "b", "c"])
+    assert [f.result(timeout=5) for f in futures] == ["result of a", "result of b", "result of c"]
+    assert time.monotonic() - started < 2  # its gatherer already waited: not another 10 s
+    assert list(batcher.batch_sizes) == [3]
+    batcher.close()
