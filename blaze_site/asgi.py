@@ -18,7 +18,17 @@ from blaze_site.routing import websocket_urlpatterns  # noqa: E402
 
 
 class ApiHandler(ASGIHandler):
-    """Django's ASGI handler with settings.API_MIDDLEWARE in place of settings.MIDDLEWARE."""
+    """Django's ASGI handler with settings.API_MIDDLEWARE in place of settings.MIDDLEWARE, and
+    without a ThreadSensitiveContext per request."""
+
+    async def __call__(self, scope, receive, send):
+        # Django opens a ThreadSensitiveContext per request: a new executor whose first thread-sensitive
+        # call (request_started's receivers, on every request) starts a new thread, while the event
+        # loop waits for it to start. /v1's few synchronous calls (a lookup not cached, an image
+        # saved) share the process's one sync thread instead, as in async_to_sync code.
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
 
     def load_middleware(self, is_async=False):
         # BaseHandler reads the chain from settings.MIDDLEWARE; this swap happens once, at start-up.

@@ -98,3 +98,43 @@ def test_pages_keep_the_browser_chain(db):
     assert status == 200
     assert headers["x-frame-options"] == ["DENY"]
     assert any(cookie.startswith("csrftoken=") for cookie in headers["set-cookie"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_v1_request_starts_no_thread_of_its_own(monkeypatch):
+    """Django opens a ThreadSensitiveContext per request, whose first synchronous call (the
+    request_started signal's receivers, on every request) starts a new thread while the event loop
+    waits; /v1's handler uses the process's one sync thread instead."""
+    import threading
+
+    async def request():
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
+            "client": ("203.0.113.9", 40000), "server": ("testserver", 80),
+            "headers": [(b"host", b"testserver"), (b"content-length", b"2")],
+        }
+        messages = []
+
+        async def receive():
+            if not messages:
+                messages.append("sent")
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+            await asyncio.Event().wait()
+
+        async def send(message):
+            messages.append(message)
+
+        await application(scope, receive, send)  # as daphne runs it: on its loop, no async_to_sync around it
+        return next(m for m in messages if isinstance(m, dict) and m["type"] == "http.response.start")["status"]
+
+    started = []
+
+    async def requests():
+        first = await request()  # may start the process's sync thread, and connect to Redis
+        original = threading.Thread.start
+        monkeypatch.setattr(threading.Thread, "start", lambda thread: (started.append(thread.name), original(thread))[1])
+        statuses = [first] + [await request() for _ in range(3)]
+        return statuses, list(started)  # before asyncio.run's own shutdown thread
+
+    assert asyncio.run(requests()) == ([401, 401, 401, 401], [])
