@@ -100,6 +100,31 @@ def test_pages_keep_the_browser_chain(db):
     assert any(cookie.startswith("csrftoken=") for cookie in headers["set-cookie"])
 
 
+async def served(path, body=b"{}", headers=()):
+    """The status of one request through the application as daphne runs it: on its loop, with no
+    async_to_sync around it."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "client": ("203.0.113.9", 40000), "server": ("testserver", 80),
+        "headers": [(b"host", b"testserver"), (b"content-length", str(len(body)).encode()),
+                    *((name.lower().encode(), value.encode()) for name, value in headers)],
+    }
+    messages = []
+
+    async def receive():
+        if not messages:
+            messages.append("sent")
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()
+
+    async def send(message):
+        messages.append(message)
+
+    await application(scope, receive, send)
+    return next(m for m in messages if isinstance(m, dict) and m["type"] == "http.response.start")["status"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_v1_request_starts_no_thread_of_its_own(monkeypatch):
     """Django opens a ThreadSensitiveContext per request, whose first synchronous call (the
@@ -107,26 +132,8 @@ def test_a_v1_request_starts_no_thread_of_its_own(monkeypatch):
     waits; /v1's handler uses the process's one sync thread instead."""
     import threading
 
-    async def request():
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": "/v1/embeddings", "raw_path": b"/v1/embeddings", "query_string": b"", "root_path": "",
-            "client": ("203.0.113.9", 40000), "server": ("testserver", 80),
-            "headers": [(b"host", b"testserver"), (b"content-length", b"2")],
-        }
-        messages = []
-
-        async def receive():
-            if not messages:
-                messages.append("sent")
-                return {"type": "http.request", "body": b"{}", "more_body": False}
-            await asyncio.Event().wait()
-
-        async def send(message):
-            messages.append(message)
-
-        await application(scope, receive, send)  # as daphne runs it: on its loop, no async_to_sync around it
-        return next(m for m in messages if isinstance(m, dict) and m["type"] == "http.response.start")["status"]
+    def request():
+        return served("/v1/embeddings")
 
     started = []
 
@@ -138,3 +145,48 @@ def test_a_v1_request_starts_no_thread_of_its_own(monkeypatch):
         return statuses, list(started)  # before asyncio.run's own shutdown thread
 
     assert asyncio.run(requests()) == ([401, 401, 401, 401], [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_v1_request_served_from_cached_lookups_waits_on_no_sync_thread(monkeypatch):
+    """Django's handler hands the request_started and request_finished signals to the sync thread on
+    every request, and the event loop waits for each; /v1's handler tidies that thread's database
+    connections at most once a second instead, and still does so."""
+    from asgiref.sync import SyncToAsync
+
+    from blaze_site.asgi import api_asgi_app
+    from engines import services as engine_services
+    from engines.resilience.http import aclose_all
+    from tests.upstream import OpenAIUpstream
+
+    upstream = OpenAIUpstream()
+    actor = Actor.system("test")
+    engine_services.engine_create(actor=actor, name="far", kind="llm", backend="remote", model="up",
+                                  base_url=upstream.base_url("ok"))
+    _, raw = api_key_create(actor=actor, user=make_user("app", "viewer"), name="app", scopes=["inference"])
+    headers = [("Authorization", f"Bearer {raw}"), ("Content-Type", "application/json")]
+    chat = json.dumps({"model": "far", "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    trips = []
+    original = SyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        trips.append(getattr(self.func, "__name__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    async def requests():
+        first = await served("/v1/chat/completions", chat, headers)  # looks the key and the plan up
+        monkeypatch.setattr(SyncToAsync, "__call__", counted)
+        statuses = [first] + [await served("/v1/chat/completions", chat, headers) for _ in range(3)]
+        cached_trips = list(trips)
+        api_asgi_app._tidy_at = 0  # a second later: the next response tidies the sync thread's connections
+        statuses.append(await served("/v1/chat/completions", chat, headers))
+        await aclose_all()
+        return statuses, cached_trips, trips[len(cached_trips):]
+
+    try:
+        statuses, cached_trips, later_trips = asyncio.run(requests())
+    finally:
+        upstream.stop()
+    assert statuses == [200] * 5 and upstream.hits["ok"] == 5
+    assert cached_trips == []
+    assert later_trips == ["close_old_connections"]
