@@ -22,7 +22,8 @@ the issue names); and through litellm's proxy server (uvicorn in its own process
 database: a proxy like Blaze). Each path has one keep-alive httpx.AsyncClient (litellm's Router its
 own), is warmed up, then sends --requests requests from 1 and from 32 concurrent clients, in three
 rounds that alternate the paths. added_*_ms = the path's percentile minus the direct one's. Blaze and
-the litellm proxy run with their default settings (the proxy's access log off, as daphne keeps none).
+the litellm proxy run with their default settings, except that the proxy's access log is off (daphne
+writes its access log line per request, as `./blaze up` runs it: the comparison favours the proxy).
 
 Prints one JSON line per measurement, then a summary line: did Blaze add less latency than litellm.
 """
@@ -170,7 +171,7 @@ async def blaze_refusal(client, url):
 
 
 PROXY_KEY = "sk-bench"
-PROXY_LOGGING = {  # uvicorn without a log line per request (Blaze's daphne writes none either)
+PROXY_LOGGING = {  # uvicorn without a log line per request (daphne keeps its own: see the docstring)
     "version": 1, "disable_existing_loggers": False,
     "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
     "loggers": {"uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},

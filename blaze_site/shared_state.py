@@ -72,20 +72,21 @@ def loop_client():
 
 
 class Script:
-    """A Lua script from a file, run by its SHA: `run` on the shared pool (or a pipeline of it),
-    `arun` on the running loop's asyncio client, where the serving path spares itself a thread hop.
-    Both load the script into Redis when Redis does not know it yet."""
+    """A Lua script from a file, run by its SHA: `run` on the shared pool, `arun` on the running loop's
+    asyncio client (where the serving path spares itself a thread hop), `queue` onto a pipeline that
+    `batch` or `abatch` sends. Redis is given the script when it lacks it."""
 
     def __init__(self, path):
         self.path = Path(path)
+        _scripts.append(self)
 
     @cached_property
     def _sync(self):
         return client().register_script(self.path.read_text())
 
-    def run(self, keys, args, on=None):
-        """The script's reply, run on `on` (a client or pipeline; default the shared pool's client)."""
-        return self._sync(keys=keys, args=args, client=on or client())
+    def run(self, keys, args):
+        """The script's reply."""
+        return self._sync(keys=keys, args=args, client=client())
 
     async def arun(self, keys, args):
         redis_client = loop_client()
@@ -93,6 +94,46 @@ class Script:
             return await redis_client.evalsha(self._sync.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return await redis_client.eval(self._sync.script, len(keys), *keys, *args)
+
+    def queue(self, pipe, keys, args):
+        """Put the script on a pipeline that `batch` or `abatch` sends (by SHA: no SCRIPT EXISTS first,
+        as redis-py's own pipelines send)."""
+        pipe.evalsha(self._sync.sha, len(keys), *keys, *args)
+
+
+_scripts = []  # every Script, loaded again when Redis has lost them
+
+
+def batch(queue):
+    """The replies of the commands `queue(pipe)` puts on a pipeline of the shared pool, sent in one round
+    trip (no transaction); scripts go on it with `Script.queue`. When Redis has lost the scripts (a
+    restart or SCRIPT FLUSH: all of them at once, so none of the batch's scripts ran), they are loaded
+    and the batch is sent again; its plain commands then run twice, so a batch holds only plain
+    commands that may (reads, a SET, a turn counter's INCR)."""
+    for attempt in range(2):
+        pipe = client().pipeline(transaction=False)
+        queue(pipe)
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt:
+                raise
+            for script in _scripts:
+                client().script_load(script._sync.script)
+
+
+async def abatch(queue):
+    """`batch` on the running loop's asyncio client."""
+    for attempt in range(2):
+        pipe = loop_client().pipeline(transaction=False)
+        queue(pipe)
+        try:
+            return await pipe.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt:
+                raise
+            for script in _scripts:
+                await loop_client().script_load(script._sync.script)
 
 
 def engine_outcomes_key(name):

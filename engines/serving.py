@@ -22,17 +22,17 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Prefetch
 
+from blaze_site import shared_state
 from monitoring import metrics
 
 from . import dispatch, grouping, remote
 from .models import Engine, Route, RouteTarget
 from .resilience import breaker as breakers, health, target_id
 from .resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from .router import NoTargetAvailable, pick_target, resilience_id, state
+from .router import NoTargetAvailable, alease_target, resilience_id, state
 
 log = logging.getLogger(__name__)
 
@@ -148,31 +148,32 @@ class _Attempt:
         return self.route is not None or self.engine.backend == Engine.Backend.REMOTE
 
     async def aend(self, ok):
-        """Count the outcome: router state (routes), breaker (local targets of a route; a remote host's
-        breaker counts inside `resilience.http`), health; on the loop's Redis client, no thread hop.
-        Redis trouble here never fails the answer."""
+        """Count the outcome, in one round trip on the loop's Redis client: router state (routes),
+        breaker (local targets of a route; a remote host's breaker counts inside `resilience.http`),
+        health. Redis trouble here never fails the answer."""
         if not self.watched:
             return
         latency = time.monotonic() - self.started
-        try:
+        monitor = health.HealthMonitor(self.target)
+        breaker = breakers.CircuitBreaker(self.target) if self.permit is not None else None
+
+        def queue(pipe):
+            monitor.queue(pipe, ok, latency if ok else None)
             if self.route is not None:
-                await state.arelease(self.candidate.id, latency, ok, lease=self.lease)
-                metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
-                if self.permit is not None:
-                    breaker = breakers.CircuitBreaker(self.target)
-                    await (breaker.arecord_success(self.permit) if ok else breaker.arecord_failure(self.permit))
-            await health.HealthMonitor(self.target).arecord(ok, latency if ok else None)
+                state.queue_release(pipe, self.candidate.id, latency, ok, lease=self.lease)
+            if breaker is not None:
+                breaker.queue(pipe, "success" if ok else "failure", self.permit)
+
+        try:
+            replies = await shared_state.abatch(queue)
         except Exception:  # noqa: BLE001 - bookkeeping must not turn an answer into an error
             log.exception("could not record the outcome of a request to %s", self.target)
-
-
-def _pick(route, client_key, tried):
-    """The next target and its lease (counted in flight), in one trip to the thread pool; and whether
-    it is the last untried one."""
-    candidate = pick_target(route, client_key, exclude=tried)
-    untried = sum(1 for t in route.targets.all() if t.enabled and t.pk not in tried)
-    lease = state.acquire(candidate.id)
-    return candidate, lease, untried <= 1
+            return
+        monitor.read(replies[0], ok)
+        if breaker is not None:
+            breaker.read(replies[-1])
+        if self.route is not None:
+            metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
 
 
 async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", files=None):
@@ -188,11 +189,12 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
     tried, failures = [], {}
     while True:
         try:
-            candidate, lease, last = await sync_to_async(_pick, thread_sensitive=False)(plan.route, client_key, tried)
+            candidate, lease = await alease_target(plan.route, client_key, exclude=tried)
         except NoTargetAvailable as exc:
             reasons = {**exc.reasons, **failures}
             raise ApiError(503, str(NoTargetAvailable(plan.route, reasons)), code="no_target_available") from exc
         tried.append(candidate.id)
+        last = sum(1 for t in plan.route.targets.all() if t.enabled and t.pk not in tried) == 0
         attempt = _Attempt(engine=candidate.engine, worker=candidate.workers[0] if candidate.workers else None,
                            route=plan.route, candidate=candidate, lease=lease, attempts=None if last else 1)
         try:

@@ -149,8 +149,9 @@ def test_a_v1_request_starts_no_thread_of_its_own(monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_v1_request_served_from_cached_lookups_waits_on_no_sync_thread(monkeypatch):
-    """Django's handler hands the request_started and request_finished signals to the sync thread on
-    every request, and the event loop waits for each; /v1's handler tidies that thread's database
+    """A route's request, once the key and the plan are cached, makes no trip to a thread: Django's
+    handler would hand request_started and request_finished to the sync thread on every request, and
+    the route's pick went to the thread pool. /v1's handler tidies the sync thread's database
     connections at most once a second instead, and still does so."""
     from asgiref.sync import SyncToAsync
 
@@ -161,11 +162,13 @@ def test_a_v1_request_served_from_cached_lookups_waits_on_no_sync_thread(monkeyp
 
     upstream = OpenAIUpstream()
     actor = Actor.system("test")
-    engine_services.engine_create(actor=actor, name="far", kind="llm", backend="remote", model="up",
-                                  base_url=upstream.base_url("ok"))
+    far = engine_services.engine_create(actor=actor, name="far", kind="llm", backend="remote", model="up",
+                                        base_url=upstream.base_url("ok"))
+    engine_services.route_target_add(actor=actor, route=engine_services.route_create(actor=actor, name="chat"),
+                                     engine=far)
     _, raw = api_key_create(actor=actor, user=make_user("app", "viewer"), name="app", scopes=["inference"])
     headers = [("Authorization", f"Bearer {raw}"), ("Content-Type", "application/json")]
-    chat = json.dumps({"model": "far", "messages": [{"role": "user", "content": "Hi"}]}).encode()
+    chat = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}).encode()
     trips = []
     original = SyncToAsync.__call__
 

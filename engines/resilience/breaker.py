@@ -170,6 +170,15 @@ class CircuitBreaker:
     async def asnapshot(self):
         return await sync_to_async(self.snapshot, thread_sensitive=False)()
 
+    def queue(self, pipe, op, permit=None):
+        """Put one step ("peek", "success", "failure") on a `shared_state.batch` pipeline; its reply
+        goes to `read`."""
+        SCRIPT.queue(pipe, *self._call(op, permit.trial if permit else ""))
+
+    def read(self, reply):
+        """The state after a queued step (its transitions counted in metrics)."""
+        return self._counted(reply)[0]
+
     def _step(self, op, trial=""):
         try:
             reply = SCRIPT.run(*self._call(op, trial))
@@ -215,15 +224,12 @@ def states(breakers):
     """{target: state} of many breakers in one round trip, as each one's state() would say (an OPEN
     breaker past its reset_timeout turns HALF_OPEN). All CLOSED when Redis is unreachable (fail open)."""
     breakers = list(breakers)
-    pipe = shared_state.client().pipeline(transaction=False)
-    for breaker in breakers:
-        SCRIPT.run(*breaker._call("peek", ""), on=pipe)
     try:
-        replies = pipe.execute()
+        replies = shared_state.batch(lambda pipe: [breaker.queue(pipe, "peek") for breaker in breakers])
     except redis.RedisError as exc:
         log.warning("Circuit breakers fail open: Redis is unreachable (%s)", exc)
         return {breaker.target: CLOSED for breaker in breakers}
-    return {breaker.target: breaker._counted(reply)[0] for breaker, reply in zip(breakers, replies)}
+    return {breaker.target: breaker.read(reply) for breaker, reply in zip(breakers, replies)}
 
 
 class _Guard:

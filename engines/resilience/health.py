@@ -87,14 +87,14 @@ class HealthMonitor:
         redis.delete(shared_state.health_key(self.target), shared_state.health_outcomes_key(self.target),
                      shared_state.health_checks_key(self.target))
 
-    async def arecord(self, success, latency=None, *, detail=""):
-        """record() on the running loop's asyncio client (no trip to the thread pool)."""
-        now = self.clock()
-        try:
-            previous, state = await SCRIPT.arun(*self._call(now, success, latency, detail, ""))
-        except redis.RedisError as exc:
-            return self._unreachable(exc)
-        return self._changed(previous, state, success, detail)
+    def queue(self, pipe, success, latency=None):
+        """Put record() on a `shared_state.batch` pipeline; its reply goes to `read`."""
+        SCRIPT.queue(pipe, *self._call(self.clock(), success, latency, "", ""))
+
+    def read(self, reply, success):
+        """The state after a queued record."""
+        previous, state = reply
+        return self._changed(previous, state, success, "")
 
     async def arecord_check(self, success, latency, *, detail=""):
         return await sync_to_async(self.record_check, thread_sensitive=False)(success, latency, detail=detail)
@@ -188,18 +188,26 @@ def down_by_check(targets, now=None):
     recovery, which a target nobody sends to could not show. A stale verdict (the checker stopped)
     expires for the same reason."""
     targets = [str(target) for target in targets]
-    now = time.time() if now is None else now
-    pipe = shared_state.client().pipeline(transaction=False)
-    for target in targets:
-        pipe.hmget(shared_state.health_key(target), "state", "last_check_at", "last_failure_at")
     try:
-        rows = pipe.execute()
+        rows = shared_state.batch(lambda pipe: queue_checks(pipe, targets))
     except redis.RedisError as exc:
         log.warning("Health unknown to the router: Redis is unreachable (%s)", exc)
         return set()
+    return down_from(targets, rows, now)
+
+
+def queue_checks(pipe, targets):
+    """Put what `down_from` reads on a `shared_state.batch` pipeline: one reply per target."""
+    for target in targets:
+        pipe.hmget(shared_state.health_key(target), "state", "last_check_at", "last_failure_at")
+
+
+def down_from(targets, rows, now=None):
+    """`down_by_check` of the replies `queue_checks` queued."""
+    now = time.time() if now is None else now
     fresh = 3 * settings.BLAZE_HEALTH_CHECK_INTERVAL
     return {
-        target for target, (state, checked, failed) in zip(targets, rows)
+        str(target) for target, (state, checked, failed) in zip(targets, rows)
         if state == UNHEALTHY and checked and checked == failed and now - float(checked) <= fresh
     }
 

@@ -5,12 +5,20 @@ heartbeats) and on counts every web process shares in Redis, which no balancer l
 """
 
 import hashlib
+import logging
 from dataclasses import dataclass, replace
+
+import redis
+from asgiref.sync import sync_to_async
+
+from blaze_site import shared_state
 
 from .. import lifecycle
 from ..models import Engine, Route
 from ..resilience import breaker, health, target_id
 from . import state, strategies
+
+log = logging.getLogger(__name__)
 
 
 class NoTargetAvailable(Exception):
@@ -64,10 +72,17 @@ def resilience_check(route):
     """unavailable(candidate) → why the candidate may not take a request, or "": its circuit breaker
     is open, or the health checks find it UNHEALTHY (`health.down_by_check`). Both are read for all
     the route's enabled targets at once, two round trips in all."""
-    names = {resilience_id(t) for t in _targets(route) if t.enabled}
+    names = _names(route)
     down = health.down_by_check(names)
     open_ = {name for name, state in breaker.states(map(breaker.CircuitBreaker, names)).items() if state == breaker.OPEN}
+    return _unavailable(down, open_)
 
+
+def _names(route):
+    return sorted({resilience_id(t) for t in _targets(route) if t.enabled})
+
+
+def _unavailable(down, open_):
     def unavailable(candidate):
         name = resilience_id(candidate.target)
         if name in down:
@@ -77,16 +92,17 @@ def resilience_check(route):
     return unavailable
 
 
-def survey(route, exclude=(), unavailable=None):
+def survey(route, exclude=(), unavailable=None, live=None):
     """Every target of the route sorted into (candidates, {target label: why skipped}); the
     candidates do not carry their live numbers yet (see `candidates`). `unavailable(candidate)`:
-    a reason to skip it, or "" (default: `resilience_check(route)`)."""
+    a reason to skip it, or "" (default: `resilience_check(route)`); `live`: the workers'
+    heartbeats (default: read them when the route has a local target)."""
     if not route.enabled:
         return [], {}
     unavailable = unavailable or resilience_check(route)
     targets = _targets(route)
-    # Heartbeats matter to local targets only: a route of remote hosts skips reading them.
-    live = lifecycle.live_workers() if any(t.engine.backend != Engine.Backend.REMOTE for t in targets) else []
+    if live is None:
+        live = lifecycle.live_workers() if _has_local(targets) else []
     running = {worker["id"]: worker for worker in live if not worker["lost"]}
     lost = {worker["id"] for worker in live if worker["lost"]}
     found, skipped = [], {}
@@ -128,6 +144,11 @@ def survey(route, exclude=(), unavailable=None):
     return found, skipped
 
 
+def _has_local(targets):
+    # Heartbeats matter to local targets only: a route of remote hosts skips reading them.
+    return any(t.engine.backend != Engine.Backend.REMOTE for t in targets)
+
+
 def _targets(route):
     """The route's targets with their engines: those prefetched with the route (the serving path
     does, saving a query per request), else from the database."""
@@ -136,8 +157,8 @@ def _targets(route):
     return route.targets.select_related("engine")
 
 
-def _with_numbers(found):
-    numbers = state.read(c.id for c in found)
+def _with_numbers(found, numbers=None):
+    numbers = numbers or state.read(c.id for c in found)
     return [
         replace(c, in_flight=n.in_flight, completed=n.completed, latency=n.latency, error_rate=n.error_rate)
         for c, n in ((c, numbers[c.id]) for c in found)
@@ -163,6 +184,60 @@ def pick_target(route, client_key="", exclude=(), unavailable=None):
     if len(found) == 1 and route.strategy != Route.Strategy.IP_HASH:
         return found[0]  # nothing to rank: no numbers to read, no turn to take (ip_hash still records its client)
     return strategies.pick(route.strategy, _with_numbers(found), state.RouteState.of(route), client_key)
+
+
+async def alease_target(route, client_key="", exclude=()):
+    """pick_target() on the event loop's Redis client, and the pick counted in flight: (candidate,
+    lease id for `state.release`). Two round trips and no trip to the thread pool: the breakers, the
+    health checks, the targets' numbers, the route's turn and the client's sticky target are read at
+    once, then the lease is taken and a new sticky mapping written at once. A route with a local
+    target reads the workers' heartbeats in a thread besides. Redis not answering the reads: no
+    breaker open, no check failed, no numbers (fail open, as the synchronous reads do)."""
+    targets = _targets(route)
+    names = _names(route)
+    breakers = [breaker.CircuitBreaker(name) for name in names]
+    ranked = [t.pk for t in targets if t.enabled and t.pk not in exclude]
+    read_numbers = len(ranked) > 1 or route.strategy == Route.Strategy.IP_HASH
+
+    def queue(pipe):
+        health.queue_checks(pipe, names)
+        for each in breakers:
+            each.queue(pipe, "peek")
+        if read_numbers:
+            state.queue_read(pipe, ranked)
+            state.ReadRouteState.queue_read(pipe, route, client_key)
+
+    try:
+        replies = await shared_state.abatch(queue)
+    except redis.RedisError as exc:
+        log.warning("Route %s picks without breakers, health or numbers: Redis is unreachable (%s)", route.name, exc)
+        replies = None
+    if replies is None:
+        down, open_, numbers, route_state = set(), set(), {i: state.Numbers() for i in ranked}, None
+    else:
+        count = len(names)
+        down = health.down_from(names, replies[:count])
+        open_ = {each.target for each, reply in zip(breakers, replies[count:2 * count]) if each.read(reply) == breaker.OPEN}
+        numbers = state.numbers_from(ranked, replies[2 * count:]) if read_numbers else {}
+        route_state = replies[2 * count + 2 * len(ranked):] if read_numbers else None
+    live = await sync_to_async(lifecycle.live_workers, thread_sensitive=False)() if _has_local(targets) else []
+    found, reasons = survey(route, exclude=set(exclude), unavailable=_unavailable(down, open_), live=live)
+    if not found:
+        raise NoTargetAvailable(route, reasons)
+    chosen, stuck = found[0], []
+    if len(found) > 1 or route.strategy == Route.Strategy.IP_HASH:
+        picked_state = state.ReadRouteState.of_replies(route, client_key, route_state)
+        chosen = strategies.pick(route.strategy, _with_numbers(found, numbers), picked_state, client_key)
+        stuck = picked_state.stuck
+    lease = []
+
+    def take(pipe):
+        lease[:] = [state.queue_acquire(pipe, chosen.id)]
+        for key, target_id in stuck:
+            picked_state.queue_stick(pipe, key, target_id)
+
+    await shared_state.abatch(take)
+    return chosen, lease[0]
 
 
 def client_key(*, api_key_id=None, session_key=None, ip=None):

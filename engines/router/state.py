@@ -30,11 +30,22 @@ ACQUIRE, RELEASE = shared_state.Script(LUA_DIR / "acquire.lua"), shared_state.Sc
 def acquire(target_id):
     """Count one request in flight on the target; returns its lease id (pass it to `release`)."""
     lease = uuid.uuid4().hex
-    ACQUIRE.run(
+    ACQUIRE.run(*_acquire_call(target_id, lease))
+    return lease
+
+
+def queue_acquire(pipe, target_id):
+    """acquire() put on a `shared_state.batch` pipeline; returns the lease id."""
+    lease = uuid.uuid4().hex
+    ACQUIRE.queue(pipe, *_acquire_call(target_id, lease))
+    return lease
+
+
+def _acquire_call(target_id, lease):
+    return (
         [shared_state.route_target_leases_key(target_id), shared_state.route_target_stats_key(target_id)],
         [lease, settings.BLAZE_REQUEST_TIMEOUT_SECONDS],
     )
-    return lease
 
 
 def release(target_id, latency, ok, *, lease=None):
@@ -46,6 +57,11 @@ def release(target_id, latency, ok, *, lease=None):
 async def arelease(target_id, latency, ok, *, lease=None):
     """release() on the running loop's asyncio client (no trip to the thread pool)."""
     await RELEASE.arun(*_release_call(target_id, latency, ok, lease))
+
+
+def queue_release(pipe, target_id, latency, ok, *, lease=None):
+    """release() put on a `shared_state.batch` pipeline."""
+    RELEASE.queue(pipe, *_release_call(target_id, latency, ok, lease))
 
 
 def _release_call(target_id, latency, ok, lease):
@@ -72,12 +88,19 @@ class Numbers:
 def read(target_ids):
     """{target id: Numbers} for the given targets, in one round trip."""
     target_ids = list(target_ids)
-    pipe = shared_state.client().pipeline(transaction=False)
+    return numbers_from(target_ids, shared_state.batch(lambda pipe: queue_read(pipe, target_ids)))
+
+
+def queue_read(pipe, target_ids):
+    """Put what `numbers_from` reads on a `shared_state.batch` pipeline: two replies per target."""
     now = time.time()
     for target_id in target_ids:
         pipe.hgetall(shared_state.route_target_stats_key(target_id))
         pipe.zcount(shared_state.route_target_leases_key(target_id), f"({now}", "+inf")
-    replies = pipe.execute()
+
+
+def numbers_from(target_ids, replies):
+    """`read` of the replies `queue_read` queued."""
     numbers = {}
     for index, target_id in enumerate(target_ids):
         raw, in_flight = replies[2 * index], replies[2 * index + 1]
@@ -163,4 +186,55 @@ class RouteState:
 
     def stick(self, client_key, target_id):
         """Remember the client's target for the TTL (from now: a mapping is not extended by use)."""
-        shared_state.client().set(shared_state.route_sticky_key(self.route_id, client_key), target_id, ex=self.sticky_ttl)
+        self.queue_stick(shared_state.client(), client_key, target_id)
+
+    def queue_stick(self, pipe, client_key, target_id):
+        pipe.set(shared_state.route_sticky_key(self.route_id, client_key), target_id, ex=self.sticky_ttl)
+
+
+TURN_STRATEGIES = {"round_robin", "weighted_round_robin", "least_connections", "least_response_time"}
+
+
+@dataclass(frozen=True)
+class ReadRouteState(RouteState):
+    """A RouteState read ahead, in the pick's one round trip (`queue_read`): this pick's turn (taken
+    whether or not the strategy needs it then) and the client's sticky target. A new mapping is kept
+    in `stuck` for the caller to write with the lease."""
+
+    turn: int | None = None
+    mapped: int | None = None
+    stuck: list = field(default_factory=list, compare=False)
+
+    @staticmethod
+    def queue_read(pipe, route, client_key):
+        """Put what `of_replies` reads on a `shared_state.batch` pipeline; returns how many replies."""
+        queued = 0
+        if route.strategy in TURN_STRATEGIES:
+            pipe.incr(shared_state.route_turn_key(route.pk))
+            queued += 1
+        if route.strategy == "ip_hash" and client_key:
+            pipe.get(shared_state.route_sticky_key(route.pk, client_key))
+            queued += 1
+        return queued
+
+    @classmethod
+    def of_replies(cls, route, client_key, replies):
+        """The state `queue_read` read (`replies`: its replies, or None when Redis did not answer:
+        then a random turn and no mapping)."""
+        replies = list(replies) if replies is not None else None
+        turn = mapped = None
+        if route.strategy in TURN_STRATEGIES:
+            turn = replies.pop(0) if replies is not None else _RNG.randrange(1, 2**31)
+        if route.strategy == "ip_hash" and client_key and replies is not None:
+            value = replies.pop(0)
+            mapped = int(value) if value is not None else None
+        return cls(route_id=route.pk, sticky_ttl=route.sticky_ttl_seconds, turn=turn, mapped=mapped)
+
+    def next_turn(self):
+        return self.turn
+
+    def sticky(self, client_key):
+        return self.mapped
+
+    def stick(self, client_key, target_id):
+        self.stuck.append((client_key, target_id))

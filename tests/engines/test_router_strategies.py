@@ -1,6 +1,7 @@
 """The router: each strategy's distribution, state shared in Redis (across processes too), the
 candidates a route has now, cache preference, and the error when none is left."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from django.conf import settings
 
 from engines.models import Engine, Route, RouteTarget
-from engines.router import Candidate, NoTargetAvailable, candidates, pick_target, state, strategies
+from engines.router import Candidate, NoTargetAvailable, alease_target, candidates, pick_target, state, strategies
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -253,3 +254,56 @@ def test_target_stats_show_share_latency_percentiles_and_errors(make_route):
     far0, far1 = (state.target_stats(route)[route.targets.get(engine__name=name).pk] for name in ("far-0", "far-1"))
     assert (far0["share"], far0["p50"], far0["p95"], far0["error_rate"]) == (5 / 6, 0.03, 0.10, 0.0)
     assert (far1["errors"], far1["error_rate"], far1["p50"]) == (1, 1.0, None)
+
+
+def fetched(route):
+    """The route as the serving path holds it: its targets and their engines prefetched."""
+    return Route.objects.prefetch_related("targets__engine").get(pk=route.pk)
+
+
+def leased(route, count, client_key=""):
+    """`count` picks as the serving path makes them (alease_target, on one event loop): (engine names, leases)."""
+    route = fetched(route)
+
+    async def pick_all():
+        return [await alease_target(route, client_key) for _ in range(count)]
+
+    chosen = asyncio.run(pick_all())
+    return [candidate.engine.name for candidate, _ in chosen], [lease for _, lease in chosen]
+
+
+def test_the_serving_pick_takes_turns_and_counts_each_pick_in_flight(make_route):
+    route = make_route("weighted_round_robin", weights=(5, 1, 1))
+    names, leases = leased(route, 14)
+    assert names == ["far-0", "far-0", "far-1", "far-0", "far-2", "far-0", "far-0"] * 2
+    numbers = state.read(t.pk for t in route.targets.all())
+    assert sorted(n.in_flight for n in numbers.values()) == [2, 2, 10] and len(set(leases)) == 14
+
+
+def test_the_serving_pick_shares_its_turns_with_the_synchronous_one(make_route):
+    route = make_route("round_robin")
+    assert picks(route, 1) + leased(route, 2)[0] + picks(route, 1) == ["far-0", "far-1", "far-2", "far-0"]
+
+
+def test_the_serving_pick_keeps_a_client_sticky_and_writes_the_mapping(make_route):
+    route = make_route("ip_hash", weights=(1, 1, 1))
+    names, _ = leased(route, 5, client_key="key:9")
+    assert len(set(names)) == 1
+    assert pick_target(route, client_key="key:9").engine.name == names[0]
+    first = route.targets.get(engine__name=names[0])
+    RouteTarget.objects.filter(pk=first.pk).update(enabled=False)
+    moved, _ = leased(route, 1, client_key="key:9")
+    RouteTarget.objects.filter(pk=first.pk).update(enabled=True)
+    assert moved != names[:1] and leased(route, 1, client_key="key:9")[0] == moved  # the new mapping was written
+
+
+def test_the_serving_pick_skips_an_open_breaker_and_says_why_when_none_is_left(make_route):
+    from engines.resilience.breaker import CircuitBreaker
+
+    route = make_route("round_robin", weights=(1, 1))
+    broken = CircuitBreaker("far-1", failure_threshold=1)
+    broken.record_failure(broken.allow())
+    assert set(leased(route, 4)[0]) == {"far-0"}
+    with pytest.raises(NoTargetAvailable) as caught:
+        asyncio.run(alease_target(fetched(route), exclude=[route.targets.get(engine__name="far-0").pk]))
+    assert caught.value.reasons == {"far-0": "excluded (already tried)", "far-1": "circuit breaker open"}
