@@ -213,20 +213,20 @@ async def alease_target(route, client_key="", exclude=()):
         log.warning("Route %s picks without breakers, health or numbers: Redis is unreachable (%s)", route.name, exc)
         replies = None
     if replies is None:
-        down, open_, numbers, route_state = set(), set(), {i: state.Numbers() for i in ranked}, None
+        down, open_, numbers, turn_and_sticky = set(), set(), {i: state.Numbers() for i in ranked}, None
     else:
         count = len(names)
         down = health.down_from(names, replies[:count])
         open_ = {each.target for each, reply in zip(breakers, replies[count:2 * count]) if each.read(reply) == breaker.OPEN}
         numbers = state.numbers_from(ranked, replies[2 * count:]) if read_numbers else {}
-        route_state = replies[2 * count + 2 * len(ranked):] if read_numbers else None
+        turn_and_sticky = replies[2 * count + 2 * len(ranked):] if read_numbers else None
     live = await sync_to_async(lifecycle.live_workers, thread_sensitive=False)() if _has_local(targets) else []
     found, reasons = survey(route, exclude=set(exclude), unavailable=_unavailable(down, open_), live=live)
     if not found:
         raise NoTargetAvailable(route, reasons)
     chosen, stuck = found[0], []
     if len(found) > 1 or route.strategy == Route.Strategy.IP_HASH:
-        picked_state = state.ReadRouteState.of_replies(route, client_key, route_state)
+        picked_state = state.ReadRouteState.of_replies(route, client_key, turn_and_sticky)
         chosen = strategies.pick(route.strategy, _with_numbers(found, numbers), picked_state, client_key)
         stuck = picked_state.stuck
     lease = []
