@@ -194,7 +194,7 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
             reasons = {**exc.reasons, **failures}
             raise ApiError(503, str(NoTargetAvailable(plan.route, reasons)), code="no_target_available") from exc
         tried.append(candidate.id)
-        last = sum(1 for t in plan.route.targets.all() if t.enabled and t.pk not in tried) == 0
+        last = not any(t.enabled and t.pk not in tried for t in plan.route.targets.all())
         attempt = _Attempt(engine=candidate.engine, worker=candidate.workers[0] if candidate.workers else None,
                            route=plan.route, candidate=candidate, lease=lease, attempts=None if last else 1)
         try:

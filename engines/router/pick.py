@@ -158,7 +158,7 @@ def _targets(route):
 
 
 def _with_numbers(found, numbers=None):
-    numbers = numbers or state.read(c.id for c in found)
+    numbers = state.read(c.id for c in found) if numbers is None else numbers
     return [
         replace(c, in_flight=n.in_flight, completed=n.completed, latency=n.latency, error_rate=n.error_rate)
         for c, n in ((c, numbers[c.id]) for c in found)

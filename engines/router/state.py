@@ -18,6 +18,8 @@ from django.conf import settings
 
 from blaze_site import shared_state
 
+from . import strategies
+
 EWMA_ALPHA = 0.3  # weight of the newest outcome in the moving averages
 RECENT_LATENCIES = 200  # latencies kept per target for p50/p95
 LUA_DIR = Path(__file__).with_name("lua")
@@ -192,9 +194,6 @@ class RouteState:
         pipe.set(shared_state.route_sticky_key(self.route_id, client_key), target_id, ex=self.sticky_ttl)
 
 
-TURN_STRATEGIES = {"round_robin", "weighted_round_robin", "least_connections", "least_response_time"}
-
-
 @dataclass(frozen=True)
 class ReadRouteState(RouteState):
     """A RouteState read ahead, in the pick's one round trip (`queue_read`): this pick's turn (taken
@@ -207,15 +206,11 @@ class ReadRouteState(RouteState):
 
     @staticmethod
     def queue_read(pipe, route, client_key):
-        """Put what `of_replies` reads on a `shared_state.batch` pipeline; returns how many replies."""
-        queued = 0
-        if route.strategy in TURN_STRATEGIES:
+        """Put what `of_replies` reads on a `shared_state.batch` pipeline."""
+        if route.strategy in strategies.TAKE_TURNS:
             pipe.incr(shared_state.route_turn_key(route.pk))
-            queued += 1
         if route.strategy == "ip_hash" and client_key:
             pipe.get(shared_state.route_sticky_key(route.pk, client_key))
-            queued += 1
-        return queued
 
     @classmethod
     def of_replies(cls, route, client_key, replies):
@@ -223,7 +218,7 @@ class ReadRouteState(RouteState):
         then a random turn and no mapping)."""
         replies = list(replies) if replies is not None else None
         turn = mapped = None
-        if route.strategy in TURN_STRATEGIES:
+        if route.strategy in strategies.TAKE_TURNS:
             turn = replies.pop(0) if replies is not None else _RNG.randrange(1, 2**31)
         if route.strategy == "ip_hash" and client_key and replies is not None:
             value = replies.pop(0)

@@ -121,6 +121,9 @@ def weighted_random(candidates, state, client_key):
     return state.rng.choices(candidates, weights=[c.weight for c in candidates])[0]
 
 
+# The strategies that call state.next_turn(): round robin's turns, and the ranking strategies' ties.
+TAKE_TURNS = {"round_robin", "weighted_round_robin", "least_connections", "least_response_time"}
+
 STRATEGIES = {
     "round_robin": round_robin,
     "weighted_round_robin": weighted_round_robin,
