@@ -155,19 +155,19 @@ async def latencies(send, concurrency, count):
     return spent
 
 
-def http_sender(client, url, model):
+def http_sender(session, url, model):
     async def send():
-        response = await client.post(url, json={"model": model, **CHAT})
-        response.raise_for_status()
-        return response.json()
+        async with session.post(url, json={"model": model, **CHAT}) as response:
+            response.raise_for_status()
+            return await response.json()
 
     return send
 
 
 async def blaze_refusal(client, url):
     """None when Blaze serves the route; else what it answered instead."""
-    response = await client.post(url, json={"model": "bench", **CHAT})
-    return None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:300]}"
+    async with client.post(url, json={"model": "bench", **CHAT}) as response:
+        return None if response.status == 200 else f"HTTP {response.status}: {(await response.text())[:300]}"
 
 
 PROXY_KEY = "sk-bench"
@@ -222,17 +222,20 @@ def start_litellm_proxy(upstream_url, work_dir):
 
 async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_url=None):
     """One JSON line per (path, concurrency); returns {concurrency: {path: (p50, p99) in ms}}."""
-    import httpx
+    import aiohttp
     import litellm
 
     litellm.suppress_debug_info = True
     router = litellm.Router(model_list=[{"model_name": "bench", "litellm_params": {
         "model": "openai/up", "api_base": upstream_url, "api_key": "x"}}])
-    limits = httpx.Limits(max_connections=max(CONCURRENCY) + 8, max_keepalive_connections=max(CONCURRENCY) + 8)
     results = {}
-    async with httpx.AsyncClient(limits=limits, timeout=60) as direct_client, httpx.AsyncClient(
-            limits=limits, timeout=60, headers={"Authorization": f"Bearer {key}"}) as blaze_client, httpx.AsyncClient(
-            limits=limits, timeout=60, headers={"Authorization": f"Bearer {PROXY_KEY}"}) as proxy_client:
+
+    def session(**headers):
+        return aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=60),
+                                     connector=aiohttp.TCPConnector(limit=max(CONCURRENCY) + 8))
+
+    async with session() as direct_client, session(Authorization=f"Bearer {key}") as blaze_client, session(
+            Authorization=f"Bearer {PROXY_KEY}") as proxy_client:
         refusal = await blaze_refusal(blaze_client, f"{blaze_url}/v1/chat/completions")
         paths = {
             "direct": http_sender(direct_client, f"{upstream_url}/chat/completions", "up"),
