@@ -17,11 +17,11 @@ def breaker_for(engine):
     return CircuitBreaker(target_id(engine.name))
 
 
-async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=None, files=None):
+async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=None, files=None, permit=None):
     """POST the body to the engine's host; returns the aiohttp.ClientResponse, its body read (only its
     headers when `stream`: the caller then reads and releases it). `files` ({field: UploadedFile}): send
     a multipart form (image edits) instead of JSON. `attempts`: at most that many tries (default: the
-    retry policy). Raises what `resilience.http.request` raises: UpstreamError for a 5xx,
+    retry policy). `permit`: the host breaker's, granted already, for the first try. Raises what `resilience.http.request` raises: UpstreamError for a 5xx,
     UpstreamTimeout, UpstreamUnreachable, BreakerOpen."""
     headers = {"Authorization": f"Bearer {engine.api_key}"} if engine.api_key else {}
     body = {**body, "model": engine.model or engine.name}
@@ -32,7 +32,7 @@ async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=No
         sent = {"json": body}
     return await request(
         "POST", engine.base_url.rstrip("/") + PATHS[endpoint], headers=headers, deadline=deadline,
-        stream=stream, attempts=attempts, breaker=breaker_for(engine), **sent,
+        stream=stream, attempts=attempts, breaker=breaker_for(engine), permit=permit, **sent,
     )
 
 

@@ -134,7 +134,7 @@ class _Attempt:
     candidate: object = None
     lease: str | None = None
     attempts: int | None = None
-    permit: object = None  # a local target's breaker permit (a half-open trial counts only with it)
+    permit: object = None  # the target's breaker permit, a route's pick asked for (a half-open trial counts only with it)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -189,14 +189,15 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
     tried, failures = [], {}
     while True:
         try:
-            candidate, lease = await alease_target(plan.route, client_key, exclude=tried)
+            candidate, lease, permit = await alease_target(plan.route, client_key, exclude=tried)
         except NoTargetAvailable as exc:
             reasons = {**exc.reasons, **failures}
             raise ApiError(503, str(NoTargetAvailable(plan.route, reasons)), code="no_target_available") from exc
         tried.append(candidate.id)
         last = not any(t.enabled and t.pk not in tried for t in plan.route.targets.all())
         attempt = _Attempt(engine=candidate.engine, worker=candidate.workers[0] if candidate.workers else None,
-                           route=plan.route, candidate=candidate, lease=lease, attempts=None if last else 1)
+                           route=plan.route, candidate=candidate, lease=lease, permit=permit,
+                           attempts=None if last else 1)
         try:
             return await _try(attempt, endpoint, payload, body, stream, files, ends)
         except Failover as exc:
@@ -210,6 +211,8 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
 
 async def _try(attempt, endpoint, payload, body, stream, files, ends):
     try:
+        if attempt.route is not None and attempt.permit is None:
+            raise Failover(f"The circuit breaker for '{attempt.target}' refused the call.")
         if attempt.engine.backend == Engine.Backend.REMOTE:
             return await _remote(attempt, endpoint, body, stream, files, ends)
         return await _local(attempt, payload, stream, ends)
@@ -228,11 +231,6 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
 
 
 async def _local(attempt, payload, stream, ends):
-    if attempt.route is not None:
-        try:
-            attempt.permit = await breakers.CircuitBreaker(attempt.target).aallow()
-        except breakers.BreakerOpen as exc:
-            raise Failover(str(exc)) from exc
     run = grouping.run if attempt.engine.kind == Engine.Kind.EMBEDDING else dispatch.run
     events = run(attempt.engine, {**payload, "stream": True} if stream else payload,
                  worker_id=attempt.worker, timeout=max(ends - time.monotonic(), 0.001))
@@ -289,9 +287,10 @@ async def _remote(attempt, endpoint, body, stream, files, ends):
     left = ends - time.monotonic()
     if left <= 0:
         raise Failover("The request's deadline passed.", 504)
+    permit, attempt.permit = attempt.permit, None  # the host's breaker counts it from here (resilience.http)
     try:
         response = await remote.forward(attempt.engine, endpoint, body, deadline=left, stream=stream,
-                                        attempts=attempt.attempts, files=files)
+                                        attempts=attempt.attempts, files=files, permit=permit)
     except breakers.BreakerOpen as exc:
         raise Failover(str(exc)) from exc
     except UpstreamError as exc:

@@ -140,12 +140,13 @@ class CircuitBreaker:
         the recent transitions (newest first, each {at, from, to, reason}). Reads only."""
         return _snapshot(self.target, self.clock())
 
-    def guard(self, *, is_failure=None):
+    def guard(self, *, is_failure=None, permit=None):
         """A context manager (sync `with` or `async with`) around one call: allow() on entry (raising
-        BreakerOpen), then record the outcome. An exception counts as a failure when `is_failure(exc)`
-        says so (default: every exception) and as a success otherwise (the target answered; the
-        caller erred); a cancellation only gives the permit back."""
-        return _Guard(self, is_failure or (lambda exc: True))
+        BreakerOpen) unless given the `permit` it granted already, then record the outcome. An
+        exception counts as a failure when `is_failure(exc)` says so (default: every exception) and as
+        a success otherwise (the target answered; the caller erred); a cancellation only gives the
+        permit back."""
+        return _Guard(self, is_failure or (lambda exc: True), permit)
 
     async def aallow(self):
         trial = uuid.uuid4().hex
@@ -178,6 +179,17 @@ class CircuitBreaker:
     def read(self, reply):
         """The state after a queued step (its transitions counted in metrics)."""
         return self._counted(reply)[0]
+
+    def queue_allow(self, pipe):
+        """Put allow() on a `shared_state.batch` pipeline; returns the trial id that `permit` takes
+        with the reply."""
+        trial = uuid.uuid4().hex
+        SCRIPT.queue(pipe, *self._call("allow", trial))
+        return trial
+
+    def permit(self, trial, reply):
+        """What allow() would have returned, from a queued allow's reply: a Permit, or BreakerOpen."""
+        return self._permit(trial, *self._counted(reply))
 
     def _step(self, op, trial=""):
         try:
@@ -233,11 +245,11 @@ def states(breakers):
 
 
 class _Guard:
-    def __init__(self, breaker, is_failure):
-        self.breaker, self.is_failure, self.permit = breaker, is_failure, None
+    def __init__(self, breaker, is_failure, permit):
+        self.breaker, self.is_failure, self.permit = breaker, is_failure, permit
 
     def __enter__(self):
-        self.permit = self.breaker.allow()
+        self.permit = self.permit or self.breaker.allow()
         return self.permit
 
     def _ending(self, exc):
@@ -253,7 +265,7 @@ class _Guard:
         getattr(self.breaker, self._ending(exc))(self.permit)
 
     async def __aenter__(self):
-        self.permit = await self.breaker.aallow()
+        self.permit = self.permit or await self.breaker.aallow()
         return self.permit
 
     async def __aexit__(self, exc_type, exc, tb):

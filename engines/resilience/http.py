@@ -94,7 +94,7 @@ def _cut(timeout, left):
 
 
 async def request(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
-                  json=None, form=None, headers=None):
+                  permit=None, json=None, form=None, headers=None):
     """Send one request through the host's pooled session and return the aiohttp.ClientResponse.
 
     - 2xx-4xx are returned as they are (a 4xx is the caller's to relay, never retried), the body read
@@ -103,7 +103,8 @@ async def request(method, url, *, deadline=None, timeout=None, stream=False, att
     - Those failures are retried (see retry.retrying) within `deadline` seconds (default
       BLAZE_REQUEST_TIMEOUT_SECONDS), each attempt's phase timeouts (`timeout`, default `timeouts()`)
       cut to the time left, and the attempt as a whole bounded by it too.
-    - `breaker`: every attempt asks it first (BreakerOpen ends the retries) and reports to it.
+    - `breaker`: every attempt asks it first (BreakerOpen ends the retries) and reports to it; the
+      first one goes on `permit` instead when the caller has been granted one already.
     - `stream=True`: returns once the headers arrive, the body unread; the caller reads it
       (`response.content`) and must `release()` it (or `close()` it when broken off). Retries and the
       breaker see the headers only: a failure while reading the body is the caller's to handle.
@@ -121,7 +122,8 @@ async def request(method, url, *, deadline=None, timeout=None, stream=False, att
                     "json": json, "data": _form(*form) if form else None}
             if breaker is None:
                 return await _send(session, sent, stream, left)
-            async with breaker.guard(is_failure=is_retriable):
+            async with breaker.guard(is_failure=is_retriable, permit=permit):
+                permit = None  # spent: a retry asks the breaker again
                 return await _send(session, sent, stream, left)
 
 

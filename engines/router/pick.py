@@ -187,10 +187,12 @@ def pick_target(route, client_key="", exclude=(), unavailable=None):
 
 
 async def alease_target(route, client_key="", exclude=()):
-    """pick_target() on the event loop's Redis client, and the pick counted in flight: (candidate,
-    lease id for `state.release`). Two round trips and no trip to the thread pool: the breakers, the
-    health checks, the targets' numbers, the route's turn and the client's sticky target are read at
-    once, then the lease is taken and a new sticky mapping written at once. A route with a local
+    """pick_target() on the event loop's Redis client, the pick counted in flight and its breaker
+    asked: (candidate, lease id for `state.release`, the breaker's Permit or None when it refused).
+    Two round trips and no trip to the thread pool: the breakers, the health checks, the targets'
+    numbers, the route's turn and the client's sticky target are read at once, then the lease is
+    taken, the breaker asked and a new sticky mapping written at once. A breaker read as closed
+    refuses only when it opened in between, or its half-open trials filled up. A route with a local
     target reads the workers' heartbeats in a thread besides. Redis not answering the reads: no
     breaker open, no check failed, no numbers (fail open, as the synchronous reads do)."""
     targets = _targets(route)
@@ -229,15 +231,21 @@ async def alease_target(route, client_key="", exclude=()):
         picked_state = state.ReadRouteState.of_replies(route, client_key, turn_and_sticky)
         chosen = strategies.pick(route.strategy, _with_numbers(found, numbers), picked_state, client_key)
         stuck = picked_state.stuck
-    lease = []
+    chosen_breaker = breaker.CircuitBreaker(resilience_id(chosen.target))
+    lease, trial = [], []
 
     def take(pipe):
         lease[:] = [state.queue_acquire(pipe, chosen.id)]
+        trial[:] = [chosen_breaker.queue_allow(pipe)]
         for key, target_id in stuck:
             picked_state.queue_stick(pipe, key, target_id)
 
-    await shared_state.abatch(take)
-    return chosen, lease[0]
+    replies = await shared_state.abatch(take)
+    try:
+        permit = chosen_breaker.permit(trial[0], replies[1])
+    except breaker.BreakerOpen:
+        permit = None
+    return chosen, lease[0], permit
 
 
 def client_key(*, api_key_id=None, session_key=None, ip=None):

@@ -269,7 +269,7 @@ def leased(route, count, client_key=""):
         return [await alease_target(route, client_key) for _ in range(count)]
 
     chosen = asyncio.run(pick_all())
-    return [candidate.engine.name for candidate, _ in chosen], [lease for _, lease in chosen]
+    return [candidate.engine.name for candidate, _, _ in chosen], [lease for _, lease, _ in chosen]
 
 
 def test_the_serving_pick_takes_turns_and_counts_each_pick_in_flight(make_route):
@@ -307,3 +307,19 @@ def test_the_serving_pick_skips_an_open_breaker_and_says_why_when_none_is_left(m
     with pytest.raises(NoTargetAvailable) as caught:
         asyncio.run(alease_target(fetched(route), exclude=[route.targets.get(engine__name="far-0").pk]))
     assert caught.value.reasons == {"far-0": "excluded (already tried)", "far-1": "circuit breaker open"}
+
+
+def test_the_serving_pick_asks_the_breaker_and_a_half_open_one_lets_one_trial_through(make_route):
+    from engines.resilience.breaker import CircuitBreaker
+
+    route = make_route("round_robin", weights=(1,))
+    a_minute_ago = CircuitBreaker("far-0", failure_threshold=1, clock=lambda: time.time() - 60)
+    a_minute_ago.record_failure(a_minute_ago.allow())  # opened then: half-open now (reset after 30 s)
+
+    route = fetched(route)
+
+    async def two_picks():
+        return [await alease_target(route) for _ in range(2)]
+
+    (_, _, trial), (_, _, refused) = asyncio.run(two_picks())
+    assert trial is not None and trial.trial and refused is None  # BLAZE_BREAKER_HALF_OPEN_MAX_CALLS = 1
