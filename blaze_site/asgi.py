@@ -71,19 +71,19 @@ class ApiHandler(ASGIHandler):
         # As Django does: a client that goes away cancels the view (a local engine's request is withdrawn).
         listening = asyncio.create_task(self.listen_for_disconnect(receive))
         processing = asyncio.create_task(process_request())
-        await asyncio.wait([listening, processing], return_when=asyncio.FIRST_COMPLETED)
-        for task in (listening, processing):
-            if task.done():
-                try:
-                    task.result()
-                except RequestAborted:
-                    pass
-            else:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+        # The tasks' errors are looked at, not raised here, unless they are to propagate: raised through
+        # this frame, an error's traceback would hold the frame and the frame the task that holds the
+        # error, a cycle on every request (daphne ends each by telling the listener the client is gone)
+        # that only the garbage collector's full passes free.
+        done, pending = await asyncio.wait([listening, processing], return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None and not isinstance(error, RequestAborted):
+                raise error
         if not processing.cancelled():
             # In this thread: request_finished's receivers find no database connection here to close.
             processing.result().close()

@@ -92,7 +92,7 @@ def wait_for(condition, timeout, what, process=None):
 
 def start_daphne(log_dir, **env):
     port = free_port()
-    process = Process([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "blaze_site.asgi:application"],
+    process = Process([sys.executable, "-m", "blaze_site.serve", "-b", "127.0.0.1", "-p", str(port), "blaze_site.asgi:application"],
                       log_dir / f"daphne-{port}.log", server_env(**env))
     wait_for(lambda: listening(port), 60, "daphne listening", process)
     process.url = f"http://127.0.0.1:{port}"

@@ -3,6 +3,7 @@ still stamps request ids and applies the block list, the threat screen and rate 
 path on the browser's chain."""
 
 import asyncio
+import gc
 import json
 import time
 
@@ -103,7 +104,7 @@ def test_pages_keep_the_browser_chain(db):
 
 async def served(path, body=b"{}", headers=()):
     """The status of one request through the application as daphne runs it: on its loop, with no
-    async_to_sync around it."""
+    async_to_sync around it, and the client gone once the response is sent."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
         "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
@@ -111,16 +112,19 @@ async def served(path, body=b"{}", headers=()):
         "headers": [(b"host", b"testserver"), (b"content-length", str(len(body)).encode()),
                     *((name.lower().encode(), value.encode()) for name, value in headers)],
     }
-    messages = []
+    messages, answered = [], asyncio.Event()
 
     async def receive():
         if not messages:
             messages.append("sent")
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()
+        await answered.wait()
+        return {"type": "http.disconnect"}  # as daphne says once the response is sent
 
     async def send(message):
         messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
 
     await application(scope, receive, send)
     return next(m for m in messages if isinstance(m, dict) and m["type"] == "http.response.start")["status"]
@@ -195,3 +199,26 @@ def test_a_v1_request_served_from_cached_lookups_waits_on_no_sync_thread(monkeyp
     assert statuses == [200] * 5 and upstream.hits["ok"] == 5
     assert cached_trips == []
     assert later_trips == ["close_old_connections"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_v1_request_leaves_no_cycle_of_the_handler_to_the_garbage_collector():
+    """Daphne ends every request by telling the application that the client has gone. Raised through
+    the handler's frame, that news tied the frame, the task and the error in a cycle on every request,
+    which only the collector's full passes freed: passes that held the loop for about 100 ms every few
+    hundred requests under load."""
+
+    async def requests():
+        return [await served("/v1/embeddings") for _ in range(3)]
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection frees is kept in gc.garbage, to be looked at
+    try:
+        statuses = asyncio.run(requests())
+        gc.collect()
+        handler_frames = [o for o in gc.garbage if getattr(getattr(o, "f_code", None), "co_name", "") == "handle"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert statuses == [401] * 3
+    assert handler_frames == []
