@@ -14,5 +14,14 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self):
+        from django.contrib.auth.models import Group
+
+        from blaze_site import lookups
+
+        from .models import ApiKey, User
+
         # After auth's own post_migrate handler has created every app's permissions.
         post_migrate.connect(_sync_roles, sender=self, dispatch_uid="accounts.sync_roles")
+        # /v1's API keys, with their owners' roles and permissions
+        lookups.watch(ApiKey, User, Group, through=(
+            User.groups.through, User.user_permissions.through, Group.permissions.through))

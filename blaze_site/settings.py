@@ -271,8 +271,9 @@ LOGGING = {
 
 # Rate limiting (ratelimits/): the policies themselves are rows, edited on /ratelimits/ or /api/ratelimits/.
 BLAZE_RATELIMIT_POLICY_CACHE_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_POLICY_CACHE_SECONDS", "2"))
-# /v1 keeps the API keys and model plans it looked up while a Redis token says nothing changed
-# (engines/lookups.py); this bounds an entry's life if a change could not be announced.
+# Each web process keeps the IP block list, and /v1 the API keys and model plans it looked up, while a
+# Redis token says nothing changed (blaze_site/lookups.py); this bounds an entry's life if a change
+# could not be announced.
 BLAZE_LOOKUP_CACHE_SECONDS = float(os.environ.get("BLAZE_LOOKUP_CACHE_SECONDS", "60"))
 BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS", "5"))
 BLAZE_RATELIMIT_ADAPTIVE_FLOOR = float(os.environ.get("BLAZE_RATELIMIT_ADAPTIVE_FLOOR", "0.1"))

@@ -156,11 +156,6 @@ def ratelimit_health_key():
     return key("ratelimit", "health")
 
 
-def ip_blocks_key():
-    """The active IP block list, cached for the request path (security/blocklist.py)."""
-    return key("security", "ip-blocks")
-
-
 def threat_detections_key(ip):
     """Threat detections counted for one client address within the auto-block window."""
     return key("security", "detections", ip)

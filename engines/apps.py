@@ -5,6 +5,9 @@ class EnginesConfig(AppConfig):
     name = "engines"
 
     def ready(self):
-        from . import lookups, tasks  # noqa: F401  (tasks connects the worker's start-up signals before the worker starts)
+        from blaze_site import lookups
 
-        lookups.connect()
+        from . import tasks  # noqa: F401  (connects the worker's start-up signals before the worker starts)
+        from .models import Engine, Route, RouteTarget
+
+        lookups.watch(Engine, Route, RouteTarget)  # /v1's model plans

@@ -25,10 +25,11 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from accounts.audit import client_ip
 from accounts.authentication import bearer_api_key, check_key, find_key, mark_used, stale_last_used
 from accounts.models import ApiKey
+from blaze_site import lookups
 from blaze_site.exceptions import flatten
 from blaze_site.views import openai_error
 
-from . import lookups, serving
+from . import serving
 from .models import Engine, Route
 from .openai_serializers import REQUEST_SERIALIZERS
 from .router import client_key
@@ -90,8 +91,9 @@ def v1_endpoint(view):
     @wraps(view)
     async def wrapper(request, *args, **kwargs):
         try:
-            request.v1_generation = await lookups.generation()
-            request.v1_user, request.v1_client = await _authenticate(request, request.v1_generation)
+            if not hasattr(request, "lookups_generation"):  # read by the block list's middleware, as a rule
+                request.lookups_generation = await lookups.generation()
+            request.v1_user, request.v1_client = await _authenticate(request, request.lookups_generation)
             return await view(request, *args, **kwargs)
         except ApiError as exc:
             return error_response(exc.status, str(exc), exc.param, exc.code)
@@ -123,7 +125,7 @@ async def _validated(request, endpoint):
     body = _json_body(request)
     serializer_class, kind = REQUEST_SERIALIZERS[endpoint]
     name = body.get("model")
-    plan = await lookups.cached("plan", (name, kind) if isinstance(name, str) else None, request.v1_generation,
+    plan = await lookups.cached("plan", (name, kind) if isinstance(name, str) else None, request.lookups_generation,
                                 partial(serving.resolve, name, kind))
     serializer = serializer_class(data=body, context={"engine": plan.engine})
     serializer.is_valid(raise_exception=True)

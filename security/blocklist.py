@@ -1,32 +1,28 @@
-"""The active IP block list as the request path sees it: one Redis key, never a query per request.
+"""The active IP block list as the request path sees it: this process's copy, read from the
+database again only after a block is added, changed or lifted anywhere.
 
-The key holds the active blocks as JSON `[[network, expires_at epoch or null], …]`. A request reads
-it (`cached()`); the first request after a change finds it missing and rebuilds it from the
-database (`rebuild()`). Services invalidate it on every change, and again when their transaction
-commits, so no process keeps refusing an unblocked address; the key also lives at most
-`TTL_SECONDS`, which bounds what a rebuild racing a change could leave behind. Expiry is checked
-against the stored time on each request, so a block lifts on the second, without a rebuild.
+The copy is a `blaze_site.lookups` entry, kept under the lookup token that every change of an
+`IpBlock` replaces once it commits: a request reads that one token (which /v1 then uses for its own
+lookups too) and no query. Expiry is checked against each entry's time on each request, so a block
+lifts on the second, without a change.
 
-If Redis or the database does not answer, requests go through (the block list fails open) and a
-warning is logged: refusing every client, `/health/detailed` included, because a dependency is down
-would be worse than a missed block.
+If the database does not answer, requests go through (the block list fails open) and a warning is
+logged: refusing every client, `/health/detailed` included, because a dependency is down would be
+worse than a missed block. If Redis does not answer, nothing is cached and every request reads the
+database.
 """
 
 import ipaddress
-import json
 import logging
 import time
 from dataclasses import dataclass
 
-import redis
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
-from blaze_site import shared_state
+from blaze_site import lookups
 
 from .models import IpBlock
-
-TTL_SECONDS = 60
 
 logger = logging.getLogger(__name__)
 
@@ -37,66 +33,24 @@ class Entry:
     expires_at: float | None  # epoch seconds
 
 
-_parsed = ("", ())  # the last raw value read and its entries: parse once per change, not per request
-
-
-def _parse(raw):
-    global _parsed
-    if raw != _parsed[0]:
-        entries = tuple(Entry(ipaddress.ip_network(network), expires) for network, expires in json.loads(raw))
-        _parsed = (raw, entries)
-    return _parsed[1]
-
-
-def cached():
-    """The cached entries, () when Redis is down, or None when the cache must be rebuilt."""
-    try:
-        raw = shared_state.client().get(shared_state.ip_blocks_key())
-    except redis.RedisError as exc:
-        return _unavailable(exc)
-    return None if raw is None else _parse(raw)
-
-
-async def acached():
-    """`cached()` on the event loop's own client: a synchronous GET would hold up the whole loop."""
-    try:
-        raw = await shared_state.loop_client().get(shared_state.ip_blocks_key())
-    except redis.RedisError as exc:
-        return _unavailable(exc)
-    return None if raw is None else _parse(raw)
-
-
-def _unavailable(exc):
-    logger.warning("IP block list unavailable, letting requests through: %s", exc)
-    return ()
-
-
-def rebuild():
-    """Read the active blocks from the database into the cache; returns the entries."""
+def load():
+    """The active blocks from the database, or None (not cached) when it does not answer."""
     try:
         rows = list(IpBlock.objects.active().values_list("network", "expires_at"))
     except DatabaseError as exc:
         logger.warning("IP block list unreadable, letting requests through: %s", exc)
-        return ()
-    raw = json.dumps([[network, expires.timestamp() if expires else None] for network, expires in rows])
-    try:
-        shared_state.client().set(shared_state.ip_blocks_key(), raw, ex=TTL_SECONDS)
-    except redis.RedisError as exc:
-        logger.warning("Could not cache the IP block list: %s", exc)
-    return _parse(raw)
+        return None
+    return tuple(Entry(ipaddress.ip_network(network), expires.timestamp() if expires else None) for network, expires in rows)
 
 
-def invalidate():
-    """Drop the cached list now and once the current transaction commits."""
+def entries(generation):
+    """The active blocks, cached under the lookup token `generation`; () when unreadable."""
+    return lookups.cached_now("ip_blocks", "", generation, load) or ()
 
-    def drop():
-        try:
-            shared_state.client().delete(shared_state.ip_blocks_key())
-        except redis.RedisError as exc:
-            logger.warning("Could not invalidate the IP block list: %s", exc)
 
-    drop()
-    transaction.on_commit(drop)
+async def aentries(generation):
+    """`entries()` on the event loop: the database, when it must be read, in the sync thread."""
+    return await lookups.cached("ip_blocks", "", generation, load) or ()
 
 
 def block_for(entries, ip, now=None):

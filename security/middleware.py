@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from accounts.audit import Actor, client_ip
+from blaze_site import lookups
 from blaze_site.middleware import DualModeMiddleware
 from blaze_site.views import refusal
 from monitoring import metrics
@@ -22,23 +23,27 @@ class ThreatProtectionMiddleware(DualModeMiddleware):
     BLAZE_MAX_REQUEST_BYTES (413), a path, query string or JSON body that looks like an attack (400,
     recorded by `services.record_detection`).
 
-    The hot path reads one Redis key (the block list); the database is touched only to rebuild that
-    cache after a change and to record a detection, through sync_to_async on the async path.
+    The hot path reads one Redis key, the lookup token (kept on the request for the rest of it: /v1
+    looks its keys and plans up under the same token), and this process's copy of the block list; the
+    database is touched only to read the list again after a change and to record a detection, through
+    sync_to_async on the async path.
     """
 
     def call(self, request):
-        blocks = () if request.path in UNBLOCKABLE_PATHS else blocklist.cached()
-        if blocks is None:
-            blocks = blocklist.rebuild()
+        blocks = ()
+        if request.path not in UNBLOCKABLE_PATHS:
+            request.lookups_generation = lookups.current_generation()
+            blocks = blocklist.entries(request.lookups_generation)
         response, detection = self._screen(request, blocks)
         if detection is not None:
             services.record_detection(**self._detection_record(request, detection))
         return response or self.get_response(request)
 
     async def __acall__(self, request):
-        blocks = () if request.path in UNBLOCKABLE_PATHS else await blocklist.acached()
-        if blocks is None:
-            blocks = await sync_to_async(blocklist.rebuild)()
+        blocks = ()
+        if request.path not in UNBLOCKABLE_PATHS:
+            request.lookups_generation = await lookups.generation()
+            blocks = await blocklist.aentries(request.lookups_generation)
         response, detection = self._screen(request, blocks)
         if detection is not None:
             await sync_to_async(services.record_detection)(**self._detection_record(request, detection))

@@ -102,7 +102,6 @@ def ip_block(*, actor, network, reason, expires_at=None, source=IpBlock.Source.M
     block.save()
     audit.record(actor=actor, action="security.ip_blocked", target=block, changes=audit.diff(before, _block_fields(block)))
     metrics.SECURITY_EVENTS.labels("ip_blocked").inc()
-    blocklist.invalidate()
     return block
 
 
@@ -114,4 +113,3 @@ def ip_unblock(*, actor, block):
     network = ipaddress.ip_network(block.network)
     if network.num_addresses == 1:
         _reset_detections(str(network.network_address))
-    blocklist.invalidate()

@@ -224,3 +224,25 @@ def test_a_v1_request_leaves_no_cycle_of_the_handler_to_the_garbage_collector():
         gc.garbage.clear()
     assert statuses == [401] * 3
     assert handler_frames == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_v1_request_reads_the_lookup_token_once(monkeypatch):
+    """The block list's middleware reads it; /v1 looks its key and plan up under the same one."""
+    from blaze_site import lookups
+
+    reads, read = [], lookups.generation
+
+    async def counted():
+        reads.append("generation")
+        return await read()
+
+    monkeypatch.setattr(lookups, "generation", counted)
+
+    async def request():
+        status = await served("/v1/chat/completions", headers=[("Authorization", "Bearer blz_unknown")])
+        await sync_to_async(connections.close_all)()
+        return status
+
+    assert asyncio.run(request()) == 401
+    assert reads == ["generation"]

@@ -18,6 +18,7 @@ from accounts.services import api_key_create, api_key_revoke
 from engines.models import Engine, Route, RouteTarget
 from engines.resilience import breaker, health
 from engines.services import engine_set_enabled, engine_update
+from security.services import ip_block, ip_unblock
 from tests.conftest import make_user
 from tests.upstream import OpenAIUpstream, refused_base_url
 
@@ -121,7 +122,7 @@ def test_a_recovered_target_gets_a_trial_after_the_reset_timeout_and_rejoins(web
 
 
 def test_a_change_applies_on_every_web_process_at_once(web, upstream, key):
-    """Each web process keeps the keys and routes it looked up (engines.lookups); a change made anywhere
+    """Each web process keeps the keys and routes it looked up (blaze_site.lookups); a change made anywhere
     must end those copies with its commit, not after a cache time."""
     route("chat", remote("good", upstream.base_url("ok")))
     for url in web:
@@ -135,6 +136,19 @@ def test_a_change_applies_on_every_web_process_at_once(web, upstream, key):
     for url in web:
         response = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 401 and "revoked" in response.json()["error"]["message"]
+
+
+def test_a_block_applies_on_every_web_process_at_once_and_lifts_the_same_way(web, key):
+    """Each web process keeps the block list too (blaze_site.lookups), read under the same token."""
+    models = [lambda url=url: httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}) for url in web]
+    assert [ask_models().status_code for ask_models in models] == [200, 200]  # each holds the empty list
+    block = ip_block(actor=Actor.system("test"), network="127.0.0.1", reason="test")
+    try:
+        refused = [ask_models() for ask_models in models]
+        assert [(r.status_code, r.json()["error"]["code"]) for r in refused] == [(403, "ip_blocked")] * 2
+    finally:
+        ip_unblock(actor=Actor.system("test"), block=block)  # else the servers refuse the next tests
+    assert [ask_models().status_code for ask_models in models] == [200, 200]
 
 
 def test_a_4xx_is_the_clients_answer_and_is_never_retried_or_failed_over(web, upstream, key):

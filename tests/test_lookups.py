@@ -1,4 +1,4 @@
-"""engines.lookups: /v1's keys and plans come from this process's copy while nothing changed, and from
+"""blaze_site.lookups: /v1's keys and plans come from this process's copy while nothing changed, and from
 the database the moment something did (the cross-process case: tests/engines/test_routing.py)."""
 
 import logging
@@ -31,7 +31,7 @@ def test_with_redis_down_keys_are_read_from_the_database_each_time(key_for, view
     key, raw = key_for(viewer_user, ["inference"])
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}")
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    with caplog.at_level(logging.WARNING, logger="engines.lookups"):
+    with caplog.at_level(logging.WARNING, logger="blaze_site.lookups"):
         assert client.get("/v1/models").status_code == 200
     assert "Lookups not cached" in caplog.text
     # Written past the signals that would end a cached copy: only a fresh read sees it.
