@@ -134,7 +134,7 @@ class _Attempt:
     candidate: object = None
     lease: str | None = None
     attempts: int | None = None
-    permit: object = None  # the target's breaker permit, a route's pick asked for (a half-open trial counts only with it)
+    permit: object = None  # the target's breaker permit from the route's pick (a half-open trial counts only with it)
     started: float = field(default_factory=time.monotonic)
 
     @property

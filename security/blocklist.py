@@ -40,7 +40,8 @@ def load():
     except DatabaseError as exc:
         logger.warning("IP block list unreadable, letting requests through: %s", exc)
         return None
-    return tuple(Entry(ipaddress.ip_network(network), expires.timestamp() if expires else None) for network, expires in rows)
+    return tuple(Entry(ipaddress.ip_network(network), expires.timestamp() if expires else None)
+                 for network, expires in rows)
 
 
 def entries(generation):
