@@ -30,6 +30,15 @@ class RequestSerializer(serializers.Serializer):
             type(self)._prototypes = prototypes
         return {name: copy.copy(field) for name, field in prototypes.items()}
 
+    def is_valid(self, *, raise_exception=False):
+        """DRF's, then the bound copies of the fields let go: each points back at the serializer
+        (`parent`), which holds them, a cycle per request that only the garbage collector's passes
+        would free. Reference counting frees them now; `validated_data` and `errors` stay."""
+        try:
+            return super().is_valid(raise_exception=raise_exception)
+        finally:
+            self.__dict__.pop("fields", None)  # DRF's cached_property: a later use binds new copies
+
 
 class StopField(serializers.Field):
     def to_internal_value(self, data):
