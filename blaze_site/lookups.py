@@ -79,9 +79,8 @@ def _entry(kind, key, current):
     if current is None:
         return None
     entry = _entries.get((kind, key))
-    if entry is not None and entry[0] == current and time.monotonic() - entry[1] < settings.BLAZE_LOOKUP_CACHE_SECONDS:
-        return entry[2]
-    return None
+    fresh = entry is not None and time.monotonic() - entry[1] < settings.BLAZE_LOOKUP_CACHE_SECONDS
+    return entry[2] if fresh and entry[0] == current else None
 
 
 def _kept(kind, key, current, value):
