@@ -23,10 +23,10 @@ database: a proxy like Blaze). Each path has one keep-alive aiohttp session (lit
 own, which by default also sends through aiohttp: the same client on every path, so that added latency
 is the router's and not the difference between two HTTP clients; httpx took 24.6 ms at p50 for the
 direct call at 32 clients where aiohttp takes 3.4), is warmed up, then sends --requests requests from
-1 and from 32 concurrent clients, in three
-rounds that alternate the paths. added_*_ms = the path's percentile minus the direct one's. Blaze and
-the litellm proxy run with their default settings, except that the proxy's access log is off (daphne
-writes its access log line per request, as `./blaze up` runs it: the comparison favours the proxy).
+1 and from 32 concurrent clients, in three rounds that alternate the paths. added_*_ms = the path's
+percentile minus the direct one's. Blaze and the litellm proxy run with their default settings,
+except that the proxy's access log is off (daphne writes its access log line per request, as
+`./blaze up` runs it: the comparison favours the proxy).
 
 Prints one JSON line per measurement, then a summary line: did Blaze add less latency than litellm.
 """

@@ -20,15 +20,21 @@ from security import services as security_services
 from tests.conftest import make_user
 
 
-def call(method, path, body=b"", headers=None, ip="203.0.113.9"):
-    """(status, {header: value}, body) of one request through the application, as daphne sends it."""
-    scope = {
+def http_scope(method, path, body, headers, ip="203.0.113.9"):
+    """The ASGI scope daphne makes for one request; `headers`: (name, value) pairs besides Host and
+    Content-Length."""
+    return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
         "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
         "client": (ip, 40000), "server": ("testserver", 80),
         "headers": [(name.lower().encode(), value.encode()) for name, value in
-                    {"host": "testserver", "content-length": str(len(body)), **(headers or {})}.items()],
+                    {"host": "testserver", "content-length": str(len(body)), **dict(headers)}.items()],
     }
+
+
+def call(method, path, body=b"", headers=None, ip="203.0.113.9"):
+    """(status, {header: value}, body) of one request through the application, as daphne sends it."""
+    scope = http_scope(method, path, body, (headers or {}).items(), ip)
     messages, received = [], []
 
     async def receive():
@@ -105,13 +111,7 @@ def test_pages_keep_the_browser_chain(db):
 async def served(path, body=b"{}", headers=()):
     """The status of one request through the application as daphne runs it: on its loop, with no
     async_to_sync around it, and the client gone once the response is sent."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "client": ("203.0.113.9", 40000), "server": ("testserver", 80),
-        "headers": [(b"host", b"testserver"), (b"content-length", str(len(body)).encode()),
-                    *((name.lower().encode(), value.encode()) for name, value in headers)],
-    }
+    scope = http_scope("POST", path, body, headers)
     messages, answered = [], asyncio.Event()
 
     async def receive():

@@ -237,8 +237,8 @@ async def alease_target(route, client_key="", exclude=()):
     def take(pipe):
         lease[:] = [state.queue_acquire(pipe, chosen.id)]
         trial[:] = [chosen_breaker.queue_allow(pipe)]
-        for key, target_id in stuck:
-            picked_state.queue_stick(pipe, key, target_id)
+        for key, stuck_to in stuck:
+            picked_state.queue_stick(pipe, key, stuck_to)
 
     replies = await shared_state.abatch(take)
     try:
