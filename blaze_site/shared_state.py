@@ -9,6 +9,7 @@ import weakref
 from functools import cached_property, lru_cache
 from pathlib import Path
 
+import hiredis
 import redis
 import redis.asyncio
 from django.conf import settings
@@ -67,8 +68,27 @@ def loop_client():
     if url not in clients:
         # No socket_timeout: with one, redis-py wraps every command's write in asyncio.wait_for, a new
         # task per command, which cost more CPU than the command itself on the serving path.
-        clients[url] = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+        client = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
+        if client.connection_pool.connection_class is redis.asyncio.Connection:  # TCP (not TLS, not a socket file)
+            client.connection_pool.connection_class = HiredisPackedConnection
+        clients[url] = client
     return clients[url]
+
+
+class HiredisPackedConnection(redis.asyncio.Connection):
+    """redis-py's asyncio connection with its commands packed by hiredis, as its synchronous one
+    packs them: redis-py's asyncio one packs in Python, 15 µs for a script call where hiredis takes 3,
+    and a relayed request sends about twenty commands."""
+
+    def pack_command(self, *args):
+        if isinstance(args[0], str):  # a command named in two words ("SCRIPT LOAD") goes as two arguments
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # what redis-py raises for a value it cannot send (None, a bool)
+            raise redis.exceptions.DataError(str(exc)) from exc
 
 
 class Script:
