@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+import redis
 from django.conf import settings
 from django.db.models import Prefetch
 
@@ -193,6 +194,10 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
         except NoTargetAvailable as exc:
             reasons = {**exc.reasons, **failures}
             raise ApiError(503, str(NoTargetAvailable(plan.route, reasons)), code="no_target_available") from exc
+        except redis.RedisError as exc:  # the routes' shared counts, breakers and health live there
+            log.error("route %s: Redis is unreachable: %s", plan.name, exc)
+            raise ApiError(503, f"Route '{plan.name}' cannot pick a target: Blaze's shared state (Redis) is "
+                                "unreachable.", code="no_target_available") from exc
         tried.append(candidate.id)
         last = not any(t.enabled and t.pk not in tried for t in plan.route.targets.all())
         attempt = _Attempt(engine=candidate.engine, worker=candidate.workers[0] if candidate.workers else None,
@@ -224,7 +229,7 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
         raise
     except BaseException:  # cancelled (the client went away) or a bug: free the slots, count nothing
         if attempt.route is not None:
-            await state.arelease(attempt.candidate.id, time.monotonic() - attempt.started, True, lease=attempt.lease)
+            await state.awithdraw(attempt.candidate.id, attempt.lease)
         if attempt.permit is not None:
             await breakers.CircuitBreaker(attempt.target).arelease(attempt.permit)
         raise

@@ -15,6 +15,7 @@ from django.db import close_old_connections, connections
 from accounts.audit import Actor
 from accounts.services import api_key_create
 from blaze_site.asgi import application
+from engines.models import Engine, Route, RouteTarget
 from ratelimits import services as ratelimit_services
 from security import services as security_services
 from tests.conftest import make_user
@@ -99,6 +100,17 @@ def test_v1_is_rate_limited_per_key(key, django_capture_on_commit_callbacks):
     status, headers, body = call("GET", "/v1/models", headers=key)
     assert status == 429 and "retry-after" in headers
     assert json.loads(body)["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_a_route_without_redis_is_a_503_that_names_it(key, settings):
+    engine = Engine.objects.create(name="far", kind="llm", backend="remote", base_url="http://127.0.0.1:9/v1")
+    RouteTarget.objects.create(route=Route.objects.create(name="chat"), engine=engine)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    body = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    status, _, answer = call("POST", "/v1/chat/completions", body, headers={**key, "Content-Type": "application/json"})
+    error = json.loads(answer)["error"]
+    assert status == 503 and error["code"] == "no_target_available"
+    assert error["message"] == "Route 'chat' cannot pick a target: Blaze's shared state (Redis) is unreachable."
 
 
 def test_pages_keep_the_browser_chain(db):

@@ -8,7 +8,6 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 
-import redis
 from asgiref.sync import sync_to_async
 
 from blaze_site import shared_state
@@ -19,6 +18,8 @@ from ..resilience import breaker, health, target_id
 from . import state, strategies
 
 log = logging.getLogger(__name__)
+
+OPEN_BREAKER = "circuit breaker open"  # why a target is skipped
 
 
 class NoTargetAvailable(Exception):
@@ -74,20 +75,23 @@ def resilience_check(route):
     the route's enabled targets at once, two round trips in all."""
     names = _names(route)
     down = health.down_by_check(names)
-    open_ = {name for name, state in breaker.states(map(breaker.CircuitBreaker, names)).items() if state == breaker.OPEN}
-    return _unavailable(down, open_)
+    states = breaker.states(map(breaker.CircuitBreaker, names))
+    return _unavailable(down, {name: OPEN_BREAKER for name, state in states.items() if state == breaker.OPEN})
 
 
 def _names(route):
     return sorted({resilience_id(t) for t in _targets(route) if t.enabled})
 
 
-def _unavailable(down, open_):
+def _unavailable(down, refused):
+    """unavailable(candidate) for `survey`: `down`, the names of targets UNHEALTHY by check;
+    `refused`, {name: why its breaker refuses}."""
+
     def unavailable(candidate):
         name = resilience_id(candidate.target)
         if name in down:
             return "unhealthy (failed its health checks)"
-        return "circuit breaker open" if name in open_ else ""
+        return refused.get(name, "")
 
     return unavailable
 
@@ -189,16 +193,19 @@ def pick_target(route, client_key="", exclude=(), unavailable=None):
 async def alease_target(route, client_key="", exclude=()):
     """pick_target() on the event loop's Redis client, the pick counted in flight and its breaker
     asked: (candidate, lease id for `state.release`, the breaker's Permit or None when it refused).
-    Two round trips and no trip to the thread pool: the breakers, the health checks, the targets'
+    No trip to the thread pool, and two round trips: the breakers, the health checks, the targets'
     numbers, the route's turn and the client's sticky target are read at once, then the lease is
     taken, the breaker asked and a new sticky mapping written at once. A breaker read as closed
-    refuses only when it opened in between, or its half-open trials filled up. A route with a local
-    target reads the workers' heartbeats in a thread besides. Redis not answering the reads: no
-    breaker open, no check failed, no numbers (fail open, as the synchronous reads do)."""
+    refuses only when it opened in between, or its half-open trials filled up. One round trip when a
+    single target is left to pick (`_alease_only`). A route with a local target reads the workers'
+    heartbeats in a thread besides. Raises redis.RedisError when Redis does not answer."""
     targets = _targets(route)
+    ranked = [t for t in targets if t.enabled and t.pk not in exclude]
+    if len(ranked) == 1 and route.strategy != Route.Strategy.IP_HASH:
+        return await _alease_only(route, targets, ranked[0], exclude)
     names = _names(route)
     breakers = [breaker.CircuitBreaker(name) for name in names]
-    ranked = [t.pk for t in targets if t.enabled and t.pk not in exclude]
+    ranked = [t.pk for t in ranked]
     read_numbers = len(ranked) > 1 or route.strategy == Route.Strategy.IP_HASH
 
     def queue(pipe):
@@ -209,21 +216,15 @@ async def alease_target(route, client_key="", exclude=()):
             state.queue_read(pipe, ranked)
             state.ReadRouteState.queue_read(pipe, route, client_key)
 
-    try:
-        replies = await shared_state.abatch(queue)
-    except redis.RedisError as exc:
-        log.warning("Route %s picks without breakers, health or numbers: Redis is unreachable (%s)", route.name, exc)
-        replies = None
-    if replies is None:
-        down, open_, numbers, turn_and_sticky = set(), set(), {i: state.Numbers() for i in ranked}, None
-    else:
-        count = len(names)
-        down = health.down_from(names, replies[:count])
-        open_ = {each.target for each, reply in zip(breakers, replies[count:2 * count]) if each.read(reply) == breaker.OPEN}
-        numbers = state.numbers_from(ranked, replies[2 * count:]) if read_numbers else {}
-        turn_and_sticky = replies[2 * count + 2 * len(ranked):] if read_numbers else None
+    replies = await shared_state.abatch(queue)
+    count = len(names)
+    down = health.down_from(names, replies[:count])
+    refused = {each.target: OPEN_BREAKER for each, reply in zip(breakers, replies[count:2 * count])
+               if each.read(reply) == breaker.OPEN}
+    numbers = state.numbers_from(ranked, replies[2 * count:]) if read_numbers else {}
+    turn_and_sticky = replies[2 * count + 2 * len(ranked):] if read_numbers else None
     live = await sync_to_async(lifecycle.live_workers, thread_sensitive=False)() if _has_local(targets) else []
-    found, reasons = survey(route, exclude=set(exclude), unavailable=_unavailable(down, open_), live=live)
+    found, reasons = survey(route, exclude=set(exclude), unavailable=_unavailable(down, refused), live=live)
     if not found:
         raise NoTargetAvailable(route, reasons)
     chosen, stuck = found[0], []
@@ -246,6 +247,36 @@ async def alease_target(route, client_key="", exclude=()):
     except breaker.BreakerOpen:
         permit = None
     return chosen, lease[0], permit
+
+
+async def _alease_only(route, targets, only, exclude):
+    """alease_target() when one target is left and the strategy keeps nothing for the client: the
+    pick is known before anything is read, so its lease is taken and its breaker asked with the read
+    of its health, in one round trip. When it may not take the request after all (an UNHEALTHY check,
+    a refusing breaker, no live worker), a second gives them back, and NoTargetAvailable says why."""
+    chosen_breaker = breaker.CircuitBreaker(resilience_id(only))
+    taken = {}
+
+    def queue(pipe):
+        health.queue_checks(pipe, [chosen_breaker.target])
+        taken["lease"] = state.queue_acquire(pipe, only.pk)
+        taken["trial"] = chosen_breaker.queue_allow(pipe)
+
+    replies = await shared_state.abatch(queue)
+    down = health.down_from([chosen_breaker.target], replies[:1])
+    try:
+        permit, refused = chosen_breaker.permit(taken["trial"], replies[2]), {}
+    except breaker.BreakerOpen as exc:
+        why = OPEN_BREAKER if exc.state == breaker.OPEN else "circuit breaker half-open, its trial calls taken"
+        permit, refused = None, {chosen_breaker.target: why}
+    live = await sync_to_async(lifecycle.live_workers, thread_sensitive=False)() if _has_local(targets) else []
+    found, reasons = survey(route, exclude=set(exclude), unavailable=_unavailable(down, refused), live=live)
+    if not found:
+        await state.awithdraw(only.pk, taken["lease"], uncount=True)
+        if permit is not None:
+            await chosen_breaker.arelease(permit)
+        raise NoTargetAvailable(route, reasons)
+    return found[0], taken["lease"], permit
 
 
 def client_key(*, api_key_id=None, session_key=None, ip=None):

@@ -56,9 +56,16 @@ def release(target_id, latency, ok, *, lease=None):
     RELEASE.run(*_release_call(target_id, latency, ok, lease))
 
 
-async def arelease(target_id, latency, ok, *, lease=None):
-    """release() on the running loop's asyncio client (no trip to the thread pool)."""
-    await RELEASE.arun(*_release_call(target_id, latency, ok, lease))
+async def awithdraw(target_id, lease, *, uncount=False):
+    """Give a lease back without an outcome: the request was abandoned (the client went away), or,
+    `uncount`, never sent (its pick was undone), so it leaves the target's request count too."""
+
+    def queue(pipe):
+        pipe.zrem(shared_state.route_target_leases_key(target_id), lease)
+        if uncount:
+            pipe.hincrby(shared_state.route_target_stats_key(target_id), "requests", -1)
+
+    await shared_state.abatch(queue)
 
 
 def queue_release(pipe, target_id, latency, ok, *, lease=None):

@@ -309,17 +309,65 @@ def test_the_serving_pick_skips_an_open_breaker_and_says_why_when_none_is_left(m
     assert caught.value.reasons == {"far-0": "excluded (already tried)", "far-1": "circuit breaker open"}
 
 
-def test_the_serving_pick_asks_the_breaker_and_a_half_open_one_lets_one_trial_through(make_route):
+def half_open(*names):
     from engines.resilience.breaker import CircuitBreaker
 
-    route = make_route("round_robin", weights=(1,))
-    a_minute_ago = CircuitBreaker("far-0", failure_threshold=1, clock=lambda: time.time() - 60)
-    a_minute_ago.record_failure(a_minute_ago.allow())  # opened then: half-open now (reset after 30 s)
+    for name in names:
+        a_minute_ago = CircuitBreaker(name, failure_threshold=1, clock=lambda: time.time() - 60)
+        a_minute_ago.record_failure(a_minute_ago.allow())  # opened then: half-open now (reset after 30 s)
 
-    route = fetched(route)
+
+def test_the_serving_pick_asks_the_breaker_and_a_half_open_one_lets_one_trial_through(make_route):
+    route = fetched(make_route("round_robin", weights=(1, 1)))
+    half_open("far-0", "far-1")
+
+    async def three_picks():
+        return [await alease_target(route) for _ in range(3)]
+
+    (first, _, trial0), (second, _, trial1), (third, _, refused) = asyncio.run(three_picks())
+    assert [first.engine.name, second.engine.name, third.engine.name] == ["far-0", "far-1", "far-0"]
+    assert trial0.trial and trial1.trial and refused is None  # BLAZE_BREAKER_HALF_OPEN_MAX_CALLS = 1
+
+
+def test_a_route_s_last_target_is_leased_in_one_round_trip_and_given_back_when_its_breaker_refuses(
+        make_route, monkeypatch):
+    from blaze_site import shared_state
+
+    route = fetched(make_route("round_robin", weights=(1,)))
+    half_open("far-0")
+    trips = []
+    batch = shared_state.abatch
+
+    async def counted(queue):
+        trips.append(queue)
+        return await batch(queue)
+
+    monkeypatch.setattr(shared_state, "abatch", counted)
 
     async def two_picks():
-        return [await alease_target(route) for _ in range(2)]
+        granted = await alease_target(route)
+        sent = len(trips)
+        with pytest.raises(NoTargetAvailable) as caught:
+            await alease_target(route)
+        return granted, sent, caught.value
 
-    (_, _, trial), (_, _, refused) = asyncio.run(two_picks())
-    assert trial is not None and trial.trial and refused is None  # BLAZE_BREAKER_HALF_OPEN_MAX_CALLS = 1
+    (candidate, lease, trial), trips_to_grant, refusal = asyncio.run(two_picks())
+    assert candidate.engine.name == "far-0" and lease and trial.trial and trips_to_grant == 1
+    assert refusal.reasons == {"far-0": "circuit breaker half-open, its trial calls taken"}
+    numbers = state.read([candidate.id])[candidate.id]
+    assert (numbers.in_flight, numbers.requests) == (1, 1)  # the refused pick's lease was given back
+
+
+def test_a_route_s_last_target_failing_its_health_checks_is_skipped_and_its_lease_given_back(make_route):
+    from engines.resilience.health import HealthMonitor
+
+    route = fetched(make_route("least_connections", weights=(1,)))
+    monitor = HealthMonitor("far-0")
+    for _ in range(settings.BLAZE_HEALTH_UNHEALTHY_AFTER):
+        monitor.record_check(False, None, detail="connection refused")
+    with pytest.raises(NoTargetAvailable) as caught:
+        asyncio.run(alease_target(route))
+    assert caught.value.reasons == {"far-0": "unhealthy (failed its health checks)"}
+    target = route.targets.get()
+    numbers = state.read([target.pk])[target.pk]
+    assert (numbers.in_flight, numbers.requests) == (0, 0)
