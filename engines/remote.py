@@ -5,7 +5,7 @@ the upstream's name; answers come back as they are, streams chunk by chunk."""
 
 from .resilience import target_id
 from .resilience.breaker import CircuitBreaker
-from .resilience.http import request
+from .resilience.http import request_owing
 
 PATHS = {
     "chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings",
@@ -18,11 +18,12 @@ def breaker_for(engine):
 
 
 async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=None, files=None, permit=None):
-    """POST the body to the engine's host; returns the aiohttp.ClientResponse, its body read (only its
-    headers when `stream`: the caller then reads and releases it). `files` ({field: UploadedFile}): send
-    a multipart form (image edits) instead of JSON. `attempts`: at most that many tries (default: the
-    retry policy). `permit`: the host breaker's, granted already, for the first try. Raises what `resilience.http.request` raises: UpstreamError for a 5xx,
-    UpstreamTimeout, UpstreamUnreachable, BreakerOpen."""
+    """POST the body to the engine's host; returns (the aiohttp.ClientResponse, the breaker permit whose
+    success the caller owes, or None: see `resilience.http.request_owing`). The response's body is read
+    (only its headers when `stream`: the caller then reads and releases it). `files`
+    ({field: UploadedFile}): send a multipart form (image edits) instead of JSON. `attempts`: at most
+    that many tries (default: the retry policy). `permit`: the host breaker's, granted already, for the
+    first try. Raises UpstreamError for a 5xx, UpstreamTimeout, UpstreamUnreachable, BreakerOpen."""
     headers = {"Authorization": f"Bearer {engine.api_key}"} if engine.api_key else {}
     body = {**body, "model": engine.model or engine.name}
     if files:
@@ -30,7 +31,7 @@ async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=No
         sent = {"form": (fields, {name: (f.name, _read(f), f.content_type) for name, f in files.items()})}
     else:
         sent = {"json": body}
-    return await request(
+    return await request_owing(
         "POST", engine.base_url.rstrip("/") + PATHS[endpoint], headers=headers, deadline=deadline,
         stream=stream, attempts=attempts, breaker=breaker_for(engine), permit=permit, **sent,
     )

@@ -113,12 +113,13 @@ class Served:
 
     async def chunks(self):
         """A streamed remote body, chunk by chunk as the upstream sends it."""
-        ok = False
+        ok = None  # stays None when the client goes away mid-stream: the target is not at fault
         try:
             async for chunk in self.response.content.iter_any():
                 yield chunk
             ok = True
         except (aiohttp.ClientError, TimeoutError) as exc:
+            ok = False
             log.warning("stream from %s broke off: %s", self.engine.name, exc or type(exc).__name__)
         finally:
             self.response.release() if ok else self.response.close()
@@ -135,7 +136,7 @@ class _Attempt:
     candidate: object = None
     lease: str | None = None
     attempts: int | None = None
-    permit: object = None  # the target's breaker permit from the route's pick (a half-open trial counts only with it)
+    permit: object = None  # the breaker permit whose outcome is still to be counted here (see `aend`)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -150,8 +151,13 @@ class _Attempt:
 
     async def aend(self, ok):
         """Count the outcome, in one round trip on the loop's Redis client: router state (routes),
-        breaker (local targets of a route; a remote host's breaker counts inside `resilience.http`),
-        health. Redis trouble here never fails the answer."""
+        breaker, health. The breaker counts here while the attempt holds its permit: a local target's,
+        from the route's pick, or a remote host's whose first try answered (`remote.forward`; failures
+        and retries count inside `resilience.http`). ok=None: abandoned (the client went away, or a
+        bug), not the target's doing: its lease and permit are given back, nothing counted. Redis
+        trouble here never fails the answer."""
+        if ok is None:
+            return await self.aabandon()
         if not self.watched:
             return
         latency = time.monotonic() - self.started
@@ -175,6 +181,12 @@ class _Attempt:
             breaker.read(replies[-1])
         if self.route is not None:
             metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
+
+    async def aabandon(self):
+        if self.route is not None:
+            await state.awithdraw(self.candidate.id, self.lease)
+        if self.permit is not None:
+            await breakers.CircuitBreaker(self.target).arelease(self.permit)
 
 
 async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", files=None):
@@ -228,10 +240,7 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
         await attempt.aend(False)
         raise
     except BaseException:  # cancelled (the client went away) or a bug: free the slots, count nothing
-        if attempt.route is not None:
-            await state.awithdraw(attempt.candidate.id, attempt.lease)
-        if attempt.permit is not None:
-            await breakers.CircuitBreaker(attempt.target).arelease(attempt.permit)
+        await attempt.aabandon()
         raise
 
 
@@ -271,17 +280,19 @@ def _local_failure(status, message, param):
 
 
 async def _counted(first, events, attempt):
-    """The stream's events, the first included; the outcome is counted when it ends."""
-    ok = False
+    """The stream's events, the first included; the outcome is counted when it ends (as the target's
+    success when it is the client's error, a 4xx; not at all when the client goes away first)."""
+    ok = None
     try:
         event = first
         while True:
             yield event
             if event["type"] in ("done", "error"):
-                ok = event["type"] == "done"
+                ok = event["type"] == "done" or event["status"] < 500
                 return
             event = await anext(events)
     except dispatch.DispatchError as exc:
+        ok = exc.status < 500
         yield {"type": "error", "status": exc.status, "message": str(exc), "param": exc.param}
     finally:
         await events.aclose()
@@ -292,10 +303,10 @@ async def _remote(attempt, endpoint, body, stream, files, ends):
     left = ends - time.monotonic()
     if left <= 0:
         raise Failover("The request's deadline passed.", 504)
-    permit, attempt.permit = attempt.permit, None  # the host's breaker counts it from here (resilience.http)
+    permit, attempt.permit = attempt.permit, None  # the host's breaker counts it, unless the first try answers
     try:
-        response = await remote.forward(attempt.engine, endpoint, body, deadline=left, stream=stream,
-                                        attempts=attempt.attempts, files=files, permit=permit)
+        response, attempt.permit = await remote.forward(attempt.engine, endpoint, body, deadline=left, stream=stream,
+                                                        attempts=attempt.attempts, files=files, permit=permit)
     except breakers.BreakerOpen as exc:
         raise Failover(str(exc)) from exc
     except UpstreamError as exc:

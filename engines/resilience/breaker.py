@@ -140,13 +140,14 @@ class CircuitBreaker:
         the recent transitions (newest first, each {at, from, to, reason}). Reads only."""
         return _snapshot(self.target, self.clock())
 
-    def guard(self, *, is_failure=None, permit=None):
+    def guard(self, *, is_failure=None, permit=None, record_success=True):
         """A context manager (sync `with` or `async with`) around one call: allow() on entry (raising
         BreakerOpen) unless given the `permit` it granted already, then record the outcome. An
         exception counts as a failure when `is_failure(exc)` says so (default: every exception) and as
         a success otherwise (the target answered; the caller erred); a cancellation only gives the
-        permit back."""
-        return _Guard(self, is_failure or (lambda exc: True), permit)
+        permit back. `record_success=False`: a call that returns is left for the holder of `permit`
+        to record."""
+        return _Guard(self, is_failure or (lambda exc: True), permit, record_success)
 
     async def aallow(self):
         trial = uuid.uuid4().hex
@@ -245,8 +246,8 @@ def states(breakers):
 
 
 class _Guard:
-    def __init__(self, breaker, is_failure, permit):
-        self.breaker, self.is_failure, self.permit = breaker, is_failure, permit
+    def __init__(self, breaker, is_failure, permit, record_success):
+        self.breaker, self.is_failure, self.permit, self.record_success = breaker, is_failure, permit, record_success
 
     def __enter__(self):
         self.permit = self.permit or self.breaker.allow()
@@ -254,22 +255,25 @@ class _Guard:
 
     def _ending(self, exc):
         """The breaker's method for how the call ended: a success (the target answered, even if the
-        caller erred), a failure, or a cancellation (the permit is only given back)."""
+        caller erred), a failure, or a cancellation (the permit is only given back); None when a
+        success is left to the permit's holder."""
         if exc is None:
-            return "record_success"
+            return "record_success" if self.record_success else None
         if not isinstance(exc, Exception):
             return "release"
         return "record_failure" if self.is_failure(exc) else "record_success"
 
     def __exit__(self, exc_type, exc, tb):
-        getattr(self.breaker, self._ending(exc))(self.permit)
+        if ending := self._ending(exc):
+            getattr(self.breaker, ending)(self.permit)
 
     async def __aenter__(self):
         self.permit = self.permit or await self.breaker.aallow()
         return self.permit
 
     async def __aexit__(self, exc_type, exc, tb):
-        await getattr(self.breaker, "a" + self._ending(exc))(self.permit)
+        if ending := self._ending(exc):
+            await getattr(self.breaker, "a" + ending)(self.permit)
 
 
 def _snapshot(target, now):

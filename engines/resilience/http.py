@@ -111,6 +111,20 @@ async def request(method, url, *, deadline=None, timeout=None, stream=False, att
     - `json`: the body as JSON; `form`: (fields, files) sent as multipart/form-data, files as
       {name: (filename, bytes, content type)}.
     """
+    response, owed = await request_owing(method, url, deadline=deadline, timeout=timeout, stream=stream,
+                                         attempts=attempts, breaker=breaker, permit=permit, json=json, form=form,
+                                         headers=headers)
+    if owed is not None:
+        await breaker.arecord_success(owed)
+    return response
+
+
+async def request_owing(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
+                        permit=None, json=None, form=None, headers=None):
+    """request(), except that a first try made on the caller's `permit` and answered is not recorded
+    here: returns (response, `permit` then, else None), and the caller owes the breaker that success.
+    It can then record it with its other counts, one round trip fewer; a stream's, once the stream has
+    been read. Failures, and every retry, are recorded here as in request()."""
     deadline = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if deadline is None else deadline
     timeout = timeout or timeouts()
     session = client_for(url)
@@ -121,10 +135,10 @@ async def request(method, url, *, deadline=None, timeout=None, stream=False, att
             sent = {"method": method, "url": url, "headers": headers, "timeout": _cut(timeout, left),
                     "json": json, "data": _form(*form) if form else None}
             if breaker is None:
-                return await _send(session, sent, stream, left)
-            async with breaker.guard(is_failure=is_retriable, permit=permit):
-                permit = None  # spent: a retry asks the breaker again
-                return await _send(session, sent, stream, left)
+                return await _send(session, sent, stream, left), None
+            lent, permit = permit, None  # the caller's, for the first try: a retry asks the breaker again
+            async with breaker.guard(is_failure=is_retriable, permit=lent, record_success=lent is None):
+                return await _send(session, sent, stream, left), lent
 
 
 def _form(fields, files):

@@ -145,3 +145,23 @@ def test_each_attempt_reports_to_the_breaker_and_an_open_breaker_ends_the_retrie
         run(http.request("GET", upstream.url + path, attempts=5, deadline=10, breaker=breaker))
     assert upstream.hits[path] == 2
     assert breaker.state() == "open"
+
+
+def test_a_first_try_answered_on_the_callers_permit_is_left_for_the_caller_to_count(upstream):
+    breaker = CircuitBreaker(f"owed-{uuid.uuid4().hex[:8]}")
+    permit = breaker.allow()
+    response, owed = run(http.request_owing("GET", upstream.url + upstream.path("ok"), attempts=3, deadline=10,
+                                            breaker=breaker, permit=permit))
+    assert response.status == 200 and owed is permit
+    assert breaker.snapshot()["window_calls"] == 0  # nothing counted yet: the caller owes that success
+    breaker.record_success(owed)
+    assert breaker.snapshot()["window_calls"] == 1
+
+
+def test_after_a_failed_first_try_every_try_is_counted_here_and_nothing_is_owed(upstream):
+    breaker = CircuitBreaker(f"owed-{uuid.uuid4().hex[:8]}")
+    response, owed = run(http.request_owing("GET", upstream.url + upstream.path("flaky-1"), attempts=3, deadline=10,
+                                            breaker=breaker, permit=breaker.allow()))
+    assert response.status == 200 and owed is None
+    snapshot = breaker.snapshot()
+    assert (snapshot["window_calls"], snapshot["window_failures"]) == (2, 1)
