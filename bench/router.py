@@ -23,7 +23,8 @@ database: a proxy like Blaze). Each path has one keep-alive aiohttp session (lit
 own, which by default also sends through aiohttp: the same client on every path, so that added latency
 is the router's and not the difference between two HTTP clients; httpx took 24.6 ms at p50 for the
 direct call at 32 clients where aiohttp takes 3.4), is warmed up, then sends --requests requests from
-1 and from 32 concurrent clients, in three rounds that alternate the paths. added_*_ms = the path's
+1 and from 32 concurrent clients, in three rounds that alternate the paths. Before the rounds this
+process collects and freezes its heap (see settle_garbage_collector). added_*_ms = the path's
 percentile minus the direct one's. Blaze and the litellm proxy run with their default settings,
 except that the proxy's access log is off (daphne writes its access log line per request, as
 `./blaze up` runs it: the comparison favours the proxy).
@@ -34,6 +35,7 @@ Prints one JSON line per measurement, then a summary line: did Blaze add less la
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import multiprocessing
@@ -252,6 +254,7 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_u
             results[concurrency] = {}
             for send in paths.values():
                 await latencies(send, concurrency, max(20, 2 * concurrency))  # warm-up: connections, caches
+            settle_garbage_collector()
             spent, seconds = {path: [] for path in paths}, dict.fromkeys(paths, 0.0)
             per_round = max(requests // ROUNDS, concurrency)  # every client busy in every round
             for _ in range(ROUNDS):
@@ -273,6 +276,16 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_u
                 print(json.dumps({"bench": "router", "measure": "proxy", "path": "blaze", "concurrency": concurrency,
                                   "error": refusal}), flush=True)
     return results
+
+
+def settle_garbage_collector():
+    """Collect, then freeze what this process holds (Django for the set-up and the pick costs,
+    litellm, what their first calls imported): the collector's full passes walked it all, up to
+    400 ms each on 2 cores, a stall for every request in flight at that moment, whichever path it
+    was measuring. Each path's own garbage is still collected as it comes (daphne freezes its loaded
+    code the same way: blaze_site.serve)."""
+    gc.collect()
+    gc.freeze()
 
 
 def summary(results):
