@@ -1,9 +1,9 @@
 """What the router costs: µs per pick for each strategy, and the latency Blaze adds in front of an upstream.
 
     .venv/bin/pip install -r requirements-bench.txt    # litellm and its proxy server, the comparison
-    python bench/router.py                             # the full run (about 2 minutes on 2 cores)
+    python bench/router.py                             # the full run (about 3 minutes on 2 cores)
     python bench/router.py --quick                     # fewer picks and requests: checks the bench runs
-    python bench/router.py --requests 1000             # more requests per path and concurrency
+    python bench/router.py --requests 3000             # more requests per path and concurrency
 
 Pick cost, per strategy with 2 and 32 remote targets (no worker needed):
 - pick_us: `engines.router.pick_target(route, client_key=…)` as the web process calls it, on a route
@@ -338,12 +338,14 @@ def forget_redis_keys():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="200 picks and 40 requests: checks the bench runs")
-    parser.add_argument("--requests", type=int, help="requests per path and concurrency (default 300, quick 40)")
+    parser.add_argument("--requests", type=int, help="requests per path and concurrency (default 1000, quick 40)")
     parser.add_argument("--picks", type=int, help="picks per strategy and target count (default 3000, quick 200)")
     parser.add_argument("--pick-seconds", type=float, default=2.5,
                         help="at most this long per figure (a slow pick gets fewer than --picks; default 2.5)")
     args = parser.parse_args()
-    requests = args.requests or (40 if args.quick else 300)
+    # 1000: a p99 is then the 10th slowest request; of 300 it was the 3rd, and one stall of the
+    # machine decided it.
+    requests = args.requests or (40 if args.quick else 1000)
     picks = args.picks or (200 if args.quick else 3000)
 
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm would fetch its price list at import
