@@ -1,7 +1,10 @@
 """blaze_site.lookups: /v1's keys and plans come from this process's copy while nothing changed, and from
 the database the moment something did (the cross-process case: tests/engines/test_routing.py)."""
 
+import asyncio
 import logging
+import time
+import uuid
 
 from rest_framework.test import APIClient
 
@@ -37,3 +40,44 @@ def test_with_redis_down_keys_are_read_from_the_database_each_time(key_for, view
     # Written past the signals that would end a cached copy: only a fresh read sees it.
     ApiKey.objects.filter(pk=key.pk).update(revoked_at=key.created_at)
     assert client.get("/v1/models").status_code == 401
+
+
+def test_requests_that_miss_an_entry_at_once_share_one_load():
+    """An entry that lapses under load: the requests in flight wait for one load of it, instead of
+    each queueing its own in the one sync thread."""
+    from blaze_site import lookups
+
+    loads = []
+
+    def load():
+        loads.append(1)
+        time.sleep(0.2)
+        return "the plan"
+
+    async def thirty_two_at_once():
+        lookups.forget()
+        generation = uuid.uuid4().hex
+        return await asyncio.gather(*(lookups.cached("plan", "chat", generation, load) for _ in range(32)))
+
+    started = time.monotonic()
+    assert asyncio.run(thirty_two_at_once()) == ["the plan"] * 32
+    assert len(loads) == 1 and time.monotonic() - started < 2  # one at a time would be 6.4 s
+
+
+def test_a_request_that_goes_away_does_not_cancel_the_load_the_others_wait_for():
+    from blaze_site import lookups
+
+    def load():
+        time.sleep(0.2)
+        return "the key"
+
+    async def one_leaves():
+        lookups.forget()
+        generation = uuid.uuid4().hex
+        leaving = asyncio.ensure_future(lookups.cached("api_key", "k", generation, load))
+        staying = asyncio.ensure_future(lookups.cached("api_key", "k", generation, load))
+        await asyncio.sleep(0.05)
+        leaving.cancel()
+        return await staying
+
+    assert asyncio.run(one_leaves()) == "the key"
