@@ -9,8 +9,8 @@ effect as soon as the change commits. A change in this process also empties this
 once (tests run inside a transaction that never commits). The token is read once per request, by the
 block list's middleware, and kept on the request (`request.lookups_generation`) for the rest of it.
 
-Redis unreachable: nothing is cached and every lookup reads the database. Entries also lapse after
-BLAZE_LOOKUP_CACHE_SECONDS whatever the token says, a backstop for a token write that failed.
+Redis unreachable: nothing is cached and every lookup reads the database. Entries are also read again
+after BLAZE_LOOKUP_CACHE_SECONDS whatever the token says, a backstop for a token write that failed.
 """
 
 import asyncio
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 10_000
 _entries = {}  # (kind, key) → (generation, made at, value)
-_loading = {}  # (event loop, kind, key, generation) → the load in flight
+_flights = {}  # (event loop, kind, key, generation) → the load in flight
 
 
 def _key():
@@ -61,21 +61,35 @@ def current_generation():
 
 async def cached(kind, key, current, load):
     """The value `load()` (synchronous, reads the database; run in the sync thread) returns, from this
-    process's entries while made under the generation `current` and younger than
-    BLAZE_LOOKUP_CACHE_SECONDS. A None or an exception from `load` is passed on and not kept.
+    process's entries while made under the generation `current`. A None or an exception from `load`
+    is passed on and not kept.
 
-    Requests that miss the same entry at once share one load: when an entry lapses under load,
-    every request in flight would otherwise queue its own copy in the one sync thread (32 clients
-    waited up to 800 ms for it on 2 cores, once a minute)."""
-    value = _entry(kind, key, current)
-    if value is not None:
-        return value
+    Requests that miss the same entry at once share one load; an entry older than
+    BLAZE_LOOKUP_CACHE_SECONDS is still served, once, while one load replaces it in the background.
+    Otherwise, when an entry lapsed under load, every request in flight queued its own copy of the
+    load in the one sync thread (32 clients waited up to 800 ms for it on 2 cores, once a minute)."""
+    entry = _entries.get((kind, key)) if current is not None else None
+    if entry is None or entry[0] != current:
+        return await asyncio.shield(_loading(kind, key, current, load))  # one leaving does not cancel the others'
+    if time.monotonic() - entry[1] >= settings.BLAZE_LOOKUP_CACHE_SECONDS:
+        _loading(kind, key, current, load)
+    return entry[2]
+
+
+def _loading(kind, key, current, load):
+    """The load of this entry in flight on the running loop, started if there is none."""
     flight = (asyncio.get_running_loop(), kind, key, current)
-    loading = _loading.get(flight)
-    if loading is None:
-        loading = _loading[flight] = asyncio.ensure_future(_load(kind, key, current, load))
-        loading.add_done_callback(lambda _: _loading.pop(flight, None))
-    return await asyncio.shield(loading)  # a request that goes away does not cancel the others' load
+    task = _flights.get(flight)
+    if task is None:
+        task = _flights[flight] = asyncio.ensure_future(_load(kind, key, current, load))
+        task.add_done_callback(lambda done: _landed(flight, done))
+    return task
+
+
+def _landed(flight, task):
+    _flights.pop(flight, None)
+    if not task.cancelled() and task.exception() is not None:  # its waiters, if any, get it too
+        log.warning("Could not read the %s lookup %r: %s", flight[1], flight[2], task.exception())
 
 
 async def _load(kind, key, current, load):

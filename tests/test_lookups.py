@@ -81,3 +81,21 @@ def test_a_request_that_goes_away_does_not_cancel_the_load_the_others_wait_for()
         return await staying
 
     assert asyncio.run(one_leaves()) == "the key"
+
+
+def test_an_entry_past_its_age_is_served_once_more_while_it_is_read_again(settings):
+    from blaze_site import lookups
+
+    settings.BLAZE_LOOKUP_CACHE_SECONDS = 0.1
+    values = iter(["old", "new"])
+
+    async def lapse():
+        lookups.forget()
+        generation = uuid.uuid4().hex
+        first = await lookups.cached("plan", "chat", generation, lambda: next(values))
+        await asyncio.sleep(0.15)
+        stale = await lookups.cached("plan", "chat", generation, lambda: next(values))
+        await asyncio.sleep(0.1)  # the background load
+        return first, stale, await lookups.cached("plan", "chat", generation, lambda: next(values))
+
+    assert asyncio.run(lapse()) == ("old", "old", "new")
