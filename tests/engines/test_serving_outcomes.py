@@ -24,7 +24,8 @@ def upstream():
 
 @pytest.fixture
 def plan(db, upstream):
-    engine = Engine.objects.create(name="far", kind="llm", backend="remote", model="up", base_url=upstream.base_url("ok"))
+    engine = Engine.objects.create(name="far", kind="llm", backend="remote", model="up",
+                                   base_url=upstream.base_url("ok"))
     target = RouteTarget.objects.create(route=Route.objects.create(name="chat"), engine=engine)
     return serving.resolve("chat", "llm"), target.pk
 
