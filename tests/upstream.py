@@ -12,6 +12,7 @@ router tests and in bench/router.py. Its behaviour is the first path segment of 
 use `refused_base_url()`.
 """
 
+import asyncio
 import json
 import socket
 import threading
@@ -20,6 +21,19 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WORDS = ["Hello", " from", " upstream", "."]
+
+
+def run(coroutine):
+    """asyncio.run(coroutine), closing the loop's pooled upstream sessions before the loop ends."""
+    from engines.resilience import http
+
+    async def and_close():
+        try:
+            return await coroutine
+        finally:
+            await http.aclose_all()
+
+    return asyncio.run(and_close())
 
 
 def refused_base_url():

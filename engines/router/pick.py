@@ -200,12 +200,12 @@ async def alease_target(route, client_key="", exclude=()):
     single target is left to pick (`_alease_only`). A route with a local target reads the workers'
     heartbeats in a thread besides. Raises redis.RedisError when Redis does not answer."""
     targets = _targets(route)
-    ranked = [t for t in targets if t.enabled and t.pk not in exclude]
-    if len(ranked) == 1 and route.strategy != Route.Strategy.IP_HASH:
-        return await _alease_only(route, targets, ranked[0], exclude)
+    left = [t for t in targets if t.enabled and t.pk not in exclude]
+    if len(left) == 1 and route.strategy != Route.Strategy.IP_HASH:
+        return await _alease_only(route, targets, left[0], exclude)
+    ranked = [t.pk for t in left]
     names = _names(route)
     breakers = [breaker.CircuitBreaker(name) for name in names]
-    ranked = [t.pk for t in ranked]
     read_numbers = len(ranked) > 1 or route.strategy == Route.Strategy.IP_HASH
 
     def queue(pipe):
@@ -223,8 +223,7 @@ async def alease_target(route, client_key="", exclude=()):
                if each.read(reply) == breaker.OPEN}
     numbers = state.numbers_from(ranked, replies[2 * count:]) if read_numbers else {}
     turn_and_sticky = replies[2 * count + 2 * len(ranked):] if read_numbers else None
-    live = await sync_to_async(lifecycle.live_workers, thread_sensitive=False)() if _has_local(targets) else []
-    found, reasons = survey(route, exclude=set(exclude), unavailable=_unavailable(down, refused), live=live)
+    found, reasons = await _asurvey(route, targets, exclude, _unavailable(down, refused))
     if not found:
         raise NoTargetAvailable(route, reasons)
     chosen, stuck = found[0], []
@@ -269,14 +268,20 @@ async def _alease_only(route, targets, only, exclude):
     except breaker.BreakerOpen as exc:
         why = OPEN_BREAKER if exc.state == breaker.OPEN else "circuit breaker half-open, its trial calls taken"
         permit, refused = None, {chosen_breaker.target: why}
-    live = await sync_to_async(lifecycle.live_workers, thread_sensitive=False)() if _has_local(targets) else []
-    found, reasons = survey(route, exclude=set(exclude), unavailable=_unavailable(down, refused), live=live)
+    found, reasons = await _asurvey(route, targets, exclude, _unavailable(down, refused))
     if not found:
         await state.awithdraw(only.pk, taken["lease"], uncount=True)
         if permit is not None:
             await chosen_breaker.arelease(permit)
         raise NoTargetAvailable(route, reasons)
     return found[0], taken["lease"], permit
+
+
+async def _asurvey(route, targets, exclude, unavailable):
+    """survey() for the serving path: a route with a local target reads the workers' heartbeats in a
+    thread of the pool."""
+    live = await sync_to_async(lifecycle.live_workers, thread_sensitive=False)() if _has_local(targets) else []
+    return survey(route, exclude=set(exclude), unavailable=unavailable, live=live)
 
 
 def client_key(*, api_key_id=None, session_key=None, ip=None):

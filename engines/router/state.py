@@ -221,13 +221,12 @@ class ReadRouteState(RouteState):
 
     @classmethod
     def of_replies(cls, route, client_key, replies):
-        """The state `queue_read` read (`replies`: its replies, or None when Redis did not answer:
-        then a random turn and no mapping)."""
-        replies = list(replies) if replies is not None else None
+        """The state `queue_read` read (`replies`: its replies)."""
+        replies = list(replies)
         turn = mapped = None
         if route.strategy in strategies.TAKE_TURNS:
-            turn = replies.pop(0) if replies is not None else _RNG.randrange(1, 2**31)
-        if route.strategy == "ip_hash" and client_key and replies is not None:
+            turn = replies.pop(0)
+        if route.strategy == "ip_hash" and client_key:
             value = replies.pop(0)
             mapped = int(value) if value is not None else None
         return cls(route_id=route.pk, sticky_ttl=route.sticky_ttl_seconds, turn=turn, mapped=mapped)

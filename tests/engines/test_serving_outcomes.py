@@ -1,16 +1,14 @@
 """What a route's attempt counts when it ends, against a real loopback upstream: an answer in the
 target's breaker, health and numbers at once; a stream the client leaves halfway, nothing."""
 
-import asyncio
-
 import pytest
 
 from blaze_site import shared_state
 from engines import serving
 from engines.models import Engine, Route, RouteTarget
-from engines.resilience import breaker, health, http
+from engines.resilience import breaker, health
 from engines.router import state
-from tests.upstream import OpenAIUpstream
+from tests.upstream import OpenAIUpstream, run
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -28,16 +26,6 @@ def plan(db, upstream):
                                    base_url=upstream.base_url("ok"))
     target = RouteTarget.objects.create(route=Route.objects.create(name="chat"), engine=engine)
     return serving.resolve("chat", "llm"), target.pk
-
-
-def run(coroutine):
-    async def and_close():
-        try:
-            return await coroutine
-        finally:
-            await http.aclose_all()
-
-    return asyncio.run(and_close())
 
 
 def counts(target_pk):

@@ -10,18 +10,9 @@ import pytest
 from engines.resilience import http
 from engines.resilience.breaker import BreakerOpen, CircuitBreaker
 from engines.resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable, is_retriable, retrying
+from tests.upstream import run
 
 FAST = dict(attempts=3, deadline=10)
-
-
-def run(coroutine):
-    async def and_close():
-        try:
-            return await coroutine
-        finally:
-            await http.aclose_all()
-
-    return asyncio.run(and_close())
 
 
 @pytest.fixture(autouse=True)
