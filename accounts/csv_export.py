@@ -3,7 +3,10 @@ import json
 
 from django.http import StreamingHttpResponse
 
-COLUMNS = ["time", "actor", "action", "target_type", "target_id", "target", "changes", "data", "ip", "user_agent", "request_id"]
+COLUMNS = [
+    "time", "actor", "action", "target_type", "target_id", "target", "changes", "data",
+    "ip", "user_agent", "request_id",
+]
 
 
 class _Echo:

@@ -4,12 +4,18 @@ from .models import ROLES, ApiKey
 
 
 class LoginForm(forms.Form):
-    username = forms.CharField(max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}))
-    password = forms.CharField(max_length=1024, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    username = forms.CharField(
+        max_length=150, widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "username"}),
+    )
+    password = forms.CharField(
+        max_length=1024, strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
     otp = forms.CharField(
         label="Authentication code", max_length=12, required=False,
         help_text="Only if you enrolled an authenticator app.",
-        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code", "placeholder": "123456"}),
+        widget=forms.TextInput(attrs={
+            "inputmode": "numeric", "autocomplete": "one-time-code", "placeholder": "123456",
+        }),
     )
 
 
@@ -32,7 +38,9 @@ class UserCreateForm(forms.Form):
 
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, max_length=200)
-    action = forms.CharField(required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "engine.update or engine"}))
+    action = forms.CharField(
+        required=False, max_length=100, widget=forms.TextInput(attrs={"placeholder": "engine.update or engine"}),
+    )
     target = forms.CharField(required=False, max_length=300)
     since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))

@@ -54,7 +54,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
     class Meta:
         model = ApiKey
         fields = [
-            "id", "name", "prefix", "owner", "scopes", "state", "created_at", "expires_at", "last_used_at", "revoked_at",
+            "id", "name", "prefix", "owner", "scopes", "state",
+            "created_at", "expires_at", "last_used_at", "revoked_at",
         ]
         read_only_fields = ["id", "prefix", "owner", "state", "created_at", "last_used_at", "revoked_at"]
 

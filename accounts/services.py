@@ -11,24 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from blaze_site.errors import InvalidInput, NotAuthenticated
+
 from . import audit
 from .models import ROLES, ApiKey, RolePolicy, User
 from .selectors import confirmed_totp_device, mfa_required_for
-
-
-class AuthError(Exception):
-    """Sign-in refused; the message is safe to show to the person signing in."""
-
-    def __init__(self, message, field=None):
-        super().__init__(message)
-        self.field = field
-
-
-class ValidationFailed(Exception):
-    def __init__(self, field, message):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def _lock_keys(username, ip):
@@ -78,25 +65,25 @@ def _locked_message(seconds):
 
 
 def sign_in(*, actor, username, password, otp="", request=None):
-    """Check credentials, lockout and TOTP; return `(user, device)` or raise AuthError.
+    """Check credentials, lockout and TOTP; return `(user, device)` or raise NotAuthenticated.
 
     Used by the login page and by the token endpoints alike, so every way in has the same rules.
     """
     if lockout_remaining(username, actor.ip):
-        raise AuthError(_locked_message(lockout_remaining(username, actor.ip)))
+        raise NotAuthenticated(_locked_message(lockout_remaining(username, actor.ip)))
     user = authenticate(request, username=username, password=password)
     if user is None:
         _failed(actor, username, "bad credentials")
         if lockout_remaining(username, actor.ip):
-            raise AuthError(_locked_message(lockout_remaining(username, actor.ip)))
-        raise AuthError("Username or password is incorrect.")
+            raise NotAuthenticated(_locked_message(lockout_remaining(username, actor.ip)))
+        raise NotAuthenticated("Username or password is incorrect.")
     device = confirmed_totp_device(user)
     if device is not None:
         if not otp:
-            raise AuthError("This account uses two-factor authentication: enter the 6-digit code.", field="otp")
+            raise NotAuthenticated("This account uses two-factor authentication: enter the 6-digit code.", field="otp")
         if not device.verify_token(otp.strip()):
             _failed(actor, username, "bad TOTP code")
-            raise AuthError("The authentication code is incorrect or expired.", field="otp")
+            raise NotAuthenticated("The authentication code is incorrect or expired.", field="otp")
     cache.delete(_lock_keys(username, actor.ip)[0])
     actor = audit.Actor(**{**actor.__dict__, "user": user})
     audit.record(actor=actor, action="auth.login", target=user, data={"mfa": device is not None})
@@ -107,7 +94,7 @@ def sign_in_for_api(*, actor, username, password, otp=""):
     """As `sign_in`, but an account whose role requires TOTP must have enrolled first."""
     user, device = sign_in(actor=actor, username=username, password=password, otp=otp)
     if device is None and mfa_required_for(user):
-        raise AuthError("Your role requires two-factor authentication: enrol on your account page first.")
+        raise NotAuthenticated("Your role requires two-factor authentication: enrol on your account page first.")
     return user
 
 
@@ -126,9 +113,9 @@ def mfa_start(*, user):
 def mfa_confirm(*, actor, user, token):
     device = TOTPDevice.objects.filter(user=user, confirmed=False).first()
     if device is None:
-        raise ValidationFailed("token", "Start enrolment first.")
+        raise InvalidInput("Start enrolment first.", field="token")
     if not device.verify_token((token or "").strip()):
-        raise ValidationFailed("token", "That code is not right. Check the time on your phone and try the next code.")
+        raise InvalidInput("That code is not right. Check the time on your phone and try the next code.", field="token")
     TOTPDevice.objects.filter(user=user, confirmed=True).delete()
     device.confirmed = True
     device.save()
@@ -139,7 +126,7 @@ def mfa_confirm(*, actor, user, token):
 @transaction.atomic
 def mfa_disable(*, actor, user):
     if mfa_required_for(user):
-        raise ValidationFailed("mfa", "Your role requires two-factor authentication; it cannot be turned off.")
+        raise InvalidInput("Your role requires two-factor authentication; it cannot be turned off.", field="mfa")
     deleted, _ = TOTPDevice.objects.filter(user=user).delete()
     if deleted:
         audit.record(actor=actor, action="mfa.disable", target=user)
@@ -153,14 +140,14 @@ def _user_fields(user):
 
 def _validate_role(role):
     if role not in ROLES:
-        raise ValidationFailed("role", f"Must be one of: {', '.join(ROLES)}.")
+        raise InvalidInput(f"Must be one of: {', '.join(ROLES)}.", field="role")
 
 
 @transaction.atomic
 def user_create(*, actor, username, password, role, email="", is_active=True):
     _validate_role(role)
     if User.objects.filter(username__iexact=username).exists():
-        raise ValidationFailed("username", "A user with that username already exists.")
+        raise InvalidInput("A user with that username already exists.", field="username")
     user = User.objects.create_user(username=username, password=password, email=email, is_active=is_active)
     user.groups.set([Group.objects.get(name=role)])
     audit.record(actor=actor, action="user.create", target=user, changes=audit.diff({}, _user_fields(user)))
@@ -212,9 +199,9 @@ def api_key_create(*, actor, user, name, scopes, expires_at=None):
     scopes = sorted(set(scopes))
     unknown = [scope for scope in scopes if scope not in ApiKey.SCOPES]
     if not scopes or unknown:
-        raise ValidationFailed("scopes", f"Choose one or more of: {', '.join(ApiKey.SCOPES)}.")
+        raise InvalidInput(f"Choose one or more of: {', '.join(ApiKey.SCOPES)}.", field="scopes")
     if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationFailed("expires_at", "The expiry must be in the future.")
+        raise InvalidInput("The expiry must be in the future.", field="expires_at")
     raw_key = f"blz_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
         user=user, name=name, prefix=raw_key[:12], key_hash=ApiKey.hash(raw_key), scopes=scopes,

@@ -15,6 +15,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 
+from blaze_site.errors import InvalidInput, NotAuthenticated
+
 from . import services
 from .audit import Actor
 from .csv_export import audit_csv_response
@@ -31,7 +33,7 @@ def login_view(request):
     if request.method == "POST" and form.is_valid():
         try:
             user, device = services.sign_in(actor=Actor.from_request(request), request=request, **form.cleaned_data)
-        except services.AuthError as exc:
+        except NotAuthenticated as exc:
             form.add_error(exc.field, str(exc))
         else:
             login(request, user)
@@ -81,8 +83,10 @@ def mfa_enrol(request):
 @require_POST
 def mfa_confirm(request):
     try:
-        device = services.mfa_confirm(actor=Actor.from_request(request), user=request.user, token=request.POST.get("token"))
-    except services.ValidationFailed as exc:
+        device = services.mfa_confirm(
+            actor=Actor.from_request(request), user=request.user, token=request.POST.get("token")
+        )
+    except InvalidInput as exc:
         messages.error(request, exc.message)
     else:
         otp_login(request, device)
@@ -95,7 +99,7 @@ def mfa_confirm(request):
 def mfa_disable(request):
     try:
         services.mfa_disable(actor=Actor.from_request(request), user=request.user)
-    except services.ValidationFailed as exc:
+    except InvalidInput as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, "Two-factor authentication is off.")
@@ -107,7 +111,9 @@ def mfa_disable(request):
 def password_change(request):
     form = PasswordChangeForm(request.user, request.POST)
     if form.is_valid():
-        services.password_change(actor=Actor.from_request(request), user=request.user, new_password=form.cleaned_data["new_password1"])
+        services.password_change(
+            actor=Actor.from_request(request), user=request.user, new_password=form.cleaned_data["new_password1"]
+        )
         update_session_auth_hash(request, request.user)
         messages.success(request, "Your password is changed.")
         return redirect("account")
@@ -165,7 +171,7 @@ def users(request):
         if form.is_valid():
             try:
                 user = services.user_create(actor=Actor.from_request(request), **form.cleaned_data)
-            except services.ValidationFailed as exc:
+            except InvalidInput as exc:
                 form.add_error(exc.field, exc.message)
             else:
                 messages.success(request, f"User {user.username} created with role {user.role}.")
@@ -188,7 +194,7 @@ def user_update(request, pk):
         services.user_update(
             actor=Actor.from_request(request), user=user, role=request.POST.get("role") or None, is_active=is_active,
         )
-    except services.ValidationFailed as exc:
+    except InvalidInput as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"User {user.username} updated.")
@@ -199,7 +205,9 @@ def user_update(request, pk):
 @require_POST
 def role_policy(request, role):
     try:
-        services.role_policy_set(actor=Actor.from_request(request), role=role, mfa_required=request.POST.get("mfa_required") == "on")
-    except services.ValidationFailed as exc:
+        services.role_policy_set(
+            actor=Actor.from_request(request), role=role, mfa_required=request.POST.get("mfa_required") == "on"
+        )
+    except InvalidInput as exc:
         messages.error(request, exc.message)
     return redirect("users")

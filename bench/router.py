@@ -6,9 +6,10 @@
     python bench/router.py --requests 3000             # more requests per path and concurrency
 
 Pick cost, per strategy with 2 and 32 remote targets (no worker needed):
-- pick_us: `engines.router.pick_target(route, client_key=…)` as the web process calls it, on a route
-  fetched with its targets and engines: the live workers, every target's breaker, health and numbers
-  read from Redis, then the strategy.
+- pick_us: `engines.serving.router.alease_target(route, client_key=…)`, the pick the serving path
+  makes, on one event loop and its Redis client, on a route fetched with its targets and engines:
+  every target's breaker, health and numbers read from Redis, the strategy, then the lease taken and
+  the breaker asked (each lease is given back, untimed, after its pick).
 - strategy_us: `strategies.pick` alone on in-memory candidates. Round robin's turn counter, ip_hash's
   sticky mapping and the least_* strategies' tie-break are still one Redis round trip each: that is the
   strategy's own state, shared across processes; the other strategies are pure Python.
@@ -17,13 +18,12 @@ Each figure is --picks picks, or fewer when --pick-seconds run out first ("picks
 Proxy overhead: non-streaming `POST /v1/chat/completions` with a small body to a fast loopback
 OpenAI-compatible upstream (an asyncio HTTP/1.1 server in its own process), four ways: the upstream
 directly; through Blaze (daphne in its own process, model = a route whose only target is a remote
-engine on that upstream); through litellm's Router in this process (no HTTP hop of its own: the peer
-the issue names); and through litellm's proxy server (uvicorn in its own process, one worker, no
-database: a proxy like Blaze). Each path has one keep-alive aiohttp session (litellm's Router its
-own, which by default also sends through aiohttp: the same client on every path, so that added latency
-is the router's and not the difference between two HTTP clients; httpx took 24.6 ms at p50 for the
-direct call at 32 clients where aiohttp takes 3.4), is warmed up, then sends --requests requests from
-1 and from 32 concurrent clients, in three rounds that alternate the paths. Before the rounds this
+engine on that upstream); through litellm's Router in this process (no HTTP hop of its own); and
+through litellm's proxy server (uvicorn in its own process, one worker, no database: a proxy like
+Blaze). Each path has one keep-alive aiohttp session (litellm's Router its own, which by default
+also sends through aiohttp: the same client on every path, so that added latency is the router's and
+not the difference between two HTTP clients), is warmed up, then sends --requests requests from 1
+and from 32 concurrent clients, in three rounds that alternate the paths. Before the rounds this
 process collects and freezes its heap (settle_garbage_collector), and after each round it waits for
 the logging litellm's Router does after answering (litellm_logged), so that neither lands in another
 path's round. added_*_ms = the path's percentile minus the direct one's. Blaze and the litellm proxy
@@ -56,7 +56,8 @@ CLIENT_KEYS = [f"ip:10.0.0.{n}" for n in range(64)]  # ip_hash: 64 clients, each
 CHAT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
 ANSWER = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "up",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from upstream."}, "finish_reason": "stop"}],
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from upstream."},
+                 "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
 }).encode()
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
@@ -114,12 +115,28 @@ def timed_us(call, count, budget):
     return spent
 
 
+async def timed_picks_us(pick, count, budget):
+    """Microseconds of each `await pick(index)`, after a few untimed ones: `count` picks, or fewer if
+    `budget` seconds run out first (at least 100). `pick` returns what to await, untimed, after it."""
+    for index in range(min(50, count)):
+        await (await pick(index))()
+    spent, ends = [], time.monotonic() + budget
+    for index in range(count):
+        started = time.perf_counter_ns()
+        after = await pick(index)
+        spent.append((time.perf_counter_ns() - started) / 1000)
+        await after()
+        if index >= 100 and time.monotonic() > ends:
+            break
+    return spent
+
+
 def pick_costs(picks, budget):
-    """One JSON line per (strategy, targets): pick_target against strategies.pick alone."""
+    """One JSON line per (strategy, targets): the serving path's pick against strategies.pick alone."""
     from accounts.audit import Actor
     from engines import services
     from engines.models import Route
-    from engines.router import candidates, pick_target, state, strategies
+    from engines.serving.router import alease_target, candidates, state, strategies
 
     actor = Actor.system("bench")
     engines = [services.engine_create(actor=actor, name=f"far-{n}", kind="llm", backend="remote",
@@ -135,9 +152,15 @@ def pick_costs(picks, budget):
             route = Route.objects.prefetch_related("targets__engine").get(pk=route.pk)
             live = candidates(route)
             route_state = state.RouteState.of(route)
-            pick_us = timed_us(lambda i: pick_target(route, client_key=CLIENT_KEYS[i % len(CLIENT_KEYS)]), picks, budget)
+
+            async def pick(index, route=route):
+                candidate, lease, _ = await alease_target(route, client_key=CLIENT_KEYS[index % len(CLIENT_KEYS)])
+                return lambda: state.awithdraw(candidate.id, lease, uncount=True)
+
+            pick_us = asyncio.run(timed_picks_us(pick, picks, budget))
             strategy_us = timed_us(
-                lambda i: strategies.pick(strategy, live, route_state, CLIENT_KEYS[i % len(CLIENT_KEYS)]), picks, budget)
+                lambda i, strategy=strategy, live=live, route_state=route_state: strategies.pick(
+                    strategy, live, route_state, CLIENT_KEYS[i % len(CLIENT_KEYS)]), picks, budget)
             print(json.dumps({
                 "bench": "router", "measure": "pick", "strategy": strategy, "targets": count,
                 "picks": len(pick_us), "pick_us_mean": round(sum(pick_us) / len(pick_us), 1),
@@ -188,11 +211,11 @@ PROXY_LOGGING = {  # uvicorn without a log line per request (daphne keeps its ow
 def start_litellm_proxy(upstream_url, work_dir):
     """litellm's proxy server (FastAPI on uvicorn, one worker, no database) with a `bench` model on the
     upstream; None when litellm[proxy] is not installed."""
-    from tests.servers import Process, free_port, wait_for
-
     import importlib.util
 
     import httpx
+
+    from tests.servers import Process, free_port, wait_for
 
     if not all(importlib.util.find_spec(extra) for extra in ("fastapi", "uvicorn")):  # litellm's [proxy] extra
         return None
@@ -305,7 +328,8 @@ def summary(results):
     """Whether Blaze added less latency than litellm's Router (in this process) and than litellm's proxy
     server, per concurrency and percentile (None: not measured)."""
     line = {"bench": "router", "measure": "summary"}
-    for peer, name in (("litellm", "blaze_adds_less_than_litellm"), ("litellm_proxy", "blaze_adds_less_than_litellm_proxy")):
+    peers = (("litellm", "blaze_adds_less_than_litellm"), ("litellm_proxy", "blaze_adds_less_than_litellm_proxy"))
+    for peer, name in peers:
         verdict = {}
         for concurrency, paths in results.items():
             if "blaze" not in paths or peer not in paths:

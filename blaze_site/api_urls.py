@@ -2,11 +2,10 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenRefreshView
 
-from engines import workers_api
-from engines.api import EngineViewSet
-from engines.routes_api import RouteTargetViewSet, RouteViewSet
-
 from accounts import api
+from engines.control import workers_api
+from engines.control.engines_api import EngineViewSet
+from engines.control.routes_api import RouteTargetViewSet, RouteViewSet
 
 router = SimpleRouter(trailing_slash="/?")
 router.register("engines", EngineViewSet, basename="engine")

@@ -5,16 +5,18 @@ from celery.signals import before_task_publish, setup_logging, task_postrun, tas
 from kombu import Queue
 from kombu.common import Broadcast
 
+from engines import contract
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blaze_site.settings")
 
-app = Celery("blaze_site")
+# Only a worker imports its tasks (`include`); the web side sends them by name (engines/contract.py).
+app = Celery("blaze_site", include=["engines.worker.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # The shared queue, plus a broadcast queue every worker hears (unload an engine everywhere).
-# Each worker adds a queue of its own at start-up (engines/tasks.py).
-CONTROL = Broadcast("blaze.control")
-app.conf.task_default_queue = "blaze"
-app.conf.task_queues = (Queue("blaze"), CONTROL)
-app.autodiscover_tasks()
+# Each worker adds a queue of its own at start-up (engines/worker/tasks.py).
+CONTROL = Broadcast(contract.CONTROL_QUEUE)
+app.conf.task_default_queue = contract.SHARED_QUEUE
+app.conf.task_queues = (Queue(contract.SHARED_QUEUE), CONTROL)
 
 REQUEST_ID_HEADER = "blaze_request_id"
 

@@ -1,10 +1,22 @@
-"""One place that turns errors into the native API's JSON shape: {"error": msg, "fields": {...}}."""
+"""Where errors meet HTTP: each `blaze_site.errors` class's status, and the native API's JSON shape
+{"error": msg, "fields": {...}} (the /v1 views give the same statuses in OpenAI's shape)."""
 
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-from accounts.services import AuthError, ValidationFailed
+from blaze_site import errors
+
+HTTP_STATUS = {
+    errors.InvalidInput: 400, errors.NotAuthenticated: 401, errors.PermissionDenied: 403, errors.NotFound: 404,
+    errors.MethodNotAllowed: 405, errors.TargetFailed: 500, errors.UpstreamFailed: 502, errors.Unavailable: 503,
+    errors.TimedOut: 504, errors.OutOfMemory: 507,
+}
+
+
+def http_status(exc):
+    """The status an ApplicationError is answered with: its own class's, else its nearest base's."""
+    return next((HTTP_STATUS[cls] for cls in type(exc).__mro__ if cls in HTTP_STATUS), 500)
 
 
 def flatten(detail, prefix=""):
@@ -32,11 +44,11 @@ def error_body(message, fields=None):
 
 
 def api_exception_handler(exc, context):
-    if isinstance(exc, ValidationFailed):
-        exc = exceptions.ValidationError({exc.field: [exc.message]})
-    if isinstance(exc, AuthError):
-        fields = {exc.field: [str(exc)]} if exc.field else None
-        return Response(error_body(str(exc), fields), status=status.HTTP_401_UNAUTHORIZED)
+    if isinstance(exc, errors.InvalidInput):
+        exc = exceptions.ValidationError({exc.field or "non_field_errors": [exc.message]})
+    elif isinstance(exc, errors.ApplicationError):
+        fields = {exc.field: [exc.message]} if exc.field else None
+        return Response(error_body(exc.message, fields), status=http_status(exc))
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -66,8 +66,8 @@ async def cached(kind, key, current, load):
 
     Requests that miss the same entry at once share one load; an entry older than
     BLAZE_LOOKUP_CACHE_SECONDS is still served, once, while one load replaces it in the background.
-    Otherwise, when an entry lapsed under load, every request in flight queued its own copy of the
-    load in the one sync thread (32 clients waited up to 800 ms for it on 2 cores, once a minute)."""
+    Otherwise, when an entry lapsed under load, every request in flight would queue its own copy of
+    the load in the one sync thread."""
     entry = _entries.get((kind, key)) if current is not None else None
     if entry is None or entry[0] != current:
         return await asyncio.shield(_loading(kind, key, current, load))  # one leaving does not cancel the others'

@@ -1,21 +1,18 @@
 """`python -m blaze_site.serve [daphne's arguments]`: daphne as Blaze runs it (`./blaze up`, the tests,
-the benches). Four things differ from `daphne` itself, each measured on `bench/router.py`'s path:
+the benches). Three things differ from `daphne` itself (figures: docs/benchmarks.md, decisions:
+docs/decisions.md):
 
 - Twisted's reactor runs on a uvloop loop. Daphne makes a standard-library asyncio loop when
   `daphne.server` is imported, unless an asyncio reactor is installed already: this installs one
-  first. Twisted's sockets, the aiohttp upstream client and the Redis client all run on it (about 5%
-  less CPU per `/v1` request).
-- Twisted does not parse POSTed form bodies into `request.args`. Daphne never reads them: it hands
-  the body to Django, which parses it again. Twisted's parse of the Content-Type makes two new classes
-  per POST (`email.headerregistry`), garbage that only the collector's full passes free, and it would
-  read a whole multipart upload into memory a second time.
-- Twisted does not format its own access log line for each request. Daphne writes one (its access
-  log, as before); Twisted's went to Twisted's log, which daphne sends nowhere (or, at verbosity 2 and
-  up, to Python's logging, a second line for the same request). About 50 µs a request.
+  first. Twisted's sockets, the aiohttp upstream client and the Redis client all run on it.
+- Twisted does not parse POSTed form bodies into `request.args` (its public `parsePOSTFormSubmission`
+  argument). Daphne never reads them: it hands the body to Django, which parses it again; Twisted's
+  parse makes garbage only the collector's full passes free, and reads a multipart upload twice.
 - Once the reactor runs, the URLconf (and with it every view module) is loaded, a full collection
-  run, and everything left frozen (`gc.freeze`): the collector's passes no longer walk the 165,000
-  or so objects of the loaded code on every full pass. Those passes held the loop for about 100 ms every
-  few hundred requests under load; the p99 latency at 32 clients fell from about 200 to 70 ms.
+  run, and everything left frozen (`gc.freeze`): the collector's passes no longer walk the loaded
+  code, passes that held the loop, and every request in flight, under load.
+
+tests/test_library_seams.py fails on a daphne or Twisted upgrade that would break the second.
 """
 
 import asyncio
@@ -31,11 +28,10 @@ asyncioreactor.install(loop)
 
 # After the reactor is installed:
 from daphne.cli import CommandLineInterface  # noqa: E402
-from daphne.http_protocol import HTTPFactory, WebRequest  # noqa: E402
+from daphne.http_protocol import WebRequest  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 
 WebRequest.__init__ = partialmethod(WebRequest.__init__, parsePOSTFormSubmission=False)
-HTTPFactory.log = lambda self, request: None  # Twisted's line; daphne's access log is written elsewhere
 
 
 def freeze_loaded_code():

@@ -6,8 +6,10 @@ one Redis.
 
 import asyncio
 import weakref
+from contextlib import contextmanager
 from functools import cached_property, lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import hiredis
 import redis
@@ -25,14 +27,6 @@ def worker_key(hostname):
 
 def workers_key():
     return key("workers")
-
-
-def response_stream_key(request_id):
-    return key("response", request_id)
-
-
-def request_done_key(request_id):
-    return key("response", request_id, "done")
 
 
 def engine_stats_key(name):
@@ -68,17 +62,16 @@ def loop_client():
     if url not in clients:
         # No socket_timeout: with one, redis-py wraps every command's write in asyncio.wait_for, a new
         # task per command, which cost more CPU than the command itself on the serving path.
-        client = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2)
-        if client.connection_pool.connection_class is redis.asyncio.Connection:  # TCP (not TLS, not a socket file)
-            client.connection_pool.connection_class = HiredisPackedConnection
-        clients[url] = client
+        packed = {"connection_class": HiredisPackedConnection} if urlsplit(url).scheme == "redis" else {}  # plain TCP
+        clients[url] = redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2, **packed)
     return clients[url]
 
 
 class HiredisPackedConnection(redis.asyncio.Connection):
     """redis-py's asyncio connection with its commands packed by hiredis, as its synchronous one
-    packs them: redis-py's asyncio one packs in Python, 15 µs for a script call where hiredis takes 3,
-    and a relayed request sends about twenty commands."""
+    packs them (redis-py's asyncio one packs in Python, several times slower per command). It splits
+    two-word command names as redis-py's packer does: tests/test_library_seams.py checks the bytes
+    match redis-py's own."""
 
     def pack_command(self, *args):
         if isinstance(args[0], str):  # a command named in two words ("SCRIPT LOAD") goes as two arguments
@@ -140,6 +133,30 @@ def batch(queue):
                 raise
             for script in _scripts:
                 client().script_load(script._sync.script)
+
+
+class Parts:
+    """The replies of a batch by name, each part being the commands queued inside `named(name, pipe)`,
+    instead of sliced by position:
+
+        parts = Parts()
+        def queue(pipe):
+            with parts.named("health", pipe):
+                health.queue_checks(pipe, names)
+        replies = parts.split(await abatch(queue))  # replies["health"]: that part's replies
+    """
+
+    def __init__(self):
+        self._spans = {}
+
+    @contextmanager
+    def named(self, name, pipe):
+        start = len(pipe.command_stack)
+        yield
+        self._spans[name] = slice(start, len(pipe.command_stack))
+
+    def split(self, replies):
+        return {name: replies[span] for name, span in self._spans.items()}
 
 
 async def abatch(queue):
@@ -241,16 +258,16 @@ def route_sticky_pattern(route_id):
     return key("route", route_id, "sticky", "*")
 
 
-def route_target_stats_key(target_id):
+def route_target_stats_key(target_pk):
     """A route target's counters and averages, hash {requests, completed, errors, latency, error_rate}."""
-    return key("route-target", target_id, "stats")
+    return key("route-target", target_pk, "stats")
 
 
-def route_target_leases_key(target_id):
+def route_target_leases_key(target_pk):
     """A route target's requests in flight: sorted set of lease ids scored by when they expire."""
-    return key("route-target", target_id, "leases")
+    return key("route-target", target_pk, "leases")
 
 
-def route_target_latencies_key(target_id):
+def route_target_latencies_key(target_pk):
     """A route target's recent successful latencies in seconds, newest first (bounded), for p50/p95."""
-    return key("route-target", target_id, "latencies")
+    return key("route-target", target_pk, "latencies")

@@ -5,13 +5,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 urlpatterns = [
     # First: the inference API is most of the traffic, and Django tries the patterns in order (the
     # empty prefixes below hold dozens of pages each).
-    path("v1/", include("engines.v1_urls")),
+    path("v1/", include("engines.openai.urls")),
     path("", RedirectView.as_view(pattern_name="engines:list", permanent=False)),
     path("", include("accounts.urls")),
     path("", include("monitoring.urls")),
     path("", include("security.urls")),
     path("", include("ratelimits.urls")),
-    path("engines/", include("engines.urls")),
+    path("engines/", include("engines.control.urls")),
     path("api/", include("blaze_site.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

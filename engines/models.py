@@ -155,7 +155,8 @@ class RouteTarget(models.Model):
         if self.worker and (self.worker != self.worker.strip() or any(ch.isspace() for ch in self.worker)):
             raise ValidationError({"worker": "A worker id has no spaces (as on the Workers page)."})
         if self.worker and self.engine.backend != Engine.Backend.LOCAL:
-            raise ValidationError({"worker": "Only a local engine runs on a worker; leave it blank for a remote engine."})
+            raise ValidationError({
+                "worker": "Only a local engine runs on a worker; leave it blank for a remote engine."})
         siblings = RouteTarget.objects.filter(route_id=self.route_id).exclude(pk=self.pk).select_related("engine")
         if any(other.engine_id == self.engine_id and other.worker == self.worker for other in siblings):
             where = f"worker {self.worker}" if self.worker else "any worker"
@@ -163,7 +164,8 @@ class RouteTarget(models.Model):
         kinds = {other.engine.kind for other in siblings}
         if kinds and self.engine.kind not in kinds:
             raise ValidationError({"engine": (
-                f"This route's targets are {', '.join(sorted(kinds))} engines; {self.engine.name} is {self.engine.kind}."
+                f"This route's targets are {', '.join(sorted(kinds))} engines; "
+                f"{self.engine.name} is {self.engine.kind}."
             )})
 
     def audit_fields(self):

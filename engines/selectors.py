@@ -2,8 +2,7 @@ import redis
 from django.db.models import Count, Q
 
 from accounts.models import AuditEvent
-
-from .models import Engine, Route
+from engines.models import Engine, Route
 
 
 def engine_list(*, kind="", enabled=None, search=""):
@@ -33,17 +32,17 @@ def route_history(route, limit=20):
 
 def _resilience_states(targets):
     """{target pk: {"breaker": state, "health": state}} as the router sees them, two round trips in all."""
-    from .resilience import breaker, health  # imported here: resilience is built on the engines app
-    from .router import resilience_id
+    from engines.serving.resilience import breaker, health  # imported here: resilience is built on the engines app
+    from engines.serving.router import resilience_id_of
 
-    names = {target.pk: resilience_id(target) for target in targets}
+    names = {target.pk: resilience_id_of(target) for target in targets}
     healths = health.states(names.values())
     breakers = breaker.states(map(breaker.CircuitBreaker, set(names.values())))
     return {pk: {"breaker": breakers[name], "health": healths[name]} for pk, name in names.items()}
 
 
 def _live_rows(route, targets):
-    from .router import state, survey
+    from engines.serving.router import state, survey
 
     found, reasons = survey(route)
     found = {candidate.id: candidate for candidate in found}

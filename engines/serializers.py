@@ -4,12 +4,15 @@ from pathlib import Path
 
 from rest_framework import serializers
 
-from .models import Engine, Route, RouteTarget
+from engines.contract import BATCH_DEFAULTS
+from engines.models import Engine, Route, RouteTarget
 
 
 class BatchingConfig(serializers.Serializer):
-    max_batch_size = serializers.IntegerField(min_value=1, max_value=256, default=8)
-    batch_wait_ms = serializers.IntegerField(min_value=0, max_value=1000, default=10)
+    max_batch_size = serializers.IntegerField(min_value=1, max_value=256,
+                                              default=BATCH_DEFAULTS["llm"]["max_batch_size"])
+    batch_wait_ms = serializers.IntegerField(min_value=0, max_value=1000,
+                                             default=BATCH_DEFAULTS["llm"]["batch_wait_ms"])
 
 
 class LlmConfig(BatchingConfig):
@@ -19,7 +22,8 @@ class LlmConfig(BatchingConfig):
 
 
 class DiffusionConfig(BatchingConfig):
-    max_batch_size = serializers.IntegerField(min_value=1, max_value=64, default=4)
+    max_batch_size = serializers.IntegerField(min_value=1, max_value=64,
+                                              default=BATCH_DEFAULTS["diffusion"]["max_batch_size"])
     precision = serializers.ChoiceField(["fp32", "fp16", "bf16"], default="fp32")
     max_steps = serializers.IntegerField(min_value=1, max_value=200, default=50)
     max_size = serializers.IntegerField(min_value=64, max_value=2048, default=1024)
@@ -35,8 +39,10 @@ class DiffusionConfig(BatchingConfig):
 
 
 class EmbeddingConfig(BatchingConfig):
-    max_batch_size = serializers.IntegerField(min_value=1, max_value=1024, default=32)
-    batch_wait_ms = serializers.IntegerField(min_value=0, max_value=1000, default=5)
+    max_batch_size = serializers.IntegerField(min_value=1, max_value=1024,
+                                              default=BATCH_DEFAULTS["embedding"]["max_batch_size"])
+    batch_wait_ms = serializers.IntegerField(min_value=0, max_value=1000,
+                                             default=BATCH_DEFAULTS["embedding"]["batch_wait_ms"])
     normalize = serializers.BooleanField(default=True)
     max_seq_length = serializers.IntegerField(min_value=1, max_value=8192, default=256)
 
@@ -61,7 +67,8 @@ class StrictSerializer(serializers.Serializer):
 
 def validate_config(kind, config):
     """Defaults filled in and every value checked; raises ValidationError keyed by config field."""
-    serializer_class = type(f"Strict{CONFIG_SERIALIZERS[kind].__name__}", (StrictSerializer, CONFIG_SERIALIZERS[kind]), {})
+    serializer_class = type(f"Strict{CONFIG_SERIALIZERS[kind].__name__}",
+                            (StrictSerializer, CONFIG_SERIALIZERS[kind]), {})
     serializer = serializer_class(data=config)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -97,7 +104,8 @@ class EngineSerializer(serializers.ModelSerializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
             # A client changing these here would expect it to work; say where it is done instead.
-            hints = {"enabled": "Read-only here: POST …/enable/ or …/disable/.", "status": "Read-only: set by the workers."}
+            hints = {"enabled": "Read-only here: POST …/enable/ or …/disable/.",
+                     "status": "Read-only: set by the workers."}
             refused = {
                 name: [hint] for name, hint in hints.items()
                 if name in data and (self.instance is None or data[name] != getattr(self.instance, name))

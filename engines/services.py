@@ -4,16 +4,22 @@ the serializer before; route changes are checked here by the models' rules (`ful
 the pages and the shell all get them."""
 
 import logging
+import uuid
 
 import redis
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.files.base import ContentFile
 from django.db import transaction
+from django.urls import reverse
 
 from accounts import audit
-from accounts.services import ValidationFailed
-
-from .models import Engine, Route, RouteTarget
-from .router import state as router_state
+from blaze_site import errors
+from blaze_site.celery import CONTROL, app
+from blaze_site.errors import InvalidInput
+from engines import contract
+from engines.heartbeats import worker_info
+from engines.models import Engine, GeneratedImage, Route, RouteTarget
+from engines.serving.router import state as router_state
 
 log = logging.getLogger(__name__)
 
@@ -56,47 +62,40 @@ def engine_set_enabled(*, actor, engine, enabled):
 def engine_delete(*, actor, engine):
     audit.record(actor=actor, action="engine.delete", target=engine, changes=audit.diff(engine.audit_fields(), {}))
     for target in engine.route_targets.select_related("route"):  # deleted with the engine: say so on each route
-        _record_target(actor, "route.target_remove", target, audit.diff(target.audit_fields(), {}), reason="engine deleted")
+        _record_target(actor, "route.target_remove", target, audit.diff(target.audit_fields(), {}),
+                       reason="engine deleted")
     _forget_on_commit(router_state.forget_targets, list(engine.route_targets.values_list("pk", flat=True)))
     name = engine.name
     engine.delete()
     transaction.on_commit(lambda: unload_everywhere(name))
 
 
-class WorkerUnavailable(Exception):
+class WorkerUnavailable(errors.Unavailable):
     """The worker is lost or did not answer in time."""
 
 
-def _worker_call(task, worker_id, *args, timeout=600):
+def _worker_call(task_name, worker_id, *args, timeout=600):
     from celery.exceptions import TimeoutError as CeleryTimeout
-
-    from .lifecycle import worker_info
-    from .worker import worker_queue
 
     info = worker_info(worker_id)
     if info is None or info["lost"]:
         raise WorkerUnavailable(f"Worker {worker_id} is not running (no recent heartbeat).")
     try:
-        return task.apply_async(args=args, queue=worker_queue(worker_id)).get(timeout=timeout)
+        return app.send_task(task_name, args=args, queue=contract.worker_queue(worker_id)).get(timeout=timeout)
     except CeleryTimeout as exc:
         raise WorkerUnavailable(f"Worker {worker_id} did not answer within {timeout} s.") from exc
 
 
 def cache_load(*, actor, worker_id, engine):
     """Load (warm) an engine's model on a worker; raises the worker's load error when it fails."""
-    from .runtimes import EngineSpec
-    from .tasks import cache_load as task
-
-    entry = _worker_call(task, worker_id, EngineSpec.from_engine(engine).as_dict())
+    entry = _worker_call(contract.CACHE_LOAD_TASK, worker_id, contract.EngineSpec.from_engine(engine).as_dict())
     audit.record(actor=actor, action="cache.load", target=engine,
                  data={"worker": worker_id, "bytes": entry["bytes"], "estimated_bytes": entry["estimated_bytes"]})
     return entry
 
 
 def cache_unload(*, actor, worker_id, engine_name):
-    from .tasks import cache_unload as task
-
-    unloaded = _worker_call(task, worker_id, engine_name, timeout=120)
+    unloaded = _worker_call(contract.CACHE_UNLOAD_TASK, worker_id, engine_name, timeout=120)
     if unloaded:
         audit.record(actor=actor, action="cache.unload", target_repr=engine_name, data={"worker": worker_id})
     return unloaded
@@ -104,9 +103,7 @@ def cache_unload(*, actor, worker_id, engine_name):
 
 def cache_evict(*, actor, worker_id):
     """Evict the worker's least recently used model; returns its engine name or None."""
-    from .tasks import cache_evict as task
-
-    victim = _worker_call(task, worker_id, timeout=120)
+    victim = _worker_call(contract.CACHE_EVICT_TASK, worker_id, timeout=120)
     if victim:
         audit.record(actor=actor, action="cache.evict", target_repr=victim, data={"worker": worker_id})
     return victim
@@ -114,25 +111,33 @@ def cache_evict(*, actor, worker_id):
 
 def unload_everywhere(engine_name):
     """Ask every worker to drop an engine (after disable or delete); a broker outage is logged, not fatal."""
-    from .tasks import unload_everywhere as task
-
-    from blaze_site.celery import CONTROL
-
     try:
         # Declaring the queue tells this process the exchange fans out; undeclared, the Redis
         # transport would treat it as direct and the message would reach no worker.
-        task.apply_async(args=[engine_name], queue=CONTROL, declare=[CONTROL])
+        app.send_task(contract.UNLOAD_EVERYWHERE_TASK, args=[engine_name], queue=CONTROL, declare=[CONTROL])
     except Exception:
         log.exception("could not broadcast unload of %s", engine_name)
 
 
+def store_images(*, user, engine_name, payload, seed, pngs):
+    """Save each generated PNG (MEDIA_ROOT) with a row; returns the URL path of each."""
+    params = {k: v for k, v in payload.items() if k not in ("image", "prompt")}
+    urls = []
+    for index, png in enumerate(pngs):
+        image = GeneratedImage(user=user, engine=engine_name, prompt=payload["prompt"], params=params,
+                               seed=seed + index)
+        image.file.save(f"{uuid.uuid4().hex}.png", ContentFile(png), save=True)
+        urls.append(reverse("engines:image", args=[image.pk]))
+    return urls
+
+
 def _checked(instance):
-    """Apply the model's field rules and `clean()`; the first broken one as ValidationFailed."""
+    """Apply the model's field rules and `clean()`; the first broken one as InvalidInput."""
     try:
         instance.full_clean(validate_constraints=False)  # clean() names the duplicate; the constraint backs it
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
-        raise ValidationFailed("non_field_errors" if field == NON_FIELD_ERRORS else field, messages[0]) from exc
+        raise InvalidInput(messages[0], field="non_field_errors" if field == NON_FIELD_ERRORS else field) from exc
     return instance
 
 
@@ -196,7 +201,7 @@ def route_target_update(*, actor, target, **fields):
     """Change a target's weight or enabled; its engine and worker are what it is (remove and add)."""
     fixed = sorted(set(fields) - {"weight", "enabled"})
     if fixed:
-        raise ValidationFailed(fixed[0], "A target's engine and worker cannot change; remove it and add another.")
+        raise InvalidInput("A target's engine and worker cannot change; remove it and add another.", field=fixed[0])
     before = target.audit_fields()
     for name, value in fields.items():
         setattr(target, name, value)
@@ -217,10 +222,10 @@ def route_target_remove(*, actor, target):
 def route_target_reset_breaker(*, actor, target):
     """Close the target's circuit breaker and forget its counts (the operator knows the target is
     back); audited with the state it was in. Returns the breaker's state (closed)."""
-    from .resilience.breaker import CircuitBreaker
-    from .router import resilience_id
+    from engines.serving.resilience.breaker import CircuitBreaker
+    from engines.serving.router import resilience_id_of
 
-    breaker = CircuitBreaker(resilience_id(target))
+    breaker = CircuitBreaker(resilience_id_of(target))
     before = breaker.snapshot()["state"]
     state = breaker.reset()
     _record_target(actor, "route.breaker_reset", target, {"breaker": [before, state]})

@@ -8,8 +8,7 @@ from django.conf import settings
 from django.db import connection
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
-from blaze_site import shared_state
-from engines import lifecycle
+from engines import heartbeats
 from engines.models import Engine
 
 
@@ -28,7 +27,7 @@ def _check(probe):
     started = time.perf_counter()
     try:
         detail = probe()
-    except Exception as exc:  # a dependency check reports failures, it does not raise them
+    except Exception as exc:  # noqa: BLE001 - a dependency check reports failures, it does not raise them
         return {"status": "down", "error": f"{type(exc).__name__}: {exc}",
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
     return {"status": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2), **(detail or {})}
@@ -64,8 +63,9 @@ def health_report():
     if cache["status"] == "up":
         workers = [
             {"id": w["id"], "device": w["device"], "lost": w["lost"], "in_flight": w["in_flight"],
-             "heartbeat_age_seconds": round(time.time() - w["last_seen"], 2), "models": [e["engine"] for e in w["cache"]]}
-            for w in lifecycle.live_workers()
+             "heartbeat_age_seconds": round(time.time() - w["last_seen"], 2),
+             "models": [e["engine"] for e in w["cache"]]}
+            for w in heartbeats.live_workers()
         ]
     if database["status"] == "up":
         engines = list(Engine.objects.order_by("name").values("name", "kind", "enabled", "status", "status_detail"))
@@ -121,7 +121,9 @@ def metrics_snapshot():
             elif name == "blaze_model_cache_bytes":
                 workers.setdefault(labels["worker"], {})["bytes"] = sample.value
             elif name in ("blaze_tokens_generated_total", "blaze_queue_depth", "blaze_tokens_per_second"):
-                engines.setdefault(labels["engine"], {})[name.removeprefix("blaze_").removesuffix("_total")] = sample.value
+                engines.setdefault(labels["engine"], {})[name.removeprefix("blaze_").removesuffix("_total")] = (
+                    sample.value
+                )
             elif name in ("blaze_rate_limit_rejections_total", "blaze_security_events_total"):
                 counters[name.removeprefix("blaze_").removesuffix("_total")] = (
                     counters.get(name.removeprefix("blaze_").removesuffix("_total"), 0) + sample.value
@@ -134,7 +136,8 @@ def metrics_snapshot():
             "p50": _quantile(buckets, entry["count"], 0.5), "p95": _quantile(buckets, entry["count"], 0.95),
         }
         if base == "blaze_http_request_duration_seconds":
-            http.setdefault(labels["endpoint"], {"requests": 0, "errors": 0, "by_status": {}})["latency_seconds"] = stats
+            http.setdefault(labels["endpoint"],
+                            {"requests": 0, "errors": 0, "by_status": {}})["latency_seconds"] = stats
         elif "engine" in labels:
             field = {"blaze_inference_duration_seconds": "batch_seconds", "blaze_batch_size": "batch_size",
                      "blaze_time_to_first_token_seconds": "time_to_first_token_seconds"}.get(base)

@@ -11,7 +11,7 @@ BLAZE_RATELIMIT_ADAPTIVE_FLOOR and 1:
     factor = max(floor, (1 - error_rate) × min(1, target_latency / latency))
 
 - error_rate: failed / all of the recent outcomes every engine keeps in Redis (the last 50 requests
-  per engine, written by `engines.lifecycle.batch_done`); 0 when there are none.
+  per engine, written by `engines.worker.status.batch_done`); 0 when there are none.
 - latency: the mean batch latency of all engines over the batches run since the previous sample,
   from their cumulative stats (sampled at most once a second; a second without batches keeps it).
 - target_latency: BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS.
@@ -76,7 +76,8 @@ def _window_item(policy):
 
 def _window(policy, identity, cost):
     storage = _windows()
-    strategy = (FixedWindowRateLimiter if policy.algorithm == Algorithm.FIXED_WINDOW else SlidingWindowCounterRateLimiter)(storage)
+    strategy = (FixedWindowRateLimiter if policy.algorithm == Algorithm.FIXED_WINDOW
+                else SlidingWindowCounterRateLimiter)(storage)
     item = _window_item(policy)
     allowed = strategy.hit(item, identity) if cost else True
     stats = strategy.get_window_stats(item, identity)

@@ -23,7 +23,9 @@ class RateLimitPolicyViewSet(viewsets.ModelViewSet):
         return policy_list()
 
     def perform_create(self, serializer):
-        serializer.instance = services.policy_create(actor=Actor.from_request(self.request), **serializer.validated_data)
+        serializer.instance = services.policy_create(
+            actor=Actor.from_request(self.request), **serializer.validated_data
+        )
 
     def perform_update(self, serializer):
         serializer.instance = services.policy_update(

@@ -8,7 +8,10 @@ class RateLimitPolicyForm(forms.ModelForm):
 
     class Meta:
         model = RateLimitPolicy
-        fields = ["name", "scope", "endpoint", "algorithm", "limit", "period_seconds", "burst", "action", "max_delay", "enabled"]
+        fields = [
+            "name", "scope", "endpoint", "algorithm", "limit", "period_seconds",
+            "burst", "action", "max_delay", "enabled",
+        ]
         widgets = {
             "name": forms.TextInput(attrs={"placeholder": "e.g. chat-per-key"}),
             "endpoint": forms.TextInput(attrs={"placeholder": "/v1/  (blank: every path)"}),

@@ -15,8 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
-from accounts.services import ValidationFailed
 from blaze_site import shared_state
+from blaze_site.errors import InvalidInput
 from monitoring import metrics
 
 from . import blocklist
@@ -81,18 +81,23 @@ def _reset_detections(ip):
 @transaction.atomic
 def ip_block(*, actor, network, reason, expires_at=None, source=IpBlock.Source.MANUAL):
     """Block an address or CIDR network until `expires_at` (None: until unblocked). Blocking a network
-    already blocked replaces its reason and expiry. Raises ValidationFailed for a bad network, a past
+    already blocked replaces its reason and expiry. Raises InvalidInput for a bad network, a past
     expiry, or a network that holds the acting person's own address."""
     try:
         network = IpBlock.normalise(network)
     except ValueError:
-        raise ValidationFailed("network", "Enter an IP address (203.0.113.7) or a CIDR network (203.0.113.0/24).") from None
+        raise InvalidInput(
+            "Enter an IP address (203.0.113.7) or a CIDR network (203.0.113.0/24).", field="network"
+        ) from None
     if not (reason or "").strip():
-        raise ValidationFailed("reason", "Say why: the reason is shown to other admins and in the audit log.")
+        raise InvalidInput("Say why: the reason is shown to other admins and in the audit log.", field="reason")
     if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationFailed("expires_at", "Must be in the future.")
-    if actor.ip and ipaddress.ip_address(actor.ip) in ipaddress.ip_network(network) and not blocklist.is_exempt(actor.ip):
-        raise ValidationFailed("network", f"{network} holds your own address {actor.ip}: blocking it would lock you out.")
+        raise InvalidInput("Must be in the future.", field="expires_at")
+    if (actor.ip and ipaddress.ip_address(actor.ip) in ipaddress.ip_network(network)
+            and not blocklist.is_exempt(actor.ip)):
+        raise InvalidInput(
+            f"{network} holds your own address {actor.ip}: blocking it would lock you out.", field="network"
+        )
     block = IpBlock.objects.select_for_update().filter(network=network).first()
     before = _block_fields(block) if block else {}
     if block is None:
@@ -100,7 +105,9 @@ def ip_block(*, actor, network, reason, expires_at=None, source=IpBlock.Source.M
     block.reason, block.source, block.expires_at = reason.strip()[:300], source, expires_at
     block.created_by, block.created_at = actor.user, timezone.now()
     block.save()
-    audit.record(actor=actor, action="security.ip_blocked", target=block, changes=audit.diff(before, _block_fields(block)))
+    audit.record(
+        actor=actor, action="security.ip_blocked", target=block, changes=audit.diff(before, _block_fields(block))
+    )
     metrics.SECURITY_EVENTS.labels("ip_blocked").inc()
     return block
 
@@ -108,7 +115,9 @@ def ip_block(*, actor, network, reason, expires_at=None, source=IpBlock.Source.M
 @transaction.atomic
 def ip_unblock(*, actor, block):
     """Lift a block now; the address starts again from no detections."""
-    audit.record(actor=actor, action="security.ip_unblocked", target=block, changes=audit.diff(_block_fields(block), {}))
+    audit.record(
+        actor=actor, action="security.ip_unblocked", target=block, changes=audit.diff(_block_fields(block), {})
+    )
     block.delete()
     network = ipaddress.ip_network(block.network)
     if network.num_addresses == 1:

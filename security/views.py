@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.audit import Actor
-from accounts.services import ValidationFailed
+from blaze_site.errors import InvalidInput
 
 from . import services
 from .forms import IpBlockForm
@@ -33,9 +33,10 @@ def block(request):
         try:
             created = services.ip_block(
                 actor=Actor.from_request(request), network=form.cleaned_data["network"],
-                reason=form.cleaned_data["reason"], expires_at=timezone.now() + timedelta(hours=hours) if hours else None,
+                reason=form.cleaned_data["reason"],
+                expires_at=timezone.now() + timedelta(hours=hours) if hours else None,
             )
-        except ValidationFailed as exc:
+        except InvalidInput as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
         else:
             messages.success(request, f"{created.network} is blocked: its requests now get 403.")

@@ -75,7 +75,9 @@ def key_for():
     """key_for(user, scopes, **kw) → (ApiKey, raw key string)."""
 
     def build(user, scopes=("read",), **kwargs):
-        return services.api_key_create(actor=Actor.system("test"), user=user, name="test key", scopes=list(scopes), **kwargs)
+        return services.api_key_create(
+            actor=Actor.system("test"), user=user, name="test key", scopes=list(scopes), **kwargs
+        )
 
     return build
 
@@ -133,6 +135,6 @@ def openai_client(live_blaze):
 @pytest.fixture(scope="session")
 def tiny_llm_path(tmp_path_factory):
     """A random-weight GPT-2 (2 layers, 64 wide) with a BPE tokenizer and a chat template: loads in milliseconds."""
-    from engines.demo_models import build_tiny_llm
+    from engines.demo.build import build_tiny_llm
 
     return str(build_tiny_llm(tmp_path_factory.mktemp("tiny-llm")))

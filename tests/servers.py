@@ -92,7 +92,8 @@ def wait_for(condition, timeout, what, process=None):
 
 def start_daphne(log_dir, **env):
     port = free_port()
-    process = Process([sys.executable, "-m", "blaze_site.serve", "-b", "127.0.0.1", "-p", str(port), "blaze_site.asgi:application"],
+    process = Process([sys.executable, "-m", "blaze_site.serve", "-b", "127.0.0.1", "-p", str(port),
+                       "blaze_site.asgi:application"],
                       log_dir / f"daphne-{port}.log", server_env(**env))
     wait_for(lambda: listening(port), 60, "daphne listening", process)
     process.url = f"http://127.0.0.1:{port}"
@@ -101,7 +102,7 @@ def start_daphne(log_dir, **env):
 
 def start_worker(log_dir, name, threads=16, **env):
     """A Celery worker (engine host) named `name`@test; returns once its heartbeat is in Redis."""
-    from engines.lifecycle import worker_info
+    from engines.heartbeats import worker_info
 
     hostname = f"{name}@test"
     process = Process(

@@ -157,7 +157,8 @@ def test_a_v1_request_starts_no_thread_of_its_own(monkeypatch):
     async def requests():
         first = await request()  # may start the process's sync thread, and connect to Redis
         original = threading.Thread.start
-        monkeypatch.setattr(threading.Thread, "start", lambda thread: (started.append(thread.name), original(thread))[1])
+        monkeypatch.setattr(threading.Thread, "start",
+                            lambda thread: (started.append(thread.name), original(thread))[1])
         statuses = [first] + [await request() for _ in range(3)]
         return statuses, list(started)  # before asyncio.run's own shutdown thread
 
@@ -174,7 +175,7 @@ def test_a_v1_request_served_from_cached_lookups_waits_on_no_sync_thread(monkeyp
 
     from blaze_site.asgi import api_asgi_app
     from engines import services as engine_services
-    from engines.resilience.http import aclose_all
+    from engines.serving.resilience.http import aclose_all
     from tests.upstream import OpenAIUpstream
 
     upstream = OpenAIUpstream()

@@ -26,7 +26,8 @@ def environment(var_dir, **variables):
 
 def settings_in(var_dir, **variables):
     """The settings module's values as a process started with these variables sees them."""
-    code = "import json, blaze_site.settings as s; print(json.dumps({k: v for k, v in vars(s).items() if k.isupper()}, default=str))"
+    code = ("import json, blaze_site.settings as s; "
+            "print(json.dumps({k: v for k, v in vars(s).items() if k.isupper()}, default=str))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment(var_dir, **variables),
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)

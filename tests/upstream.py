@@ -25,7 +25,7 @@ WORDS = ["Hello", " from", " upstream", "."]
 
 def run(coroutine):
     """asyncio.run(coroutine), closing the loop's pooled upstream sessions before the loop ends."""
-    from engines.resilience import http
+    from engines.serving.resilience import http
 
     async def and_close():
         try:
@@ -101,12 +101,14 @@ class OpenAIUpstream:
                         return self._stream(body)
                     return self._json(200, chat_answer(body, "".join(WORDS)))
                 if rest.endswith("completions"):
-                    return self._json(200, {"id": "cmpl-upstream", "object": "text_completion", "model": body.get("model"),
+                    return self._json(200, {"id": "cmpl-upstream", "object": "text_completion",
+                                            "model": body.get("model"),
                                             "choices": [{"index": 0, "text": "".join(WORDS), "finish_reason": "stop"}],
                                             "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5}})
                 if rest.endswith("embeddings"):
                     inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input")]
-                    return self._json(200, {"object": "list", "model": body.get("model"), "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                    return self._json(200, {"object": "list", "model": body.get("model"),
+                                            "usage": {"prompt_tokens": 1, "total_tokens": 1},
                                             "data": [{"object": "embedding", "index": i, "embedding": [0.5, 0.5]}
                                                      for i, _ in enumerate(inputs)]})
                 return self._json(404, {"error": {"message": f"no route {self.path}"}})

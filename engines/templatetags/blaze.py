@@ -1,28 +1,16 @@
-import time
+"""Filters of the operator pages that Django's own (filesizeformat, naturaltime) do not cover."""
+
+import datetime
 
 from django import template
-
-from engines.cache import human_bytes
 
 register = template.Library()
 
 
-@register.filter(name="bytes")
-def bytes_filter(value):
-    return human_bytes(value or 0)
-
-
 @register.filter
-def ago(timestamp):
-    """A Unix time as '3 s ago' / '5 min ago' / '2 h ago'."""
-    if not timestamp:
-        return "never"
-    seconds = max(0, time.time() - float(timestamp))
-    if seconds < 60:
-        return f"{seconds:.0f} s ago"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+def unix_time(timestamp):
+    """A Unix time (as workers report them) as an aware datetime, for `naturaltime`; None for none."""
+    return datetime.datetime.fromtimestamp(float(timestamp), datetime.UTC) if timestamp else None
 
 
 @register.filter

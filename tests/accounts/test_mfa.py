@@ -114,7 +114,8 @@ def test_api_token_requires_the_code(api, device):
 
     assert response.status_code == 401
     assert list(response.json()["fields"]) == ["otp"]
-    assert api.post("/api/token/", {"username": "otto", "password": PASSWORD, "otp": code_for(device)}).status_code == 200
+    assert api.post("/api/token/",
+                    {"username": "otto", "password": PASSWORD, "otp": code_for(device)}).status_code == 200
 
 
 def test_disable_removes_the_device_and_is_audited(client, device):

@@ -6,7 +6,8 @@ from tests.conftest import make_user
 
 ENDPOINTS = {
     "list engines": ("get", "/api/engines/", None),
-    "create engine": ("post", "/api/engines/", {"name": "embedder", "kind": "embedding", "model": "some-org/some-model"}),
+    "create engine": ("post", "/api/engines/",
+                      {"name": "embedder", "kind": "embedding", "model": "some-org/some-model"}),
     "audit log": ("get", "/api/audit/", None),
     "list keys": ("get", "/api/keys/", None),
     "create key": ("post", "/api/keys/", {"name": "ci", "scopes": ["read"]}),

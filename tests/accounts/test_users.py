@@ -79,7 +79,9 @@ def test_role_change_is_one_role_change_event(admin_api, viewer_user):
 
     assert response.json()["role"] == "operator"
     events = AuditEvent.objects.filter(action__startswith="user.")
-    assert [(event.action, event.changes) for event in events] == [("user.role_change", {"role": ["viewer", "operator"]})]
+    assert [(event.action, event.changes) for event in events] == [
+        ("user.role_change", {"role": ["viewer", "operator"]}),
+    ]
 
 
 def test_role_change_takes_effect_at_once(admin_api, viewer_user, client_for):

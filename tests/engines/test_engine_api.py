@@ -30,7 +30,8 @@ def test_create_returns_the_engine(operator):
     response = operator.post("/api/engines/", llm(weight=2, description="small"), format="json")
     assert response.status_code == 201
     body = response.json()
-    assert (body["name"], body["kind"], body["backend"], body["weight"], body["enabled"]) == ("tiny", "llm", "local", 2, True)
+    assert ((body["name"], body["kind"], body["backend"], body["weight"], body["enabled"])
+            == ("tiny", "llm", "local", 2, True))
     assert Engine.objects.get(name="tiny").description == "small"
 
 
@@ -87,7 +88,8 @@ def test_viewer_reads_but_cannot_write(operator, viewer):
 
 
 @pytest.mark.parametrize("kind, config", [
-    ("llm", {"max_batch_size": 8, "batch_wait_ms": 10, "precision": "fp32", "max_new_tokens": 512, "quantization": "none"}),
+    ("llm", {"max_batch_size": 8, "batch_wait_ms": 10, "precision": "fp32", "max_new_tokens": 512,
+             "quantization": "none"}),
     ("diffusion", {"max_batch_size": 4, "batch_wait_ms": 10, "precision": "fp32", "max_steps": 50, "max_size": 1024,
                    "attention_slicing": False, "vae_slicing": False, "cpu_offload": "none", "safety_checker": True}),
     ("embedding", {"max_batch_size": 32, "batch_wait_ms": 5, "normalize": True, "max_seq_length": 256}),
@@ -206,7 +208,8 @@ def test_bad_config_on_update_is_a_400(operator):
 
 def test_patch_of_one_config_key_keeps_the_others(client_for, operator_user):
     api = client_for(operator_user)
-    api.post("/api/engines/", {"name": "keep", "kind": "llm", "model": "org/m", "config": {"max_batch_size": 16}}, format="json")
+    api.post("/api/engines/", {"name": "keep", "kind": "llm", "model": "org/m", "config": {"max_batch_size": 16}},
+             format="json")
     response = api.patch("/api/engines/keep/", {"config": {"precision": "bf16"}}, format="json")
     assert response.status_code == 200
     assert response.json()["config"]["max_batch_size"] == 16

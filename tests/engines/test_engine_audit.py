@@ -99,7 +99,8 @@ def test_actor_is_the_operator(operator, engine, operator_user):
 def test_actor_names_the_api_key_used(operator_user, key_for, api):
     key, raw = key_for(operator_user, scopes=("manage",))
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
-    assert api.post("/api/engines/", {"name": "tiny", "kind": "llm", "model": "tiny-llm"}, format="json").status_code == 201
+    assert api.post("/api/engines/", {"name": "tiny", "kind": "llm", "model": "tiny-llm"},
+                    format="json").status_code == 201
     event = last_event()
     assert event.actor == f"otto (key {key.prefix}…)"
     assert event.actor_key == key

@@ -50,7 +50,8 @@ def test_operator_registers_an_engine(operator):
     assert response.status_code == 302
     assert response["Location"] == "/engines/paint/"
     engine = Engine.objects.get(name="paint")
-    assert (engine.kind, engine.model, engine.weight, engine.description) == ("diffusion", "tiny-sd", 2, "small painter")
+    assert ((engine.kind, engine.model, engine.weight, engine.description)
+            == ("diffusion", "tiny-sd", 2, "small painter"))
     assert (engine.config["max_batch_size"], engine.config["max_steps"]) == (2, 30)
 
 
@@ -71,8 +72,8 @@ def test_bad_config_value_re_renders_the_form_with_the_error(operator):
 
 def test_edit_form_shows_and_saves(operator, engine):
     assert 'value="tiny-llm"' in operator.get("/engines/tiny/edit/").content.decode()
-    response = operator.post("/engines/tiny/edit/", {"name": "tiny", "backend": "local", "model": "tiny-llm", "weight": "4",
-                                                     "description": "", "config.max_batch_size": "16"})
+    response = operator.post("/engines/tiny/edit/", {"name": "tiny", "backend": "local", "model": "tiny-llm",
+                                                     "weight": "4", "description": "", "config.max_batch_size": "16"})
     assert response["Location"] == "/engines/tiny/"
     engine = Engine.objects.get(name="tiny")
     assert (engine.weight, engine.config["max_batch_size"]) == (4, 16)

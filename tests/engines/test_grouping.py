@@ -1,4 +1,4 @@
-"""The web process gathers concurrent embedding requests into one task (engines.grouping).
+"""The web process gathers concurrent embedding requests into one task (engines/serving/grouping.py).
 
 The worker's side of a group runs in test_serving_embeddings; here `dispatch.run` is replaced by a
 recorder, to see exactly which tasks would be sent and who gets which answer.
@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
-from engines import dispatch, grouping
+from blaze_site import errors
 from engines.models import Engine
+from engines.serving import dispatch, grouping
 
 
 def embedder(max_batch_size=8, batch_wait_ms=30):
@@ -27,7 +28,7 @@ def sent(monkeypatch):
         groups.append((worker_id, [request["input"] for request in payload["group"]]))
         await asyncio.sleep(0.01)
         if any(request["input"] == ["fail"] for request in payload["group"]):
-            yield {"type": "error", "status": 500, "message": "Inference failed: out of memory"}
+            yield {"type": "error", "error": "failed", "message": "Inference failed: out of memory", "param": None}
             return
         yield {"type": "done", "result": {"results": [
             {"error": "cannot embed that", "param": "input"} if request["input"] == ["refuse"]
@@ -78,29 +79,30 @@ def test_a_request_that_would_overfill_a_group_starts_the_next(sent):
 
 def test_requests_for_different_workers_are_not_grouped(sent):
     engine = embedder()
-    gather(answer(engine, ["a"], worker_id="w1"), answer(engine, ["b"], worker_id="w2"), answer(engine, ["c"], worker_id="w1"))
+    gather(answer(engine, ["a"], worker_id="w1"), answer(engine, ["b"], worker_id="w2"),
+           answer(engine, ["c"], worker_id="w1"))
     assert sorted(sent) == [("w1", [["a"], ["c"]]), ("w2", [["b"]])]
 
 
 def test_a_request_the_engine_refuses_fails_alone(sent):
     refused, fine = gather(answer(embedder(), ["refuse"]), answer(embedder(), ["fine"]))
-    assert refused == [{"type": "error", "status": 400, "message": "cannot embed that", "param": "input"}]
+    assert refused == [{"type": "error", "error": "invalid_input", "message": "cannot embed that", "param": "input"}]
     assert fine[0]["type"] == "done"
 
 
 def test_a_failed_task_is_every_member_s_error(sent):
     answers = gather(answer(embedder(), ["fail"]), answer(embedder(), ["fine"]))
-    assert [events[0]["status"] for events in answers] == [500, 500]
+    assert [events[0]["error"] for events in answers] == ["failed", "failed"]
 
 
 def test_no_worker_raises_for_every_member(monkeypatch):
     async def no_worker(engine, payload, worker_id=None, timeout=None):
-        raise dispatch.DispatchError(503, "No engine worker is running.")
+        raise errors.Unavailable("No engine worker is running.")
         yield
 
     monkeypatch.setattr(dispatch, "run", no_worker)
     answers = gather(answer(embedder(), ["a"]), answer(embedder(), ["b"]))
-    assert all(isinstance(a, dispatch.DispatchError) and a.status == 503 for a in answers)
+    assert all(isinstance(a, errors.Unavailable) for a in answers)
 
 
 def test_a_client_that_goes_away_does_not_take_the_group_with_it(sent):
@@ -123,4 +125,4 @@ def test_a_member_waits_no_longer_than_its_own_deadline(monkeypatch):
 
     monkeypatch.setattr(dispatch, "run", slow)
     [error] = gather(answer(embedder(batch_wait_ms=0), ["a"], timeout=0.2))
-    assert isinstance(error, dispatch.DispatchError) and error.status == 504
+    assert isinstance(error, errors.TimedOut)

@@ -2,9 +2,9 @@
 
 import pytest
 
+from engines.contract import EngineSpec
 from engines.models import Engine
-from engines.runtimes import EngineSpec
-from engines.worker import EngineHost
+from engines.worker.host import EngineHost
 from tests.engines.test_cache import SizedRuntime
 
 MiB = 1024 * 1024
@@ -36,7 +36,7 @@ def spec(engine):
 def test_a_load_that_fails_for_a_passing_reason_is_retried_and_recovers(host, monkeypatch):
     engine = Engine.objects.create(name="flaky", kind="llm", model="m")
     seen = []
-    monkeypatch.setattr("engines.lifecycle.load_retrying",
+    monkeypatch.setattr("engines.worker.status.load_retrying",
                         lambda name, worker, attempt, error: seen.append((attempt, str(error))))
     FlakyRuntime.failures = 0
     host.cache.runtime_factory = FlakyRuntime
@@ -47,7 +47,7 @@ def test_a_load_that_fails_for_a_passing_reason_is_retried_and_recovers(host, mo
 
 
 def test_a_configuration_error_fails_at_once_and_shows_why(host, tmp_path):
-    from engines.runtimes import RuntimeLoadError
+    from engines.contract import RuntimeLoadError
 
     engine = Engine.objects.create(name="half", kind="llm", model=str(tmp_path), config={"precision": "fp16"})
     with pytest.raises(RuntimeLoadError):
@@ -58,7 +58,7 @@ def test_a_configuration_error_fails_at_once_and_shows_why(host, tmp_path):
 
 
 def test_a_run_of_errors_degrades_the_engine_and_successes_restore_it(db):
-    from engines.lifecycle import batch_done
+    from engines.worker.status import batch_done
 
     engine = Engine.objects.create(name="wobbly", kind="llm", model="m", status=Engine.Status.READY)
     batch_done("wobbly", 4, 0.1, RuntimeError("CUDA error"))

@@ -3,7 +3,7 @@
 import gc
 
 from engines.models import Engine
-from engines.openai_serializers import ChatCompletionSerializer
+from engines.openai.protocol import ChatCompletionSerializer
 
 
 def test_a_validated_request_leaves_nothing_for_the_garbage_collector():

@@ -5,7 +5,7 @@ import pytest
 
 from accounts.models import AuditEvent
 from engines.models import Engine, Route, RouteTarget
-from engines.router import state
+from engines.serving.router import state
 
 
 @pytest.fixture
@@ -74,7 +74,8 @@ def test_operator_changes_the_strategy(operator, route):
                                                        "description": "sticky", "enabled": "on"})
     assert response.status_code == 302
     route.refresh_from_db()
-    assert (route.strategy, route.sticky_ttl_seconds, route.description, route.enabled) == ("ip_hash", 30, "sticky", True)
+    assert ((route.strategy, route.sticky_ttl_seconds, route.description, route.enabled)
+            == ("ip_hash", 30, "sticky", True))
 
 
 def test_unchecked_enabled_disables_the_route(operator, route):
@@ -83,7 +84,8 @@ def test_unchecked_enabled_disables_the_route(operator, route):
 
 
 def test_operator_adds_a_target_and_a_duplicate_is_refused(operator, route):
-    assert operator.post("/engines/routes/chat/targets/", {"engine": "tiny", "worker": "w1", "weight": "2"}).status_code == 302
+    assert operator.post("/engines/routes/chat/targets/",
+                         {"engine": "tiny", "worker": "w1", "weight": "2"}).status_code == 302
     assert list(route.targets.values_list("engine__name", "worker", "weight")) == [("far", "", 3), ("tiny", "w1", 2)]
     again = operator.post("/engines/routes/chat/targets/", {"engine": "tiny", "worker": "w1", "weight": "2"})
     assert again.status_code == 400
@@ -121,14 +123,15 @@ def test_route_page_without_redis_shows_the_targets_and_says_why_numbers_are_mis
 
 
 def test_bad_settings_are_a_400_showing_the_error(operator, route):
-    response = operator.post("/engines/routes/chat/", {"strategy": "fastest", "sticky_ttl_seconds": "300", "enabled": "on"})
+    response = operator.post("/engines/routes/chat/", {"strategy": "fastest", "sticky_ttl_seconds": "300",
+                                                       "enabled": "on"})
     assert response.status_code == 400
     assert "is not a valid choice." in response.content.decode()
     assert Route.objects.get().strategy == "round_robin"
 
 
 def test_operator_resets_an_open_breaker_from_the_page_and_it_is_audited(operator, route):
-    from engines.resilience.breaker import OPEN, CircuitBreaker
+    from engines.serving.resilience.breaker import OPEN, CircuitBreaker
 
     breaker = CircuitBreaker("far", failure_threshold=2)
     breaker.record_failure()

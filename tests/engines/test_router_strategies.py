@@ -14,7 +14,16 @@ import pytest
 from django.conf import settings
 
 from engines.models import Engine, Route, RouteTarget
-from engines.router import Candidate, NoTargetAvailable, alease_target, candidates, pick_target, state, strategies
+from engines.serving.resilience.breaker import CircuitBreaker
+from engines.serving.router import (
+    Candidate,
+    NoTargetAvailable,
+    alease_target,
+    candidates,
+    resilience_id_of,
+    state,
+    strategies,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +48,7 @@ def workers(monkeypatch):
     """workers(heartbeat, …) makes these the live workers the router sees."""
 
     def set_workers(*heartbeats):
-        monkeypatch.setattr("engines.lifecycle.live_workers", lambda: [
+        monkeypatch.setattr("engines.heartbeats.live_workers", lambda: [
             {"id": "w1", "lost": False, "in_flight": 0, "cache": [], **beat} for beat in heartbeats
         ])
 
@@ -47,8 +56,35 @@ def workers(monkeypatch):
     return set_workers
 
 
+def fetched(route):
+    """The route as the serving path holds it: its targets and their engines prefetched."""
+    return Route.objects.prefetch_related("targets__engine").get(pk=route.pk)
+
+
+def picked(route, count=1, client_key="", exclude=()):
+    """`count` picks as the serving path makes them (alease_target, on one event loop), each lease and
+    breaker permit given back at once: what the strategy chose, with no request left in flight."""
+    route = fetched(route)
+
+    async def pick_all():
+        chosen = []
+        for _ in range(count):
+            candidate, lease, permit = await alease_target(route, client_key, exclude)
+            await state.awithdraw(candidate.id, lease, uncount=True)
+            if permit is not None:
+                await CircuitBreaker(resilience_id_of(candidate.target)).arelease(permit)
+            chosen.append(candidate)
+        return chosen
+
+    return asyncio.run(pick_all())
+
+
+def pick(route, **kwargs):
+    return picked(route, **kwargs)[0]
+
+
 def picks(route, count, **kwargs):
-    return [pick_target(route, **kwargs).engine.name for _ in range(count)]
+    return [candidate.engine.name for candidate in picked(route, count, **kwargs)]
 
 
 def served(route, name, latency, ok=True, times=1):
@@ -73,7 +109,7 @@ def test_weighted_round_robin_is_exact_per_cycle_and_interleaved(make_route):
 
 def test_least_connections_spreads_held_requests(make_route):
     route = make_route("least_connections")
-    held = [pick_target(route) for _ in range(6)]
+    held = [pick(route) for _ in range(6)]
     for candidate in held:
         state.acquire(candidate.id)  # never released: still in flight
     assert Counter(c.engine.name for c in held) == {"far-0": 2, "far-1": 2, "far-2": 2}
@@ -81,13 +117,13 @@ def test_least_connections_spreads_held_requests(make_route):
 
 def test_least_connections_goes_where_requests_finished(make_route):
     route = make_route("least_connections", weights=(1, 1))
-    first, second = pick_target(route), None
+    first, second = pick(route), None
     lease = state.acquire(first.id)
-    second = pick_target(route)
+    second = pick(route)
     state.acquire(second.id)
     state.release(first.id, 0.1, True, lease=lease)
     assert second.id != first.id
-    assert pick_target(route).id == first.id
+    assert pick(route).id == first.id
 
 
 def test_least_response_time_tries_each_then_prefers_the_faster(make_route):
@@ -104,26 +140,26 @@ def test_least_response_time_follows_the_moving_average(make_route):
     served(route, "far-0", 0.05)
     served(route, "far-1", 0.10)
     served(route, "far-0", 0.50, times=3)  # far-0 slowed down
-    assert pick_target(route).engine.name == "far-1"
+    assert pick(route).engine.name == "far-1"
 
 
 def test_ip_hash_keeps_a_client_on_one_target(make_route):
     route = make_route("ip_hash")
     assert len(set(picks(route, 20, client_key="ip:10.0.0.1"))) == 1
-    spread = {pick_target(route, client_key=f"ip:10.0.0.{n}").engine.name for n in range(30)}
+    spread = {pick(route, client_key=f"ip:10.0.0.{n}").engine.name for n in range(30)}
     assert spread == {"far-0", "far-1", "far-2"}
 
 
 def test_ip_hash_replaces_a_gone_target_and_keeps_the_replacement_for_the_ttl(make_route):
     route = make_route("ip_hash", weights=(1, 1), sticky_ttl_seconds=1)
-    first = pick_target(route, client_key="key:7")
+    first = pick(route, client_key="key:7")
     RouteTarget.objects.filter(pk=first.id).update(enabled=False)
-    replacement = pick_target(route, client_key="key:7")
+    replacement = pick(route, client_key="key:7")
     assert replacement.id != first.id
     RouteTarget.objects.filter(pk=first.id).update(enabled=True)
-    assert pick_target(route, client_key="key:7").id == replacement.id  # sticky while the mapping lives
+    assert pick(route, client_key="key:7").id == replacement.id  # sticky while the mapping lives
     time.sleep(1.2)
-    assert pick_target(route, client_key="key:7").id == first.id  # expired: the client's own hash again
+    assert pick(route, client_key="key:7").id == first.id  # expired: the client's own hash again
 
 
 def test_adaptive_shifts_traffic_away_from_a_slow_target(make_route):
@@ -167,7 +203,7 @@ def test_round_robin_stays_exact_across_two_processes(make_route):
     route = make_route("round_robin")
     code = (
         "import django, json; django.setup()\n"
-        "from engines.router import Candidate, state, strategies\n"
+        "from engines.serving.router import Candidate, state, strategies\n"
         f"route = state.RouteState(route_id={route.pk})\n"
         f"cands = [Candidate(id=i, remote=True) for i in {[t.pk for t in route.targets.all()]}]\n"
         "print(json.dumps([strategies.pick('round_robin', cands, route).id for _ in range(300)]))\n"
@@ -175,7 +211,7 @@ def test_round_robin_stays_exact_across_two_processes(make_route):
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "blaze_site.settings", "BLAZE_REDIS_PREFIX": settings.REDIS_PREFIX,
            "REDIS_URL": settings.REDIS_URL}
     other = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    here = [pick_target(route).id for _ in range(300)]
+    here = [candidate.id for candidate in picked(route, 300)]
     there = json.loads(other.communicate(timeout=60)[0])
     assert other.returncode == 0
     assert sorted(Counter(here + there).values()) == [200, 200, 200]
@@ -186,7 +222,7 @@ def test_among_equals_the_target_already_in_a_cache_wins(db, workers):
     route = Route.objects.create(name="chat", strategy="least_connections")
     for name in ("cold", "warm"):
         RouteTarget.objects.create(route=route, engine=Engine.objects.create(name=name, kind="llm", model="m"))
-    assert {pick_target(route).engine.name for _ in range(5)} == {"warm"}
+    assert set(picks(route, 5)) == {"warm"}
     warm = next(c for c in candidates(route) if c.engine.name == "warm")
     assert (warm.cached_on, warm.workers) == (("w1",), ("w1", "w2"))
 
@@ -221,8 +257,10 @@ def test_no_target_available_says_why_for_each(db, workers):
     tried_target = RouteTarget.objects.create(route=route, engine=tried)
     broken = Engine.objects.create(name="broken", kind="llm", backend="remote", base_url="https://c.example.com/v1")
     RouteTarget.objects.create(route=route, engine=broken)
+    opened = CircuitBreaker("broken", failure_threshold=1)
+    opened.record_failure(opened.allow())
     with pytest.raises(NoTargetAvailable) as caught:
-        pick_target(route, exclude=[tried_target.pk], unavailable=lambda c: "circuit breaker open" if c.engine.name == "broken" else "")
+        pick(route, exclude=[tried_target.pk])
     assert caught.value.reasons == {
         "tiny": "no live worker", "tiny@w1": "worker w1 is lost (no recent heartbeat)", "off": "target disabled",
         "tried": "excluded (already tried)", "broken": "circuit breaker open",
@@ -233,7 +271,7 @@ def test_no_target_available_says_why_for_each(db, workers):
 def test_a_disabled_route_has_no_target(make_route):
     route = make_route("round_robin", enabled=False)
     with pytest.raises(NoTargetAvailable, match="Route 'chat' is disabled."):
-        pick_target(route)
+        pick(route)
 
 
 def test_a_lease_left_by_a_dead_process_expires(make_route, settings):
@@ -256,11 +294,6 @@ def test_target_stats_show_share_latency_percentiles_and_errors(make_route):
     assert (far1["errors"], far1["error_rate"], far1["p50"]) == (1, 1.0, None)
 
 
-def fetched(route):
-    """The route as the serving path holds it: its targets and their engines prefetched."""
-    return Route.objects.prefetch_related("targets__engine").get(pk=route.pk)
-
-
 def leased(route, count, client_key=""):
     """`count` picks as the serving path makes them (alease_target, on one event loop): (engine names, leases)."""
     route = fetched(route)
@@ -280,7 +313,7 @@ def test_the_serving_pick_takes_turns_and_counts_each_pick_in_flight(make_route)
     assert sorted(n.in_flight for n in numbers.values()) == [2, 2, 10] and len(set(leases)) == 14
 
 
-def test_the_serving_pick_shares_its_turns_with_the_synchronous_one(make_route):
+def test_the_serving_pick_keeps_its_turn_in_redis_across_event_loops(make_route):
     route = make_route("round_robin")
     assert picks(route, 1) + leased(route, 2)[0] + picks(route, 1) == ["far-0", "far-1", "far-2", "far-0"]
 
@@ -289,7 +322,7 @@ def test_the_serving_pick_keeps_a_client_sticky_and_writes_the_mapping(make_rout
     route = make_route("ip_hash", weights=(1, 1, 1))
     names, _ = leased(route, 5, client_key="key:9")
     assert len(set(names)) == 1
-    assert pick_target(route, client_key="key:9").engine.name == names[0]
+    assert pick(route, client_key="key:9").engine.name == names[0]
     first = route.targets.get(engine__name=names[0])
     RouteTarget.objects.filter(pk=first.pk).update(enabled=False)
     moved, _ = leased(route, 1, client_key="key:9")
@@ -298,8 +331,6 @@ def test_the_serving_pick_keeps_a_client_sticky_and_writes_the_mapping(make_rout
 
 
 def test_the_serving_pick_skips_an_open_breaker_and_says_why_when_none_is_left(make_route):
-    from engines.resilience.breaker import CircuitBreaker
-
     route = make_route("round_robin", weights=(1, 1))
     broken = CircuitBreaker("far-1", failure_threshold=1)
     broken.record_failure(broken.allow())
@@ -310,8 +341,6 @@ def test_the_serving_pick_skips_an_open_breaker_and_says_why_when_none_is_left(m
 
 
 def half_open(*names):
-    from engines.resilience.breaker import CircuitBreaker
-
     for name in names:
         a_minute_ago = CircuitBreaker(name, failure_threshold=1, clock=lambda: time.time() - 60)
         a_minute_ago.record_failure(a_minute_ago.allow())  # opened then: half-open now (reset after 30 s)
@@ -359,7 +388,7 @@ def test_a_route_s_last_target_is_leased_in_one_round_trip_and_given_back_when_i
 
 
 def test_a_route_s_last_target_failing_its_health_checks_is_skipped_and_its_lease_given_back(make_route):
-    from engines.resilience.health import HealthMonitor
+    from engines.serving.resilience.health import HealthMonitor
 
     route = fetched(make_route("least_connections", weights=(1,)))
     monitor = HealthMonitor("far-0")

@@ -5,7 +5,7 @@ import pytest
 
 from accounts.models import AuditEvent
 from engines.models import Engine, Route, RouteTarget
-from engines.router import state
+from engines.serving.router import state
 
 
 @pytest.fixture
@@ -94,8 +94,10 @@ def test_bad_target_input_is_a_400_naming_the_field(operator, chat, body, field,
 
 
 def test_a_target_may_pin_a_worker_once_per_worker(operator, chat):
-    assert operator.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w1"}, format="json").status_code == 201
-    assert operator.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w1"}, format="json").status_code == 400
+    assert operator.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w1"},
+                         format="json").status_code == 201
+    assert operator.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w1"},
+                         format="json").status_code == 400
 
 
 def test_change_weight_enable_disable_and_remove_a_target(operator, chat):
@@ -120,7 +122,8 @@ def test_viewer_reads_routes_but_cannot_change_them(viewer, chat):
     assert viewer.post("/api/routes/", {"name": "mine"}, format="json").status_code == 403
     assert viewer.patch("/api/routes/chat/", {"strategy": "random"}, format="json").status_code == 403
     assert viewer.delete("/api/routes/chat/").status_code == 403
-    assert viewer.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w9"}, format="json").status_code == 403
+    assert viewer.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w9"},
+                       format="json").status_code == 403
     assert viewer.patch(f"/api/routes/chat/targets/{chat['far']}/", {"weight": 3}, format="json").status_code == 403
     assert viewer.post(f"/api/routes/chat/targets/{chat['far']}/disable/").status_code == 403
     assert viewer.delete(f"/api/routes/chat/targets/{chat['far']}/").status_code == 403
@@ -156,8 +159,9 @@ def test_every_route_change_is_audited_with_what_changed(operator, chat):
         ("route.target_update", "far", {"weight": [1, 4]}),
         ("route.target_update", "far", {"enabled": [True, False]}),
         ("route.target_remove", "far", {"engine": ["far", None], "weight": [4, None], "enabled": [False, None]}),
-        ("route.delete", "chat", {"name": ["chat", None], "strategy": ["random", None], "sticky_ttl_seconds": [300, None],
-                                  "enabled": [True, None], "description": ["both", None]}),
+        ("route.delete", "chat", {"name": ["chat", None], "strategy": ["random", None],
+                                  "sticky_ttl_seconds": [300, None], "enabled": [True, None],
+                                  "description": ["both", None]}),
     ]
     assert all(e.actor == "otto" and e.target_type == "engines.route" for e in events())
 
@@ -177,8 +181,8 @@ def test_deleting_an_engine_removes_its_targets_on_the_record(operator, chat):
 
 
 def test_status_shows_each_targets_breaker_and_health(operator, chat, settings):
-    from engines.resilience.breaker import CircuitBreaker
-    from engines.resilience.health import HealthMonitor
+    from engines.serving.resilience.breaker import CircuitBreaker
+    from engines.serving.resilience.health import HealthMonitor
 
     for _ in range(settings.BLAZE_BREAKER_FAILURE_THRESHOLD):
         CircuitBreaker("far").record_failure()
@@ -211,7 +215,7 @@ def test_removing_a_target_or_route_drops_its_redis_state(operator, chat, django
 
 
 def test_reset_a_targets_breaker_over_the_api(operator, viewer, chat):
-    from engines.resilience.breaker import CircuitBreaker
+    from engines.serving.resilience.breaker import CircuitBreaker
 
     breaker = CircuitBreaker("far", failure_threshold=1)
     breaker.record_failure()

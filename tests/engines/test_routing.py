@@ -16,8 +16,8 @@ from accounts.audit import Actor
 from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
 from engines.models import Engine, Route, RouteTarget
-from engines.resilience import breaker, health
 from engines.services import engine_set_enabled, engine_update
+from engines.serving.resilience import breaker, health
 from security.services import ip_block, ip_unblock
 from tests.conftest import make_user
 from tests.upstream import OpenAIUpstream, refused_base_url
@@ -61,7 +61,8 @@ def _fresh_counts_and_same_settings(upstream, settings):
 
 @pytest.fixture
 def key(db):
-    _, raw = api_key_create(actor=Actor.system("test"), user=make_user("app", "viewer"), name="app", scopes=["inference"])
+    _, raw = api_key_create(actor=Actor.system("test"), user=make_user("app", "viewer"), name="app",
+                            scopes=["inference"])
     return raw
 
 
@@ -219,7 +220,8 @@ def test_embeddings_route_to_a_remote_host(web, upstream, key):
 
 
 def test_two_web_processes_share_the_turn_counter_and_the_breakers(web, upstream, key):
-    route("chat", remote("a", upstream.base_url("ok"), model="model-a"), remote("b", upstream.base_url("ok"), model="model-b"))
+    route("chat", remote("a", upstream.base_url("ok"), model="model-a"),
+          remote("b", upstream.base_url("ok"), model="model-b"))
     for index in range(6):  # alternate between the two processes
         ask(client(web[index % 2], key))
     assert [body["model"] for body in upstream.bodies] == ["model-a", "model-b"] * 3
@@ -282,7 +284,7 @@ def test_a_local_replica_answers_and_streams_through_a_route(web, key, engine_wo
 def test_a_canary_checks_a_local_replica_only_once_its_model_is_loaded(web, key, engine_worker, tiny_llm_path):
     from asgiref.sync import async_to_sync
 
-    from engines.canary import check_local_targets
+    from engines.serving.canary import check_local_targets
 
     tiny = Engine.objects.create(name="tiny-canary", kind="llm", model=tiny_llm_path, config={"max_new_tokens": 8})
     route("local", tiny)

@@ -13,7 +13,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def minilm(db):
     return Engine.objects.create(name="minilm", kind="embedding", model=str(minilm_path()),
-                                 config={"normalize": True, "max_seq_length": 128, "max_batch_size": 32, "batch_wait_ms": 50})
+                                 config={"normalize": True, "max_seq_length": 128, "max_batch_size": 32,
+                                         "batch_wait_ms": 50})
 
 
 def cosine(u, v):
@@ -35,7 +36,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(engine_wo
         results = list(pool.map(lambda t: openai_client.embeddings.create(model="minilm", input=t), texts))
     assert max(abs(a - b) for a, b in zip(results[7].data[0].embedding, alone)) < 1e-4
     assert len({tuple(r.data[0].embedding[:4]) for r in results}) == 16
-    from engines.lifecycle import engine_stats
+    from engines.worker.status import engine_stats
 
     stats = engine_stats("minilm")
     assert stats["requests"] >= 17 and stats["batches"] < stats["requests"]  # merged, not one by one

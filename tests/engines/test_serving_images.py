@@ -63,5 +63,6 @@ def test_an_unreadable_upload_is_a_400(engine_worker, pixels, openai_client):
     import openai
 
     with pytest.raises(openai.BadRequestError) as error:
-        openai_client.images.edit(model="pixels", image=("in.png", b"not an image", "image/png"), prompt="x", size="64x64")
+        openai_client.images.edit(model="pixels", image=("in.png", b"not an image", "image/png"), prompt="x",
+                                  size="64x64")
     assert error.value.body["param"] == "image"

@@ -4,8 +4,8 @@ import concurrent.futures
 
 import pytest
 
-from engines.lifecycle import engine_stats
 from engines.models import Engine
+from engines.worker.status import engine_stats
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

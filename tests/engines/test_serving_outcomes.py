@@ -4,10 +4,11 @@ target's breaker, health and numbers at once; a stream the client leaves halfway
 import pytest
 
 from blaze_site import shared_state
-from engines import serving
 from engines.models import Engine, Route, RouteTarget
-from engines.resilience import breaker, health
-from engines.router import state
+from engines.serving.failover import serve
+from engines.serving.plan import resolve
+from engines.serving.resilience import breaker, health
+from engines.serving.router import state
 from tests.upstream import OpenAIUpstream, run
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}
@@ -25,7 +26,7 @@ def plan(db, upstream):
     engine = Engine.objects.create(name="far", kind="llm", backend="remote", model="up",
                                    base_url=upstream.base_url("ok"))
     target = RouteTarget.objects.create(route=Route.objects.create(name="chat"), engine=engine)
-    return serving.resolve("chat", "llm"), target.pk
+    return resolve("chat", "llm"), target.pk
 
 
 def counts(target_pk):
@@ -53,7 +54,7 @@ def test_an_answer_counts_in_the_breaker_health_and_numbers_in_the_same_round_tr
 
     monkeypatch.setattr(shared_state, "abatch", counted_batch)
     monkeypatch.setattr(shared_state.Script, "arun", counted_script)
-    served = run(serving.serve(plan, "chat", {}, CHAT))
+    served = run(serve(plan, "chat", {}, CHAT))
     assert served.response.status == 200 and b"Hello from upstream." in served.body
     assert trips == ["batch", "batch"]  # the pick with its lease and permit; the outcome
     assert counts(target_pk) == {"breaker": (1, 0), "health": ("healthy", 0), "route": (0, 1, 0)}
@@ -63,7 +64,7 @@ def test_a_stream_the_client_leaves_halfway_counts_against_nobody(plan):
     plan, target_pk = plan
 
     async def read_one_chunk():
-        served = await serving.serve(plan, "chat", {}, {**CHAT, "stream": True}, stream=True)
+        served = await serve(plan, "chat", {}, {**CHAT, "stream": True}, stream=True)
         chunks = served.chunks()
         first = await anext(chunks)
         await chunks.aclose()  # what Django does with the stream when the client goes away
@@ -77,7 +78,7 @@ def test_a_stream_read_to_its_end_counts_as_a_success(plan):
     plan, target_pk = plan
 
     async def read_all():
-        served = await serving.serve(plan, "chat", {}, {**CHAT, "stream": True}, stream=True)
+        served = await serve(plan, "chat", {}, {**CHAT, "stream": True}, stream=True)
         return b"".join([chunk async for chunk in served.chunks()])
 
     assert run(read_all()).endswith(b"data: [DONE]\n\n")

@@ -5,13 +5,14 @@ import time
 
 import pytest
 
-from engines.lifecycle import live_workers, worker_info
+from engines.heartbeats import live_workers, worker_info
 from engines.models import Engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_worker_killed_mid_request_is_replaced_by_another(spare_workers, tiny_diffusion_path, openai_client, client_for, operator_user):
+def test_a_worker_killed_mid_request_is_replaced_by_another(spare_workers, tiny_diffusion_path, openai_client,
+                                                            client_for, operator_user):
     Engine.objects.create(name="slow-pixels", kind="diffusion", model=tiny_diffusion_path,
                           config={"max_size": 128, "max_steps": 200})
     doomed, _ = spare_workers("doomed"), spare_workers("survivor")

@@ -4,7 +4,7 @@ import pytest
 
 from accounts.models import AuditEvent
 from engines.demo import minilm_path
-from engines.lifecycle import worker_info
+from engines.heartbeats import worker_info
 from engines.models import Engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -44,24 +44,28 @@ def test_load_unload_and_evict_are_visible_and_audited(engine_worker, engines, c
 
     evicted = api.post(cache_url(engine_worker), {"action": "evict"}, format="json").json()
     assert evicted == {"evicted": "pixels"}
-    assert api.post(cache_url(engine_worker), {"action": "unload", "engine": "minilm"}, format="json").json() == {"unloaded": True}
+    assert api.post(cache_url(engine_worker), {"action": "unload", "engine": "minilm"},
+                    format="json").json() == {"unloaded": True}
     assert cached(engine_worker) == []
     assert Engine.objects.get(name="minilm").status == Engine.Status.OFFLINE
 
     actions = list(AuditEvent.objects.filter(action__startswith="cache.", id__gt=first_event)
                    .order_by("id").values_list("action", "target"))
-    assert actions == [("cache.load", "pixels"), ("cache.load", "minilm"), ("cache.evict", "pixels"), ("cache.unload", "minilm")]
+    assert actions == [("cache.load", "pixels"), ("cache.load", "minilm"),
+                       ("cache.evict", "pixels"), ("cache.unload", "minilm")]
     assert AuditEvent.objects.filter(action="cache.load").first().data["worker"] == engine_worker.hostname
 
 
-def test_a_model_that_can_never_fit_is_refused_with_a_clear_error(engine_worker, engines, client_for, operator_user, tmp_path):
+def test_a_model_that_can_never_fit_is_refused_with_a_clear_error(engine_worker, engines, client_for, operator_user,
+                                                                  tmp_path):
     huge = tmp_path / "huge"
     huge.mkdir()
     (huge / "config.json").write_text(
         '{"model_type": "gpt2", "n_layer": 48, "n_embd": 8192, "n_head": 64, "vocab_size": 50000, "n_positions": 1024}'
     )
     Engine.objects.create(name="huge", kind="llm", model=str(huge))
-    response = client_for(operator_user).post(cache_url(engine_worker), {"action": "load", "engine": "huge"}, format="json")
+    response = client_for(operator_user).post(cache_url(engine_worker), {"action": "load", "engine": "huge"},
+                                              format="json")
     assert response.status_code == 400
     assert "can never be loaded" in response.json()["fields"]["engine"][0]
 
@@ -75,7 +79,8 @@ def test_bad_actions_name_the_field(engine_worker, client_for, operator_user):
     api = client_for(operator_user)
     assert "action" in api.post(cache_url(engine_worker), {"action": "explode"}, format="json").json()["fields"]
     assert "engine" in api.post(cache_url(engine_worker), {"action": "load"}, format="json").json()["fields"]
-    assert "engine" in api.post(cache_url(engine_worker), {"action": "load", "engine": "nope"}, format="json").json()["fields"]
+    assert "engine" in api.post(cache_url(engine_worker), {"action": "load", "engine": "nope"},
+                                format="json").json()["fields"]
     assert api.get("/api/workers/nobody@nowhere/cache/").status_code == 404
 
 

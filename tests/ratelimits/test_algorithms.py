@@ -4,13 +4,14 @@ import time
 
 import pytest
 
-from engines.lifecycle import batch_done
+from engines.worker.status import batch_done
 from ratelimits import algorithms
 from ratelimits.models import RateLimitPolicy
 
 
 def policy(algorithm, limit, period_seconds=1, burst=None, pk=1):
-    return RateLimitPolicy(pk=pk, name="p", algorithm=algorithm, limit=limit, period_seconds=period_seconds, burst=burst)
+    return RateLimitPolicy(pk=pk, name="p", algorithm=algorithm, limit=limit, period_seconds=period_seconds,
+                           burst=burst)
 
 
 def admitted(policy, identity, tries, **kwargs):
@@ -129,4 +130,5 @@ def test_counters_of_a_policy_can_be_listed():
     for identity in ("ip:10.0.0.1", "route:v1/chat/completions"):
         algorithms.hit(window, identity)
         algorithms.hit(bucket, identity)
-    assert algorithms.identities(window) == algorithms.identities(bucket) == ["ip:10.0.0.1", "route:v1/chat/completions"]
+    assert (algorithms.identities(window) == algorithms.identities(bucket)
+            == ["ip:10.0.0.1", "route:v1/chat/completions"])

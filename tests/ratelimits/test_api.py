@@ -69,7 +69,8 @@ def test_bad_input_is_a_400_naming_the_field(client_for, operator_user, change, 
 
 def test_a_partial_change_is_checked_against_the_stored_policy(client_for, operator_user, make_policy):
     policy = make_policy(algorithm="token_bucket", burst=5)
-    response = client_for(operator_user).patch(f"/api/ratelimits/{policy.pk}/", {"algorithm": "sliding_window"}, format="json")
+    response = client_for(operator_user).patch(f"/api/ratelimits/{policy.pk}/", {"algorithm": "sliding_window"},
+                                               format="json")
     assert response.status_code == 400 and "burst" in response.json()["fields"]
 
 

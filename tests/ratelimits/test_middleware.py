@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from ratelimits import services
 from accounts.audit import Actor
+from ratelimits import services
 
 
 def rejections(scope, algorithm, action="reject"):
@@ -111,7 +111,8 @@ def test_health_static_files_and_metrics_are_never_limited(make_policy, api):
     assert api.get("/api/me/").status_code == 429
 
 
-def test_a_disabled_policy_stops_limiting_at_once(make_policy, client_for, viewer_user, django_capture_on_commit_callbacks):
+def test_a_disabled_policy_stops_limiting_at_once(make_policy, client_for, viewer_user,
+                                                  django_capture_on_commit_callbacks):
     policy = make_policy(limit=1)
     client = client_for(viewer_user)
     client.get("/api/me/")

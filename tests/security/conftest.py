@@ -31,7 +31,8 @@ def asgi_request(db):
         scope = {
             "type": "http", "method": method, "path": path, "query_string": b"", "client": (ip, 40000),
             "server": ("testserver", 80), "headers": [
-                (name.lower().encode(), value.encode()) for name, value in {"host": "testserver", **(headers or {})}.items()
+                (name.lower().encode(), value.encode())
+                for name, value in {"host": "testserver", **(headers or {})}.items()
             ],
             "_body_file": FakePayload(body),
         }

@@ -70,5 +70,7 @@ def test_status_counts_events_by_kind_and_lists_blocks(admin, client_at):
     ("get", "/api/security/status/"), ("get", "/api/security/blocks/"), ("post", "/api/security/blocks/"),
 ])
 def test_non_admins_are_refused(method, path, operator_user, client_for, api):
-    assert getattr(client_for(operator_user), method)(path, {"network": "198.51.100.1", "reason": "r"}).status_code == 403
+    assert getattr(client_for(operator_user), method)(
+        path, {"network": "198.51.100.1", "reason": "r"}
+    ).status_code == 403
     assert getattr(api, method)(path).status_code in (401, 403)

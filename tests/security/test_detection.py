@@ -81,7 +81,8 @@ def inference(viewer_user, key_for, client_at):
     """inference(path, body) → the response to a /v1 call with a viewer's `inference` key."""
     _, raw = key_for(viewer_user, ["inference"])
     client = client_at("203.0.113.20")
-    return lambda path, body: client.post(path, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return lambda path, body: client.post(path, body, content_type="application/json",
+                                          HTTP_AUTHORIZATION=f"Bearer {raw}")
 
 
 @pytest.mark.parametrize("question", [

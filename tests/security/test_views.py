@@ -32,7 +32,8 @@ def test_detections_show_in_the_audit_log(admin_page, client_at):
 
 
 def test_admin_blocks_and_unblocks_in_the_browser(admin_page):
-    response = admin_page.post("/security/blocks", {"network": "198.51.100.41", "reason": "abuse", "expires_in_hours": "2"})
+    response = admin_page.post("/security/blocks",
+                               {"network": "198.51.100.41", "reason": "abuse", "expires_in_hours": "2"})
     assert response.status_code == 302
     block = IpBlock.objects.get(network="198.51.100.41")
     assert block.expires_at is not None

@@ -5,9 +5,9 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from engines.canary import check_local_targets
-from engines.resilience import http
-from engines.resilience.health import check_remote_engines
+from engines.serving.canary import check_local_targets
+from engines.serving.resilience import http
+from engines.serving.resilience.health import check_remote_engines
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, multiple, rule
 
-from engines.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker, snapshots
+from engines.serving.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker, snapshots
 from monitoring import metrics
 from tests.servers import ROOT, free_port
 
@@ -156,7 +156,7 @@ def test_another_process_sees_the_breaker_this_one_opened():
     breaker = make(time.time, failure_threshold=2, reset_timeout=3600)
     code = (
         "import django; django.setup()\n"
-        "from engines.resilience.breaker import CircuitBreaker\n"
+        "from engines.serving.resilience.breaker import CircuitBreaker\n"
         f"breaker = CircuitBreaker({breaker.target!r}, reset_timeout=3600)\n"
         "print(breaker.state())\n"
     )

@@ -8,9 +8,18 @@ import pytest
 from django.core.management import call_command
 
 from engines.models import Engine
-from engines.resilience import http
-from engines.resilience.health import (
-    DEGRADED, HEALTHY, UNHEALTHY, UNKNOWN, HealthMonitor, check_once, down_by_check, http_probe, snapshots, states,
+from engines.serving.resilience import http
+from engines.serving.resilience.health import (
+    DEGRADED,
+    HEALTHY,
+    UNHEALTHY,
+    UNKNOWN,
+    HealthMonitor,
+    check_once,
+    down_by_check,
+    http_probe,
+    snapshots,
+    states,
 )
 from tests.servers import free_port
 

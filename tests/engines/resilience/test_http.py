@@ -3,7 +3,7 @@
 import asyncio
 from http.server import BaseHTTPRequestHandler
 
-from engines.resilience import http
+from engines.serving.resilience import http
 from tests.upstream import send_json, serve
 
 

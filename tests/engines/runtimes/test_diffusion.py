@@ -5,8 +5,9 @@ import numpy
 import pytest
 from PIL import Image
 
-from engines.runtimes import EngineSpec, RequestError, RuntimeLoadError
-from engines.runtimes.diffusion import DiffusionRuntime
+from blaze_site.errors import InvalidInput
+from engines.contract import EngineSpec, RuntimeLoadError
+from engines.worker.runtimes.diffusion import DiffusionRuntime
 
 
 def runtime_for(path, **config):
@@ -85,9 +86,9 @@ def test_progress_is_reported_per_step_for_each_request(tiny):
 
 @pytest.mark.parametrize("size", [(72, 200), (60, 64)])
 def test_size_beyond_max_or_off_the_8_pixel_grid_is_refused(tiny, size):
-    with pytest.raises(RequestError) as error:
+    with pytest.raises(InvalidInput) as error:
         generate(tiny, request(width=size[0], height=size[1]))
-    assert error.value.param == "size"
+    assert error.value.field == "size"
 
 
 def test_requests_of_different_shapes_get_different_batch_keys(tiny):

@@ -3,8 +3,8 @@ from dataclasses import replace
 
 import pytest
 
-from engines.runtimes import EngineSpec, RuntimeLoadError
-from engines.runtimes.embedding import EmbeddingRuntime, cosine
+from engines.contract import EngineSpec, RuntimeLoadError
+from engines.worker.runtimes.embedding import EmbeddingRuntime, cosine
 
 
 def embed(runtime, *texts):

@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from engines.runtimes import EngineSpec, RuntimeLoadError
-from engines.runtimes.llm import BatchStreamer, LlmRuntime
+from engines.contract import EngineSpec, RuntimeLoadError
+from engines.worker.runtimes.llm import BatchStreamer, LlmRuntime
 
 
 def runtime_for(path, **config):
@@ -83,7 +83,8 @@ def test_streamed_deltas_add_up_to_the_text_and_start_before_generation_ends(llm
 
 def test_a_stop_string_cuts_the_text_and_its_start_is_never_streamed(llm):
     pieces = []
-    full = llm.run_batch([request("the quick dog", max_tokens=16)], lambda index, event: pieces.append(event["text"]))[0]
+    full = llm.run_batch([request("the quick dog", max_tokens=16)],
+                         lambda index, event: pieces.append(event["text"]))[0]
     # A stop string that spans two streamed pieces: its first half must be held back, then dropped.
     k = next(k for k in range(1, len(pieces) - 1) if "\ufffd" not in pieces[k][-1] + pieces[k + 1][0])
     stop = pieces[k][-1] + pieces[k + 1][0]

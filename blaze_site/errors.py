@@ -1,0 +1,74 @@
+"""Blaze's one error hierarchy: what went wrong, in words a person can act on, and the input at fault.
+
+No HTTP here: the core raises these, and only the edges choose a status (`blaze_site.exceptions`
+for pages and /api/, `engines.openai.views` for /v1, in OpenAI's shape). Each class has a `kind`,
+the name it travels under in a worker's `error` event (`engines.contract`).
+
+Two families: the caller's errors (bad input, no credentials, no permission, nothing of that name),
+answered as they are and never retried; and a target's failures (`TargetFailed` and below), which
+a route answers by failing over to its next target.
+"""
+
+
+class ApplicationError(Exception):
+    """`message`: for the person; `field`: the input at fault, if one is; `code`: a stable machine name."""
+
+    kind = "application_error"
+
+    def __init__(self, message, *, field=None, code=None):
+        super().__init__(message)
+        self.message, self.field, self.code = message, field, code
+
+
+class InvalidInput(ApplicationError):
+    kind = "invalid_input"
+
+
+class NotAuthenticated(ApplicationError):
+    kind = "not_authenticated"
+
+
+class PermissionDenied(ApplicationError):
+    kind = "permission_denied"
+
+
+class NotFound(ApplicationError):
+    kind = "not_found"
+
+
+class MethodNotAllowed(ApplicationError):
+    kind = "method_not_allowed"
+
+
+class TargetFailed(ApplicationError):
+    """The target (a worker's engine, a remote host) failed: another may answer."""
+
+    kind = "failed"
+
+
+class Unavailable(TargetFailed):
+    """Nothing can take the request now (no live worker, an open breaker, a model that cannot load)."""
+
+    kind = "unavailable"
+
+
+class TimedOut(TargetFailed):
+    kind = "timed_out"
+
+
+class UpstreamFailed(TargetFailed):
+    """A remote host answered with a server error, broke off, or could not be reached."""
+
+    kind = "upstream_failed"
+
+
+class OutOfMemory(TargetFailed):
+    """The model does not fit in the worker's model cache."""
+
+    kind = "out_of_memory"
+
+
+KINDS = {cls.kind: cls for cls in (
+    InvalidInput, NotAuthenticated, PermissionDenied, NotFound, MethodNotAllowed,
+    TargetFailed, Unavailable, TimedOut, UpstreamFailed, OutOfMemory,
+)}

@@ -1,0 +1,100 @@
+"""The web↔worker contract: what a web process sends a Celery worker and what comes back.
+
+Both sides import this module and nothing of each other (an import-linter contract checks it).
+
+- Tasks go by name (`send_task`), so the web process never imports the worker's code; the names
+  are the ones queued messages already carry.
+- Queues: the shared one, each worker's own (`worker_queue`), and the broadcast one (`CONTROL_QUEUE`).
+- A request's events travel back on a Redis stream per request (`response_stream`), as orjson
+  dicts under the field `event`: `start {worker}`, then `token {text}` / `progress {...}`, then one
+  `done {result}` or `error {error, message, param}`, where `error` names a class of
+  `blaze_site.errors` (`error_event` / `raise_error`).
+- An embedding group: the payload `{"group": [request, ...]}` runs as one batcher arrival and is
+  answered by one `done` event `{"results": [...]}`, a refused request holding `{"error", "param"}`.
+- The batch window: both the worker's batcher and the web side's embedding grouping gather what
+  arrives within `batch_wait_ms` of the last arrival, up to WINDOW_WAITS waits, up to
+  `max_batch_size` rows.
+"""
+
+from dataclasses import dataclass, field
+
+from blaze_site import errors, shared_state
+
+INFER_TASK = "engines.infer"
+CACHE_LOAD_TASK = "engines.cache_load"
+CACHE_UNLOAD_TASK = "engines.cache_unload"
+CACHE_EVICT_TASK = "engines.cache_evict"
+UNLOAD_EVERYWHERE_TASK = "engines.unload_everywhere"
+
+SHARED_QUEUE = "blaze"
+CONTROL_QUEUE = "blaze.control"
+
+START, TOKEN, PROGRESS, DONE, ERROR = "start", "token", "progress", "done", "error"
+FINAL = (DONE, ERROR)
+
+STREAM_TTL_SECONDS = 600
+WINDOW_WAITS = 10
+
+# The batch window an engine of each kind gets when its config names none (the config serializers'
+# defaults too).
+BATCH_DEFAULTS = {
+    "llm": {"max_batch_size": 8, "batch_wait_ms": 10},
+    "embedding": {"max_batch_size": 32, "batch_wait_ms": 5},
+    "diffusion": {"max_batch_size": 4, "batch_wait_ms": 10},
+}
+
+
+def worker_queue(hostname):
+    """The queue only that worker consumes: the web process picks the worker that holds the model."""
+    return f"blaze.worker.{hostname}"
+
+
+def response_stream(request_id):
+    return shared_state.key("response", request_id)
+
+
+def request_done(request_id):
+    """Set once a request is answered: a redelivered copy of it is dropped."""
+    return shared_state.key("response", request_id, "done")
+
+
+def batch_window(kind, config):
+    """(max rows, wait in seconds) of an engine's batch window."""
+    defaults = BATCH_DEFAULTS.get(kind, BATCH_DEFAULTS["llm"])
+    rows = config.get("max_batch_size", defaults["max_batch_size"])
+    return rows, config.get("batch_wait_ms", defaults["batch_wait_ms"]) / 1000
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What a worker needs to know to load an engine: a snapshot of the Engine row."""
+
+    name: str
+    kind: str
+    model: str
+    config: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_engine(cls, engine):
+        return cls(name=engine.name, kind=engine.kind, model=engine.model, config=dict(engine.config))
+
+    def as_dict(self):
+        return {"name": self.name, "kind": self.kind, "model": self.model, "config": self.config}
+
+
+def error_event(exc):
+    """The `error` event for an ApplicationError raised in the worker."""
+    return {"type": ERROR, "error": type(exc).kind, "message": str(exc), "param": exc.field}
+
+
+def error_from(event):
+    """The ApplicationError an `error` event stands for (an unknown kind: the target failed)."""
+    return errors.KINDS.get(event["error"], errors.TargetFailed)(event["message"], field=event.get("param"))
+
+
+class RuntimeLoadError(errors.Unavailable):
+    """The model cannot be loaded; the message says why in words an operator can act on."""
+
+
+class CacheRefusal(errors.OutOfMemory):
+    """The model can never fit in this worker's cache budget."""

@@ -1,0 +1,109 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from rest_framework import serializers as drf
+
+from accounts.audit import Actor
+from blaze_site.exceptions import flatten
+from engines import services
+from engines.models import Engine
+from engines.selectors import engine_history
+from engines.selectors import engine_list as select_engines
+from engines.serializers import CONFIG_SERIALIZERS, EngineSerializer
+
+
+@permission_required("engines.view_engine", raise_exception=True)
+def engine_list(request):
+    kind = request.GET.get("kind", "")
+    engines = select_engines(kind=kind if kind in Engine.Kind.values else "", search=request.GET.get("q", "").strip())
+    return render(request, "engines/list.html", {"engines": engines, "kinds": Engine.Kind.choices, "kind": kind})
+
+
+@permission_required("engines.view_engine", raise_exception=True)
+def engine_detail(request, name):
+    engine = get_object_or_404(Engine, name=name)
+    return render(request, "engines/detail.html", {"engine": engine, "history": engine_history(engine)})
+
+
+def _config_fields(kind, values):
+    """Form rows for one kind's config, described by its serializer so the page and API agree."""
+    rows = []
+    for name, field in CONFIG_SERIALIZERS[kind]().fields.items():
+        widget = ("checkbox" if isinstance(field, drf.BooleanField)
+                  else "select" if isinstance(field, drf.ChoiceField) else "number")
+        rows.append({
+            "name": name, "label": name.replace("_", " ").capitalize(), "widget": widget,
+            "value": values.get(name, field.default), "choices": list(getattr(field, "choices", {}) or []),
+            "min": getattr(field, "min_value", None), "max": getattr(field, "max_value", None),
+        })
+    return rows
+
+
+def _form_data(post, kind):
+    data = {name: post.get(name, "")
+            for name in ("name", "description", "kind", "backend", "model", "base_url", "weight")}
+    if post.get("api_key"):
+        data["api_key"] = post["api_key"]
+    if kind in CONFIG_SERIALIZERS:
+        config = {}
+        for name, field in CONFIG_SERIALIZERS[kind]().fields.items():
+            key = f"config.{name}"
+            if isinstance(field, drf.BooleanField):
+                config[name] = key in post
+            elif post.get(key, "") != "":
+                config[name] = post[key]
+        data["config"] = config
+    return data
+
+
+@permission_required("engines.add_engine", raise_exception=True)
+def engine_form(request, name=None):
+    engine = get_object_or_404(Engine, name=name) if name else None
+    errors, values = {}, {"backend": Engine.Backend.LOCAL, "weight": 1}
+    if request.method == "POST":
+        kind = engine.kind if engine else request.POST.get("kind", "")
+        values = _form_data(request.POST, kind)
+        if engine:
+            values.pop("kind")
+        serializer = EngineSerializer(engine, data=values, partial=engine is not None)
+        if serializer.is_valid():
+            actor = Actor.from_request(request)
+            if engine:
+                engine = services.engine_update(actor=actor, engine=engine, **serializer.validated_data)
+                messages.success(request, f"Engine {engine.name} saved.")
+            else:
+                engine = services.engine_create(actor=actor, **serializer.validated_data)
+                messages.success(request, f"Engine {engine.name} registered.")
+            return redirect("engines:detail", name=engine.name)
+        errors = flatten(serializer.errors)
+    elif engine:
+        values = {**engine.audit_fields(), "api_key": ""}
+    current = values.get("config") or {}
+    chosen_kind = engine.kind if engine else values.get("kind", Engine.Kind.LLM)
+    return render(request, "engines/form.html", {
+        "engine": engine, "values": values, "errors": errors,
+        "kinds": Engine.Kind.choices, "backends": Engine.Backend.choices, "chosen_kind": chosen_kind,
+        "config_sections": [
+            {"kind": kind, "label": label, "fields": _config_fields(kind, current if kind == chosen_kind else {})}
+            for kind, label in Engine.Kind.choices
+        ],
+    }, status=400 if errors else 200)
+
+
+@permission_required("engines.change_engine", raise_exception=True)
+@require_POST
+def engine_toggle(request, name):
+    engine = get_object_or_404(Engine, name=name)
+    services.engine_set_enabled(actor=Actor.from_request(request), engine=engine, enabled=not engine.enabled)
+    messages.success(request, f"Engine {engine.name} {'enabled' if engine.enabled else 'disabled'}.")
+    return redirect("engines:list" if request.POST.get("back") == "list" else engine.get_absolute_url())
+
+
+@permission_required("engines.delete_engine", raise_exception=True)
+@require_POST
+def engine_delete(request, name):
+    engine = get_object_or_404(Engine, name=name)
+    services.engine_delete(actor=Actor.from_request(request), engine=engine)
+    messages.success(request, f"Engine {name} deleted.")
+    return redirect("engines:list")

@@ -1,0 +1,44 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.audit import Actor
+from engines import services
+from engines.models import Engine
+from engines.serializers import EngineSerializer
+
+
+class EngineViewSet(viewsets.ModelViewSet):
+    """Engines: viewers read, operators create, edit, enable/disable and delete."""
+
+    queryset = Engine.objects.all()
+    serializer_class = EngineSerializer
+    lookup_field = "name"
+
+    def perform_create(self, serializer):
+        serializer.instance = services.engine_create(
+            actor=Actor.from_request(self.request), **serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = services.engine_update(
+            actor=Actor.from_request(self.request), engine=serializer.instance, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance):
+        services.engine_delete(actor=Actor.from_request(self.request), engine=instance)
+
+    def _set_enabled(self, request, enabled):
+        engine = services.engine_set_enabled(
+            actor=Actor.from_request(request), engine=self.get_object(), enabled=enabled)
+        return Response(self.get_serializer(engine).data)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def enable(self, request, name=None):
+        return self._set_enabled(request, True)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def disable(self, request, name=None):
+        return self._set_enabled(request, False)

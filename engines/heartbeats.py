@@ -1,0 +1,57 @@
+"""The workers as their heartbeats in Redis describe them, read by the web side and the workers alike.
+
+A worker (`engines.worker.host.EngineHost`) beats every BLAZE_HEARTBEAT_SECONDS with what it holds;
+one silent for BLAZE_WORKER_LOST_SECONDS is `lost`.
+"""
+
+import json
+import time
+
+from django.conf import settings
+
+from blaze_site import shared_state
+
+
+def live_workers():
+    """Heartbeats of workers seen within BLAZE_WORKER_LOST_SECONDS; lost ones have `lost: True`."""
+    redis = shared_state.client()
+    names = sorted(redis.smembers(shared_state.workers_key()))
+    if not names:
+        return []
+    now, workers = time.time(), []
+    for name, raw in zip(names, redis.mget([shared_state.worker_key(n) for n in names])):
+        if raw is None:
+            redis.srem(shared_state.workers_key(), name)
+            continue
+        info = json.loads(raw)
+        info["lost"] = now - info["last_seen"] > settings.BLAZE_WORKER_LOST_SECONDS
+        workers.append(info)
+    return workers
+
+
+def worker_info(worker_id):
+    raw = shared_state.client().get(shared_state.worker_key(worker_id))
+    if raw is None:
+        return None
+    info = json.loads(raw)
+    info["lost"] = time.time() - info["last_seen"] > settings.BLAZE_WORKER_LOST_SECONDS
+    return info
+
+
+def loaded_anywhere(name, except_worker=None):
+    return any(
+        entry["engine"] == name
+        for worker in live_workers() if not worker["lost"] and worker["id"] != except_worker
+        for entry in worker["cache"]
+    )
+
+
+def rank_workers(workers, engine_name):
+    """The workers sorted for a request to `engine_name`: those holding its model first, then the
+    least busy (then by name, so that equals always rank alike)."""
+
+    def rank(worker):
+        holding = any(entry["engine"] == engine_name for entry in worker["cache"])
+        return (not holding, worker["in_flight"], worker["id"])
+
+    return sorted(workers, key=rank)

@@ -1,0 +1,226 @@
+"""Validation of OpenAI-style inference requests against the engine's caps.
+
+Each serializer takes the engine in its context and returns the payload the worker's runtime runs.
+"""
+
+import base64
+import binascii
+import copy
+import io
+import re
+import secrets
+
+from rest_framework import serializers
+
+from engines.models import Engine
+
+MAX_SEED = 2**32 - 1
+
+
+class RequestSerializer(serializers.Serializer):
+    """Fields copied from one set built per class: DRF deep-copies every declared field for each
+    instance, re-running each field's __init__, which was two thirds of validating a chat request.
+    A shallow copy is enough here: these fields keep no per-request state (binding sets the copy's own
+    name and parent; validators and options are only read)."""
+
+    def get_fields(self):
+        prototypes = type(self).__dict__.get("_prototypes")
+        if prototypes is None:
+            prototypes = super().get_fields()
+            type(self)._prototypes = prototypes
+        return {name: copy.copy(field) for name, field in prototypes.items()}
+
+    def is_valid(self, *, raise_exception=False):
+        """DRF's, then the bound copies of the fields let go: each points back at the serializer
+        (`parent`), which holds them, a cycle per request that only the garbage collector's passes
+        would free. Reference counting frees them now; `validated_data` and `errors` stay."""
+        try:
+            return super().is_valid(raise_exception=raise_exception)
+        finally:
+            self.__dict__.pop("fields", None)  # DRF's cached_property: a later use binds new copies
+
+
+class StopField(serializers.Field):
+    def to_internal_value(self, data):
+        stops = [data] if isinstance(data, str) else data
+        if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 4:
+            raise serializers.ValidationError("Must be a non-empty string or a list of up to 4 non-empty strings.")
+        return stops
+
+
+class MessageSerializer(RequestSerializer):
+    role = serializers.ChoiceField(["system", "user", "assistant", "tool", "developer"])
+    content = serializers.JSONField()
+
+    def validate_content(self, value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+            return "".join(str(part.get("text", "")) for part in value)
+        raise serializers.ValidationError("Must be a string or a list of text parts.")
+
+
+class GenerationSerializer(RequestSerializer):
+    model = serializers.CharField()
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    stop = StopField(required=False, allow_null=True)
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
+    n = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1)
+    stream = serializers.BooleanField(required=False, default=False)
+    stream_options = serializers.DictField(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        engine = self.context["engine"]
+        # A remote engine's host sets its own limit unless the operator set one here.
+        cap = engine.config.get("max_new_tokens", 512 if engine.backend == Engine.Backend.LOCAL else None)
+        max_tokens = attrs.get("max_completion_tokens") or attrs.get("max_tokens") or min(256, cap or 256)
+        if cap is not None and max_tokens > cap:
+            field = "max_completion_tokens" if attrs.get("max_completion_tokens") else "max_tokens"
+            raise serializers.ValidationError({field: [f"Must be at most {cap} for engine {engine.name}."]})
+        top_p = attrs.get("top_p")
+        if top_p is not None and top_p <= 0:
+            raise serializers.ValidationError({"top_p": ["Must be greater than 0."]})
+        temperature = attrs.get("temperature")
+        attrs["payload"] = {
+            "max_tokens": max_tokens,
+            "temperature": 1.0 if temperature is None else temperature,
+            "top_p": 1.0 if top_p is None else top_p,
+            "stop": attrs.get("stop") or [],
+            # A seed chosen here makes a retried request (another worker) produce the same tokens.
+            "seed": attrs["seed"] if attrs.get("seed") is not None else secrets.randbelow(MAX_SEED),
+        }
+        attrs["include_usage"] = bool((attrs.get("stream_options") or {}).get("include_usage"))
+        return attrs
+
+
+class ChatCompletionSerializer(GenerationSerializer):
+    messages = MessageSerializer(many=True, allow_empty=False)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        attrs["payload"] = {**attrs["payload"], "prompt": None, "messages": [dict(m) for m in attrs["messages"]]}
+        return attrs
+
+
+class CompletionSerializer(GenerationSerializer):
+    prompt = serializers.CharField(trim_whitespace=False, allow_blank=False)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        attrs["payload"] = {**attrs["payload"], "prompt": attrs["prompt"], "messages": None}
+        return attrs
+
+
+class EmbeddingSerializer(RequestSerializer):
+    model = serializers.CharField()
+    input = serializers.JSONField()
+    encoding_format = serializers.ChoiceField(["float", "base64"], default="float")
+    dimensions = serializers.IntegerField(required=False, allow_null=True)
+    user = serializers.CharField(required=False, allow_blank=True)
+
+    def validate_input(self, value):
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not texts or len(texts) > 2048:
+            raise serializers.ValidationError("Must be a string or a list of 1 to 2048 strings.")
+        if not all(isinstance(text, str) and text for text in texts):
+            raise serializers.ValidationError("Every input must be a non-empty string (token arrays are not accepted).")
+        return texts
+
+    def validate_dimensions(self, value):
+        if value is not None:
+            raise serializers.ValidationError("Choosing dimensions is not supported; omit it.")
+        return value
+
+    def validate(self, attrs):
+        attrs["payload"] = {"input": attrs["input"]}
+        return attrs
+
+
+_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+
+class ImageSerializer(RequestSerializer):
+    model = serializers.CharField()
+    prompt = serializers.CharField(max_length=4000)
+    negative_prompt = serializers.CharField(required=False, allow_blank=True, max_length=4000)
+    n = serializers.IntegerField(required=False, default=1, min_value=1, max_value=8)
+    size = serializers.CharField(required=False, default="")
+    steps = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    guidance_scale = serializers.FloatField(required=False, default=7.5, min_value=0, max_value=30)
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
+    response_format = serializers.ChoiceField(["b64_json", "url"], default="b64_json")
+    user = serializers.CharField(required=False, allow_blank=True)
+    # OpenAI fields Blaze accepts and ignores (a diffusion pipeline has no notion of them).
+    quality = serializers.CharField(required=False)
+    style = serializers.CharField(required=False)
+
+    def validate(self, attrs):
+        engine = self.context["engine"]
+        max_size, max_steps = engine.config.get("max_size", 1024), engine.config.get("max_steps", 50)
+        size = attrs.get("size") or f"{min(512, max_size)}x{min(512, max_size)}"
+        match = _SIZE.match(size)
+        if not match:
+            raise serializers.ValidationError({"size": ["Must look like 512x512."]})
+        width, height = int(match[1]), int(match[2])
+        if width > max_size or height > max_size:
+            raise serializers.ValidationError({"size": [f"At most {max_size}x{max_size} on engine {engine.name}."]})
+        if width % 8 or height % 8 or width < 64 or height < 64:
+            raise serializers.ValidationError({"size": ["Width and height must be multiples of 8, at least 64."]})
+        steps = attrs.get("steps") or min(30, max_steps)
+        if steps > max_steps:
+            raise serializers.ValidationError({"steps": [f"Must be at most {max_steps} on engine {engine.name}."]})
+        attrs["payload"] = {
+            "prompt": attrs["prompt"], "negative_prompt": attrs.get("negative_prompt") or None,
+            "steps": steps, "width": width, "height": height, "guidance_scale": attrs["guidance_scale"],
+            "seed": attrs["seed"] if attrs.get("seed") is not None else secrets.randbelow(MAX_SEED),
+            "n": attrs["n"], "image": None, "strength": None,
+        }
+        return attrs
+
+
+class ImageInputField(serializers.Field):
+    """The img2img input: an uploaded PNG/JPEG file, or the same as a base64 string (data URLs too)."""
+
+    def to_internal_value(self, value):
+        if hasattr(value, "read"):
+            if value.size > 20 * 1024 * 1024:
+                raise serializers.ValidationError("The image is larger than 20 MB.")
+            data = value.read()
+        elif isinstance(value, str):
+            try:
+                data = base64.b64decode(value.split(",", 1)[-1], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise serializers.ValidationError("Not valid base64.") from exc
+        else:
+            raise serializers.ValidationError("Upload a PNG or JPEG file, or send it base64-encoded.")
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            Image.open(io.BytesIO(data)).verify()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise serializers.ValidationError("Not a readable image (PNG or JPEG).") from exc
+        return data
+
+
+class ImageEditSerializer(ImageSerializer):
+    image = ImageInputField()
+    strength = serializers.FloatField(required=False, default=0.75, min_value=0.01, max_value=1)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        attrs["payload"] = {**attrs["payload"], "image": base64.b64encode(attrs["image"]).decode(),
+                            "strength": attrs["strength"]}
+        return attrs
+
+
+REQUEST_SERIALIZERS = {
+    "chat": (ChatCompletionSerializer, Engine.Kind.LLM),
+    "completion": (CompletionSerializer, Engine.Kind.LLM),
+    "embedding": (EmbeddingSerializer, Engine.Kind.EMBEDDING),
+    "image": (ImageSerializer, Engine.Kind.DIFFUSION),
+    "image_edit": (ImageEditSerializer, Engine.Kind.DIFFUSION),
+}

@@ -1,0 +1,305 @@
+"""The OpenAI-compatible inference API under /v1: what the official `openai` client expects.
+
+Plain async Django views (DRF has no streaming responses): JSON in, JSON or server-sent events
+out, errors in OpenAI's shape {"error": {"message", "type", "param", "code"}}. The `model` names a
+route or an engine; `serving.plan` resolves it and `serving.failover` finds the target that answers.
+A local engine's result is shaped here; a remote engine's answer is relayed as its host sent it
+(streams chunk by chunk).
+"""
+
+import base64
+import json
+import time
+import uuid
+from functools import partial, wraps
+
+import numpy
+import orjson
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import ValidationError
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+from accounts.audit import client_ip
+from accounts.authentication import bearer_api_key, check_key, find_key, mark_used, stale_last_used
+from accounts.models import ApiKey
+from blaze_site import errors, lookups
+from blaze_site.exceptions import flatten, http_status
+from blaze_site.views import openai_error
+from engines import contract, services
+from engines.models import Engine, Route
+from engines.openai.protocol import REQUEST_SERIALIZERS
+from engines.serving import failover
+from engines.serving import plan as plans
+from engines.serving.router import client_key
+
+
+def error_response(status, message, param=None, code=None):
+    return JsonResponse({"error": openai_error(status, message, param, code)}, status=status)
+
+
+def _openai_error(exc):
+    """An ApplicationError as OpenAI's error object, with its status."""
+    return openai_error(http_status(exc), exc.message, exc.field, exc.code)
+
+
+def _key_and_permission(raw):
+    """(the API key `raw` names, whether its owner may use engines), or None for an unknown key."""
+    key = find_key(raw)
+    return None if key is None else (key, key.user.has_perm("engines.view_engine"))
+
+
+def _token_user(request):
+    """The user a DRF token or a JWT names, or None when the request sends neither; raises an ApplicationError."""
+    for authenticator in (TokenAuthentication(), JWTAuthentication()):
+        try:
+            result = authenticator.authenticate(request)
+        except drf_exceptions.AuthenticationFailed as exc:
+            raise errors.NotAuthenticated(str(exc.detail), code="invalid_api_key") from exc
+        if result is not None:
+            user = result[0]
+            return user, user.has_perm("engines.view_engine")
+    return None, False
+
+
+async def _authenticate(request, generation):
+    """API key (scope `inference`, looked up through `lookups`), DRF token or JWT → (user, the key
+    ip_hash keeps sticky); raises an ApplicationError."""
+    raw, api_key_id = bearer_api_key(request), None
+    if raw is not None:
+        key, may_use = await lookups.cached("api_key", ApiKey.hash(raw), generation,
+                                            partial(_key_and_permission, raw)) or (None, False)
+        try:
+            check_key(key)
+        except drf_exceptions.AuthenticationFailed as exc:
+            raise errors.NotAuthenticated(str(exc.detail), code="invalid_api_key") from exc
+        if "inference" not in key.scopes:
+            raise errors.PermissionDenied("This API key lacks the 'inference' scope.", code="insufficient_scope")
+        if stale_last_used(key):
+            await sync_to_async(mark_used)(key)
+        user, api_key_id = key.user, key.pk
+    else:
+        user, may_use = await sync_to_async(_token_user)(request)
+        if user is None:
+            raise errors.NotAuthenticated("Send an API key: Authorization: Bearer blz_…", code="missing_api_key")
+    if not may_use:
+        raise errors.PermissionDenied("Your account has no role that may use engines.")
+    return user, client_key(api_key_id=api_key_id, ip=client_ip(request))
+
+
+def v1_endpoint(view):
+    """Authenticate; answer ApplicationErrors and validation errors in OpenAI's shape."""
+
+    @csrf_exempt
+    @wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        try:
+            if not hasattr(request, "lookups_generation"):  # read by the block list's middleware, as a rule
+                request.lookups_generation = await lookups.generation()
+            request.v1_user, request.v1_client = await _authenticate(request, request.lookups_generation)
+            return await view(request, *args, **kwargs)
+        except errors.ApplicationError as exc:
+            return JsonResponse({"error": _openai_error(exc)}, status=http_status(exc))
+        except ValidationError as exc:
+            fields = flatten(exc.detail)
+            param, messages = next(iter(fields.items()))
+            return error_response(400, f"{param}: {messages[0]}", param=param)
+
+    return wrapper
+
+
+def _json_body(request):
+    if request.content_type == "multipart/form-data":
+        return {**request.POST.dict(), **request.FILES.dict()}
+    try:
+        body = json.loads(request.body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise errors.InvalidInput(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise errors.InvalidInput("The body must be a JSON object.")
+    return body
+
+
+async def _validated(request, endpoint):
+    """(plan, validated data, the client's body): the body checked against the caps of the engine the
+    model names (a route: its first enabled target's)."""
+    if request.method != "POST":
+        raise errors.MethodNotAllowed("Use POST.")
+    body = _json_body(request)
+    serializer_class, kind = REQUEST_SERIALIZERS[endpoint]
+    name = body.get("model")
+    plan = await lookups.cached("plan", (name, kind) if isinstance(name, str) else None, request.lookups_generation,
+                                partial(plans.resolve, name, kind))
+    serializer = serializer_class(data=body, context={"engine": plan.engine})
+    serializer.is_valid(raise_exception=True)
+    return plan, serializer.validated_data, body
+
+
+async def _serve(request, endpoint, plan, data, body, stream=False):
+    files = {k: v for k, v in body.items() if hasattr(v, "read")} if endpoint == "image_edit" else None
+    return await failover.serve(plan, endpoint, data["payload"],
+                                {k: v for k, v in body.items() if k not in (files or {})},
+                                stream=stream, client_key=request.v1_client, files=files)
+
+
+def _relayed(served):
+    """A remote engine's answer as its host sent it."""
+    response = served.response
+    return HttpResponse(served.body, status=response.status,
+                        content_type=response.headers.get("Content-Type", "application/json"))
+
+
+def _event_stream(chunks, status=200, content_type="text/event-stream"):
+    """A streamed answer that no cache or proxy holds back."""
+    response = StreamingHttpResponse(chunks, status=status, content_type=content_type)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _relayed_stream(served):
+    response = served.response
+    return _event_stream(served.chunks(), response.status, response.headers.get("Content-Type", "text/event-stream"))
+
+
+def _sse(data):
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def _usage(result):
+    prompt, completion = result.get("prompt_tokens", 0), result.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _stream(name, served, data, chat):
+    """SSE relay of a local engine's events: a chunk per token as it arrives, the finish reason,
+    usage when asked, [DONE]. `name`: the model the client asked for."""
+    completion_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    created, obj = int(time.time()), "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(text=None, finish=None, role=False):
+        if chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return {"id": completion_id, "object": obj, "created": created, "model": name, "choices": [choice]}
+
+    async def events():
+        if chat:
+            yield _sse(chunk(role=True))
+        try:
+            async for event in served.events:
+                if event["type"] == contract.TOKEN:
+                    yield _sse(chunk(text=event["text"]))
+                elif event["type"] == contract.DONE:
+                    yield _sse(chunk(finish=event["result"]["finish_reason"]))
+                    if data["include_usage"]:
+                        yield _sse({**chunk(), "choices": [], "usage": _usage(event["result"])})
+                elif event["type"] == contract.ERROR:
+                    yield _sse({"error": _openai_error(contract.error_from(event))})
+        finally:
+            await served.events.aclose()
+        yield "data: [DONE]\n\n"
+
+    return _event_stream(events())
+
+
+def _model_list():
+    engines = [
+        {"id": e.name, "object": "model", "created": int(e.created_at.timestamp()), "owned_by": "blaze", "kind": e.kind}
+        for e in Engine.objects.filter(enabled=True).order_by("name")
+    ]
+    routes = [
+        {"id": r.name, "object": "model", "created": int(r.created_at.timestamp()), "owned_by": "blaze",
+         "kind": next((t.engine.kind for t in r.targets.all()), None), "route": True}
+        for r in Route.objects.filter(enabled=True).prefetch_related("targets__engine")
+    ]
+    named = {route["id"] for route in routes}  # a route hides the engine of its name
+    return sorted([*routes, *(e for e in engines if e["id"] not in named)], key=lambda model: model["id"])
+
+
+@v1_endpoint
+async def models(request):
+    return JsonResponse({"object": "list", "data": await sync_to_async(_model_list)()})
+
+
+async def _generation(request, endpoint, chat):
+    plan, data, body = await _validated(request, endpoint)
+    served = await _serve(request, endpoint, plan, data, body, stream=data["stream"])
+    if served.response is not None:
+        return _relayed_stream(served) if data["stream"] and served.response.status < 300 else _relayed(served)
+    if data["stream"]:
+        return _stream(plan.name, served, data, chat=chat)
+    result = served.result
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": result["text"]},
+                  "logprobs": None, "finish_reason": result["finish_reason"]}
+    else:
+        choice = {"index": 0, "text": result["text"], "logprobs": None, "finish_reason": result["finish_reason"]}
+    return JsonResponse({
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()), "model": plan.name, "choices": [choice], "usage": _usage(result),
+    })
+
+
+@v1_endpoint
+async def chat_completions(request):
+    return await _generation(request, "chat", chat=True)
+
+
+@v1_endpoint
+async def completions(request):
+    return await _generation(request, "completion", chat=False)
+
+
+@v1_endpoint
+async def embeddings(request):
+    plan, data, body = await _validated(request, "embedding")
+    served = await _serve(request, "embedding", plan, data, body)
+    if served.response is not None:
+        return _relayed(served)
+    result = served.result
+
+    def encode(vector):
+        if data["encoding_format"] == "base64":
+            return base64.b64encode(numpy.asarray(vector, dtype="<f4").tobytes()).decode()
+        return vector
+
+    # orjson: thousands of floats, which the standard json module formats several times slower.
+    return HttpResponse(orjson.dumps({
+        "object": "list", "model": plan.name,
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
+                 for i, v in enumerate(result["embeddings"])],
+        "usage": {"prompt_tokens": result["prompt_tokens"], "total_tokens": result["prompt_tokens"]},
+    }), content_type="application/json")
+
+
+async def _images(request, endpoint):
+    plan, data, body = await _validated(request, endpoint)
+    served = await _serve(request, endpoint, plan, data, body)
+    if served.response is not None:
+        return _relayed(served)
+    result = served.result
+    pngs = [base64.b64decode(image) for image in result["images"]]
+    urls = await sync_to_async(services.store_images)(user=request.v1_user, engine_name=plan.name,
+                                                       payload=data["payload"], seed=result["seed"], pngs=pngs)
+    if data["response_format"] == "url":
+        items = [{"url": request.build_absolute_uri(url)} for url in urls]
+    else:
+        items = [{"b64_json": image} for image in result["images"]]
+    return JsonResponse({"created": int(time.time()), "data": items, "seed": result["seed"]})
+
+
+@v1_endpoint
+async def image_generations(request):
+    return await _images(request, "image")
+
+
+@v1_endpoint
+async def image_edits(request):
+    return await _images(request, "image_edit")

@@ -1,0 +1,89 @@
+"""From the web process to a worker and back: choose a worker, send the request, relay its events.
+
+A request accepted is answered: when the chosen worker stops beating mid-request, the request is
+sent again to another live worker (same seed, so a stream can skip the tokens already relayed), and
+an overall deadline ends it with an explicit error rather than a hang.
+"""
+
+import time
+import uuid
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from blaze_site import errors, shared_state
+from blaze_site.celery import app
+from engines import contract, heartbeats
+from monitoring import metrics
+
+
+def pick_worker(engine_name, exclude=()):
+    """A live worker for the engine: one that holds it in cache first, then the least busy."""
+    candidates = [w for w in heartbeats.live_workers() if not w["lost"] and w["id"] not in exclude]
+    if not candidates:
+        raise errors.Unavailable("No engine worker is running. Start one with `celery -A blaze_site worker`.")
+    return heartbeats.rank_workers(candidates, engine_name)[0]["id"]
+
+
+def _send(request_id, spec, payload, engine_name, worker_id=None, exclude=()):
+    """Queue the request for `worker_id`, or for the best live worker not in `exclude` (one trip to
+    the thread pool for both); returns the worker's id."""
+    worker_id = worker_id or pick_worker(engine_name, exclude)
+    app.send_task(contract.INFER_TASK, args=[request_id, spec, payload], queue=contract.worker_queue(worker_id))
+    return worker_id
+
+
+async def run(engine, payload, worker_id=None, timeout=None):
+    """Yield the request's events (`token`, `progress`, then `done` or `error`), deduplicated across
+    a re-dispatch. `worker_id`: the worker the router chose (else the best live one); `timeout`: the
+    seconds left to the request (default BLAZE_REQUEST_TIMEOUT_SECONDS). Raises errors.Unavailable
+    when no worker can take it, errors.TimedOut when the deadline passes."""
+    timeout = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if timeout is None else timeout
+    request_id = uuid.uuid4().hex
+    arrived = time.monotonic()
+    spec = contract.EngineSpec.from_engine(engine).as_dict()
+    tried = []
+    # Redis only (no database): run on the thread pool, not the one thread Django's ORM calls share.
+    worker_id = await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, engine.name, worker_id)
+    tried.append(worker_id)
+
+    redis = shared_state.loop_client()
+    stream, last_id = contract.response_stream(request_id), "0-0"
+    deadline = time.monotonic() + timeout
+    relayed, attempt_tokens = 0, 0
+    started = False
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise errors.TimedOut(f"No answer within {timeout:.0f} s.")
+            reply = await redis.xread({stream: last_id}, block=1000, count=100)
+            if not reply:
+                info = await sync_to_async(heartbeats.worker_info, thread_sensitive=False)(worker_id)
+                if info is None or info["lost"]:
+                    worker_id = await sync_to_async(_send, thread_sensitive=False)(
+                        request_id, spec, payload, engine.name, exclude=tried)
+                    tried.append(worker_id)
+                continue
+            for last_id, fields in reply[0][1]:  # noqa: B007 - the cursor: the next read starts after the last entry
+                event = orjson.loads(fields["event"])
+                kind = event["type"]
+                if kind == contract.START:
+                    if started and event["worker"] != worker_id:
+                        continue  # a late start from a worker we gave up on
+                    started, attempt_tokens = True, 0
+                elif kind == contract.TOKEN:
+                    attempt_tokens += 1
+                    if attempt_tokens <= relayed:
+                        continue  # already relayed by the worker that was lost
+                    relayed += 1
+                    if relayed == 1:
+                        metrics.TIME_TO_FIRST_TOKEN.labels(engine.name).observe(time.monotonic() - arrived)
+                    yield event
+                elif kind in contract.FINAL:
+                    yield event
+                    return
+                else:
+                    yield event
+    finally:
+        await redis.delete(stream)

@@ -1,0 +1,260 @@
+"""From a Plan (`plan.resolve`) to an answer: a route's targets in the order its strategy picks,
+failing over on a target's failure, or the engine of that name.
+
+`serve(plan, endpoint, ...)` → Served: the answer of the first target that gave one. A target's
+failure (`errors.TargetFailed`: a server error, a timeout, a refused connection, an open breaker, no
+live worker) moves the request to the next target the strategy picks among those not tried, while
+the request's deadline lasts; the client's own error (bad input) is returned as it is. When every
+target has failed or is unavailable the client gets `errors.Unavailable` listing why, not a hang.
+
+Each attempt is counted in the router's shared state (in flight, latency, errors), in the target's
+circuit breaker and in its health monitor. In a route each target is tried once per request, without
+retries (moving on is the retry); the last target left, and an engine called by its own name, get
+the retry policy of `resilience.retry` within the deadline. Streams commit to a target when its first
+event (local) or its response headers (remote) arrive: a failure after that ends the stream with an
+error, since the client already holds part of the answer.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import redis
+from django.conf import settings
+
+from blaze_site import errors, shared_state
+from engines import contract
+from engines.models import Engine, Route
+from engines.serving import dispatch, grouping, remote
+from engines.serving.resilience import breaker as breakers
+from engines.serving.resilience import health, resilience_id
+from engines.serving.resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from engines.serving.router import NoTargetAvailable, alease_target, resilience_id_of, state
+from monitoring import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Served:
+    """One target's answer. Local: `result` (the worker's result) or, streaming, `events` (the worker's
+    events, the first included). Remote: `response`, the upstream's aiohttp.ClientResponse (2xx or
+    4xx) and its `body`, unless streaming: a streamed one is read through `chunks()`. `engine`: the
+    engine that answered."""
+
+    engine: Engine
+    result: dict | None = None
+    events: object = None
+    response: aiohttp.ClientResponse | None = None
+    body: bytes | None = None
+    _done: object = field(default=None, repr=False)
+
+    async def chunks(self):
+        """A streamed remote body, chunk by chunk as the upstream sends it."""
+        ok = None  # stays None when the client goes away mid-stream: the target is not at fault
+        try:
+            async for chunk in self.response.content.iter_any():
+                yield chunk
+            ok = True
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            ok = False
+            log.warning("stream from %s broke off: %s", self.engine.name, exc or type(exc).__name__)
+        finally:
+            self.response.release() if ok else self.response.close()
+            await self._done(ok)
+
+
+@dataclass
+class _Attempt:
+    """One try at one target: what to count when it ends."""
+
+    engine: Engine
+    worker: str | None = None
+    route: Route | None = None
+    candidate: object = None
+    lease: str | None = None
+    attempts: int | None = None
+    permit: object = None  # the breaker permit whose outcome is still to be counted here (see `aend`)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def target(self):
+        return resilience_id_of(self.candidate.target) if self.candidate else resilience_id(self.engine.name)
+
+    @property
+    def watched(self):
+        """Whether the target has a health record: a route's target, or a remote engine (a local
+        engine called by its own name has none, and nothing else to count)."""
+        return self.route is not None or self.engine.backend == Engine.Backend.REMOTE
+
+    async def aend(self, ok):
+        """Count the outcome, in one round trip on the loop's Redis client: router state (routes),
+        breaker, health. The breaker counts here while the attempt holds its permit: a local target's,
+        from the route's pick, or a remote host's whose first try answered (`remote.forward`; failures
+        and retries count inside `resilience.http`). ok=None: abandoned (the client went away, or a
+        bug), not the target's doing: its lease and permit are given back, nothing counted. Redis
+        trouble here never fails the answer."""
+        if ok is None:
+            return await self.aabandon()
+        if not self.watched:
+            return
+        latency = time.monotonic() - self.started
+        monitor = health.HealthMonitor(self.target)
+        breaker = breakers.CircuitBreaker(self.target) if self.permit is not None else None
+
+        parts = shared_state.Parts()
+
+        def queue(pipe):
+            with parts.named("health", pipe):
+                monitor.queue(pipe, ok, latency if ok else None)
+            if self.route is not None:
+                state.queue_release(pipe, self.candidate.id, latency, ok, lease=self.lease)
+            if breaker is not None:
+                with parts.named("breaker", pipe):
+                    breaker.queue(pipe, "success" if ok else "failure", self.permit)
+
+        try:
+            replies = parts.split(await shared_state.abatch(queue))
+        except Exception:  # noqa: BLE001 - bookkeeping must not turn an answer into an error
+            log.exception("could not record the outcome of a request to %s", self.target)
+            return
+        monitor.read(replies["health"][0], ok)
+        if breaker is not None:
+            breaker.read(replies["breaker"][0])
+        if self.route is not None:
+            metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
+
+    async def aabandon(self):
+        if self.route is not None:
+            await state.awithdraw(self.candidate.id, self.lease)
+        if self.permit is not None:
+            await breakers.CircuitBreaker(self.target).arelease(self.permit)
+
+
+async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", files=None):
+    """The first answer a target of the plan gives (see the module's docstring). `payload`: the
+    validated request a local engine runs; `body`: the client's JSON as sent, for a remote one."""
+    ends = time.monotonic() + settings.BLAZE_REQUEST_TIMEOUT_SECONDS
+    if plan.route is None:
+        return await _try(_Attempt(engine=plan.engine), endpoint, payload, body, stream, files, ends)
+    tried, failures = [], {}
+    while True:
+        try:
+            candidate, lease, permit = await alease_target(plan.route, client_key, exclude=tried)
+        except NoTargetAvailable as exc:
+            reasons = {**exc.reasons, **failures}
+            raise errors.Unavailable(str(NoTargetAvailable(plan.route, reasons)), code="no_target_available") from exc
+        except redis.RedisError as exc:  # the routes' shared counts, breakers and health live there
+            log.error("route %s: Redis is unreachable: %s", plan.name, exc)
+            raise errors.Unavailable(f"Route '{plan.name}' cannot pick a target: Blaze's shared state (Redis) is "
+                                     "unreachable.", code="no_target_available") from exc
+        tried.append(candidate.id)
+        last = not any(t.enabled and t.pk not in tried for t in plan.route.targets.all())
+        attempt = _Attempt(engine=candidate.engine, worker=candidate.workers[0] if candidate.workers else None,
+                           route=plan.route, candidate=candidate, lease=lease, permit=permit,
+                           attempts=None if last else 1)
+        try:
+            return await _try(attempt, endpoint, payload, body, stream, files, ends)
+        except errors.TargetFailed as exc:
+            failures[str(candidate.target)] = str(exc)
+            metrics.ROUTE_FAILOVERS.labels(plan.route.name).inc()
+            log.warning("route %s: target %s failed, trying the next: %s", plan.name, candidate.target, exc)
+        if time.monotonic() >= ends:
+            listed = "; ".join(f"{label}: {reason}" for label, reason in failures.items())
+            raise errors.TimedOut(f"No target of route '{plan.name}' answered within the deadline ({listed}).")
+
+
+async def _try(attempt, endpoint, payload, body, stream, files, ends):
+    try:
+        if attempt.route is not None and attempt.permit is None:
+            raise errors.Unavailable(f"The circuit breaker for '{attempt.target}' refused the call.")
+        if attempt.engine.backend == Engine.Backend.REMOTE:
+            return await _remote(attempt, endpoint, body, stream, files, ends)
+        return await _local(attempt, payload, stream, ends)
+    except errors.TargetFailed:
+        await attempt.aend(False)
+        raise
+    except errors.ApplicationError:
+        await attempt.aend(True)  # the client's fault: the target did its job
+        raise
+    except BaseException:  # cancelled (the client went away) or a bug: free the slots, count nothing
+        await attempt.aabandon()
+        raise
+
+
+async def _local(attempt, payload, stream, ends):
+    run = grouping.run if attempt.engine.kind == Engine.Kind.EMBEDDING else dispatch.run
+    events = run(attempt.engine, {**payload, "stream": True} if stream else payload,
+                 worker_id=attempt.worker, timeout=max(ends - time.monotonic(), 0.001))
+    try:
+        first = await anext(events)
+    except StopAsyncIteration as exc:
+        raise errors.TargetFailed(NO_RESULT) from exc
+    if first["type"] == contract.ERROR:
+        await events.aclose()
+        raise contract.error_from(first)
+    if stream:
+        return Served(engine=attempt.engine, events=_counted(first, events, attempt))
+    try:
+        event = first
+        while event["type"] not in contract.FINAL:
+            event = await anext(events)
+    except StopAsyncIteration as exc:
+        raise errors.TargetFailed(NO_RESULT) from exc
+    finally:
+        await events.aclose()
+    if event["type"] == contract.ERROR:
+        raise contract.error_from(event)
+    await attempt.aend(True)
+    return Served(engine=attempt.engine, result=event["result"])
+
+
+NO_RESULT = "The worker ended the request without a result."
+
+
+async def _counted(first, events, attempt):
+    """The stream's events, the first included; the outcome is counted when it ends (as the target's
+    success when it is the client's error; not at all when the client goes away first)."""
+    ok = None
+    try:
+        event = first
+        while True:
+            yield event
+            if event["type"] in contract.FINAL:
+                ok = event["type"] == contract.DONE or not isinstance(contract.error_from(event), errors.TargetFailed)
+                return
+            event = await anext(events)
+    except errors.ApplicationError as exc:
+        ok = not isinstance(exc, errors.TargetFailed)
+        yield contract.error_event(exc)
+    finally:
+        await events.aclose()
+        await attempt.aend(ok)
+
+
+async def _remote(attempt, endpoint, body, stream, files, ends):
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise errors.TimedOut("The request's deadline passed.")
+    permit, attempt.permit = attempt.permit, None  # the host's breaker counts it, unless the first try answers
+    try:
+        response, attempt.permit = await remote.forward(attempt.engine, endpoint, body, deadline=left, stream=stream,
+                                                        attempts=attempt.attempts, files=files, permit=permit)
+    except breakers.BreakerOpen as exc:
+        raise errors.Unavailable(str(exc)) from exc
+    except UpstreamError as exc:
+        raise errors.UpstreamFailed(str(exc)) from exc
+    except UpstreamTimeout as exc:
+        raise errors.TimedOut(f"The host did not answer in time ({exc}).") from exc
+    except UpstreamUnreachable as exc:
+        raise errors.UpstreamFailed(f"The host could not be reached ({exc}).") from exc
+    if stream and response.status < 300:
+        return Served(engine=attempt.engine, response=response, _done=attempt.aend)
+    try:
+        body = await response.read()  # read already, unless a stream was refused (4xx)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        response.close()
+        raise errors.UpstreamFailed(f"The host's answer broke off ({exc or type(exc).__name__}).") from exc
+    await attempt.aend(True)
+    return Served(engine=attempt.engine, response=response, body=body)

@@ -1,0 +1,42 @@
+"""Remote engines: OpenAI-compatible hosts (vLLM, TGI, Ollama, another Blaze) called from the web
+process through the pooled client, with retries within the request's deadline and the host's
+circuit breaker. The client's body goes upstream as sent (extensions included), `model` renamed to
+the upstream's name; answers come back as they are, streams chunk by chunk."""
+
+from engines.serving.resilience import resilience_id
+from engines.serving.resilience.breaker import CircuitBreaker
+from engines.serving.resilience.http import request_owing
+
+PATHS = {
+    "chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings",
+    "image": "/images/generations", "image_edit": "/images/edits",
+}
+
+
+def breaker_for(engine):
+    return CircuitBreaker(resilience_id(engine.name))
+
+
+async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=None, files=None, permit=None):
+    """POST the body to the engine's host; returns (the aiohttp.ClientResponse, the breaker permit whose
+    success the caller owes, or None: see `resilience.http.request_owing`). The response's body is read
+    (only its headers when `stream`: the caller then reads and releases it). `files`
+    ({field: UploadedFile}): send a multipart form (image edits) instead of JSON. `attempts`: at most
+    that many tries (default: the retry policy). `permit`: the host breaker's, granted already, for the
+    first try. Raises UpstreamError for a 5xx, UpstreamTimeout, UpstreamUnreachable, BreakerOpen."""
+    headers = {"Authorization": f"Bearer {engine.api_key}"} if engine.api_key else {}
+    body = {**body, "model": engine.model or engine.name}
+    if files:
+        fields = {name: value for name, value in body.items() if name not in files}
+        sent = {"form": (fields, {name: (f.name, _read(f), f.content_type) for name, f in files.items()})}
+    else:
+        sent = {"json": body}
+    return await request_owing(
+        "POST", engine.base_url.rstrip("/") + PATHS[endpoint], headers=headers, deadline=deadline,
+        stream=stream, attempts=attempts, breaker=breaker_for(engine), permit=permit, **sent,
+    )
+
+
+def _read(upload):
+    upload.seek(0)
+    return upload.read()

@@ -1,0 +1,177 @@
+"""Calls to remote hosts: one pooled aiohttp.ClientSession per host and event loop, per-phase timeouts,
+retries within a deadline, and an optional circuit breaker consulted on every attempt.
+
+    response = await http.request("POST", f"{engine.base_url}/chat/completions", json=body,
+                                  headers={"Authorization": f"Bearer {engine.api_key}"},
+                                  deadline=120, breaker=CircuitBreaker(resilience_id(engine.name)))
+    response.status, response.headers["Content-Type"], await response.read()
+
+aiohttp rather than httpx: httpx's pool (httpcore) scans every pooled connection, polling each socket,
+whenever a request starts or ends, several times the CPU per relayed request (docs/decisions.md).
+
+A session belongs to the event loop it was made on, so sessions are kept per (loop, host).
+Shutting down: Django's ASGI handler (and daphne) offer no lifespan event, so an `atexit` hook closes
+the sessions of loops still open at exit; code that runs its own loop (`asyncio.run` in a command or a
+test) calls `await aclose_all()` before that loop ends, or its sockets are left to the garbage collector.
+"""
+
+import asyncio
+import atexit
+import contextlib
+import json as jsonlib
+import time
+from urllib.parse import urlsplit
+
+import aiohttp
+from django.conf import settings
+
+from engines.serving.resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable, is_retriable, retrying
+
+_sessions = {}  # event loop → {origin: ClientSession}
+
+
+def timeouts(*, connect=None, read=None, pool=None):
+    """aiohttp.ClientTimeout from BLAZE_UPSTREAM_{CONNECT,READ,POOL}_TIMEOUT, any phase overridden:
+    `connect` to open a connection, `read` between two reads of the answer, `pool` to wait for a free
+    pooled connection (plus `connect` when a new one is opened). Sending the request is bounded by
+    the attempt's share of the deadline."""
+    connect = settings.BLAZE_UPSTREAM_CONNECT_TIMEOUT if connect is None else connect
+    pool = settings.BLAZE_UPSTREAM_POOL_TIMEOUT if pool is None else pool
+    return aiohttp.ClientTimeout(
+        total=None, connect=pool + connect, sock_connect=connect,
+        sock_read=settings.BLAZE_UPSTREAM_READ_TIMEOUT if read is None else read,
+    )
+
+
+def _origin(url):
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def client_for(url):
+    """The running loop's pooled session for the host of `url` (made on first use)."""
+    loop = asyncio.get_running_loop()
+    sessions = _sessions.get(loop)
+    if sessions is None:
+        for closed in [other for other in _sessions if other.is_closed()]:
+            del _sessions[closed]
+        sessions = _sessions[loop] = {}
+    origin = _origin(url)
+    session = sessions.get(origin)
+    if session is None or session.closed:
+        session = sessions[origin] = aiohttp.ClientSession(
+            timeout=timeouts(),
+            connector=aiohttp.TCPConnector(
+                limit=settings.BLAZE_UPSTREAM_MAX_CONNECTIONS,
+                keepalive_timeout=settings.BLAZE_UPSTREAM_KEEPALIVE_SECONDS,
+            ),
+        )
+    return session
+
+
+async def aclose_all():
+    """Close every pooled session of the running loop (the next request opens new ones)."""
+    sessions = _sessions.pop(asyncio.get_running_loop(), {})
+    await asyncio.gather(*(session.close() for session in sessions.values()))
+
+
+@atexit.register
+def _close_at_exit():
+    for loop, sessions in list(_sessions.items()):
+        if not loop.is_closed() and not loop.is_running():
+            # The process is ending: a connection that will not close politely is closed by the OS.
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.gather(*(session.close() for session in sessions.values())))
+    _sessions.clear()
+
+
+def _cut(timeout, left):
+    return aiohttp.ClientTimeout(
+        total=None, connect=min(timeout.connect, left), sock_connect=min(timeout.sock_connect, left),
+        sock_read=min(timeout.sock_read, left),
+    )
+
+
+async def request(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
+                  permit=None, json=None, form=None, headers=None):
+    """Send one request through the host's pooled session and return the aiohttp.ClientResponse.
+
+    - 2xx-4xx are returned as they are (a 4xx is the caller's to relay, never retried), the body read
+      (`await response.read()` hands it out); a 5xx raises UpstreamError; a timeout raises
+      UpstreamTimeout; a refused, reset or dropped connection raises UpstreamUnreachable.
+    - Those failures are retried (see retry.retrying) within `deadline` seconds (default
+      BLAZE_REQUEST_TIMEOUT_SECONDS), each attempt's phase timeouts (`timeout`, default `timeouts()`)
+      cut to the time left, and the attempt as a whole bounded by it too.
+    - `breaker`: every attempt asks it first (BreakerOpen ends the retries) and reports to it; the
+      first one goes on `permit` instead when the caller has been granted one already.
+    - `stream=True`: returns once the headers arrive, the body unread; the caller reads it
+      (`response.content`) and must `release()` it (or `close()` it when broken off). Retries and the
+      breaker see the headers only: a failure while reading the body is the caller's to handle.
+    - `json`: the body as JSON; `form`: (fields, files) sent as multipart/form-data, files as
+      {name: (filename, bytes, content type)}.
+    """
+    response, owed = await request_owing(method, url, deadline=deadline, timeout=timeout, stream=stream,
+                                         attempts=attempts, breaker=breaker, permit=permit, json=json, form=form,
+                                         headers=headers)
+    if owed is not None:
+        await breaker.arecord_success(owed)
+    return response
+
+
+async def request_owing(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
+                        permit=None, json=None, form=None, headers=None):
+    """request(), except that a first try made on the caller's `permit` and answered is not recorded
+    here: returns (response, `permit` then, else None), and the caller owes the breaker that success.
+    It can then record it with its other counts, one round trip fewer; a stream's, once the stream has
+    been read. Failures, and every retry, are recorded here as in request()."""
+    deadline = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if deadline is None else deadline
+    timeout = timeout or timeouts()
+    session = client_for(url)
+    ends = time.monotonic() + deadline
+    async for attempt in retrying(deadline=deadline, attempts=attempts):
+        with attempt:
+            left = max(ends - time.monotonic(), 0.001)
+            sent = {"method": method, "url": url, "headers": headers, "timeout": _cut(timeout, left),
+                    "json": json, "data": _form(*form) if form else None}
+            if breaker is None:
+                return await _send(session, sent, stream, left), None
+            lent, permit = permit, None  # the caller's, for the first try: a retry asks the breaker again
+            async with breaker.guard(is_failure=is_retriable, permit=lent, record_success=lent is None):
+                return await _send(session, sent, stream, left), lent
+
+
+def _form(fields, files):
+    """A multipart body; made anew for each attempt (aiohttp sends a FormData once)."""
+    form = aiohttp.FormData()
+    for name, value in fields.items():
+        form.add_field(name, value if isinstance(value, str) else jsonlib.dumps(value))
+    for name, (filename, content, content_type) in files.items():
+        form.add_field(name, content, filename=filename, content_type=content_type)
+    return form
+
+
+async def _send(session, sent, stream, left):
+    response = None
+    try:
+        # Phase timeouts restart on every read; this bounds the attempt as a whole.
+        async with asyncio.timeout(left):
+            response = await session.request(**sent, allow_redirects=False)
+            if response.status >= 500:
+                raise UpstreamError(response.status, (await response.read()).decode(errors="replace"))
+            if not stream:
+                await response.read()
+    except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
+        _close(response)
+        raise UpstreamTimeout(f"No complete answer within {left:.1f} s" + (f" ({exc})." if str(exc) else ".")) from exc
+    except aiohttp.ClientError as exc:
+        _close(response)
+        raise UpstreamUnreachable(str(exc) or type(exc).__name__) from exc
+    except BaseException:
+        _close(response)
+        raise
+    return response
+
+
+def _close(response):
+    if response is not None:
+        response.close()

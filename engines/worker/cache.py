@@ -1,0 +1,142 @@
+"""The per-worker model cache: loaded runtimes, least recently used first out, under a byte budget.
+
+Each loaded model gets its DynamicBatcher, so concurrent requests for it share batched calls.
+"""
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from django.template.defaultfilters import filesizeformat
+
+from engines import contract
+from engines.contract import CacheRefusal
+from engines.worker.batcher import DynamicBatcher
+from engines.worker.runtimes import runtime_for
+
+
+@dataclass
+class CacheEntry:
+    spec: object
+    runtime: object
+    batcher: DynamicBatcher
+    estimated_bytes: int
+    bytes: int
+    loaded_at: float = field(default_factory=time.time)
+    last_used: float = field(default_factory=time.time)
+    hits: int = 0
+
+    def describe(self):
+        return {
+            "engine": self.spec.name, "kind": self.spec.kind, "model": self.spec.model,
+            "bytes": self.bytes, "estimated_bytes": self.estimated_bytes,
+            "loaded_at": self.loaded_at, "last_used": self.last_used, "hits": self.hits,
+            "batch_queue": self.batcher.pending,
+        }
+
+
+class ModelCache:
+    """Loaded models by engine name, in least-recently-used order, never over `budget_bytes`.
+
+    `get(spec)` returns the entry, loading it first if need be (evicting least-recently-used models
+    until the estimate fits); a model whose estimate exceeds the whole budget is refused. Loading
+    the same engine from many threads loads it once.
+    """
+
+    def __init__(self, *, budget_bytes, device, runtime_factory=runtime_for, on_change=None, on_batch=None):
+        self.budget_bytes = budget_bytes
+        self.device = device
+        self.runtime_factory = runtime_factory
+        self.on_change = on_change or (lambda event, entry: None)
+        self.on_batch = on_batch
+        self._entries = OrderedDict()
+        self._lock = threading.RLock()
+        self._loading = {}
+
+    @property
+    def used_bytes(self):
+        with self._lock:
+            return sum(entry.bytes for entry in self._entries.values())
+
+    def snapshot(self):
+        with self._lock:
+            return [entry.describe() for entry in reversed(self._entries.values())]
+
+    def peek(self, name):
+        with self._lock:
+            return self._entries.get(name)
+
+    def get(self, spec):
+        while True:
+            with self._lock:
+                entry = self._entries.get(spec.name)
+                if entry is not None and entry.spec == spec:
+                    self._entries.move_to_end(spec.name)
+                    entry.hits += 1
+                    entry.last_used = time.time()
+                    return entry
+                loading = self._loading.get(spec.name)
+                if loading is None:
+                    loading = self._loading[spec.name] = threading.Event()
+                    break
+            loading.wait()
+        try:
+            if entry is not None:  # the engine's settings changed: reload with the new ones
+                self.unload(spec.name)
+            return self._load(spec)
+        finally:
+            with self._lock:
+                self._loading.pop(spec.name).set()
+
+    def _load(self, spec):
+        runtime = self.runtime_factory(spec, self.device)
+        estimate = runtime.estimate_bytes()
+        if estimate > self.budget_bytes:
+            raise CacheRefusal(
+                f"Engine {spec.name} needs about {filesizeformat(estimate)} but this worker's model cache holds "
+                f"{filesizeformat(self.budget_bytes)} (BLAZE_CACHE_BYTES); it can never be loaded here."
+            )
+        self._make_room(estimate, keep=None)
+        self.on_change("loading", {"engine": spec.name, "estimated_bytes": estimate})
+        runtime.load()
+        rows, wait = contract.batch_window(spec.kind, spec.config)
+        batcher = DynamicBatcher(
+            runtime.run_batch, max_batch_size=rows, max_wait_ms=wait * 1000,
+            batch_key=getattr(runtime, "batch_key", None), batch_size=getattr(runtime, "batch_size", None),
+            name=f"batcher-{spec.name}",
+            on_batch=(lambda size, seconds, error: self.on_batch(spec.name, size, seconds, error))
+            if self.on_batch else None,
+        )
+        entry = CacheEntry(spec=spec, runtime=runtime, batcher=batcher, estimated_bytes=estimate,
+                           bytes=runtime.loaded_bytes() or estimate)
+        with self._lock:
+            self._entries[spec.name] = entry
+        self._make_room(0, keep=spec.name)  # the measured size may exceed the estimate
+        self.on_change("loaded", entry.describe())
+        return entry
+
+    def _make_room(self, needed, keep):
+        while True:
+            with self._lock:
+                if self.used_bytes + needed <= self.budget_bytes:
+                    return
+                victim = next((name for name in self._entries if name != keep), None)
+            if victim is None:
+                return
+            self.unload(victim, reason="evicted")
+
+    def unload(self, name, reason="unloaded"):
+        """Drop an engine's model; returns False when it was not loaded."""
+        with self._lock:
+            entry = self._entries.pop(name, None)
+        if entry is None:
+            return False
+        entry.batcher.close()
+        entry.runtime.unload()
+        self.on_change(reason, entry.describe())
+        return True
+
+    def clear(self):
+        for name in list(self._entries):
+            self.unload(name)

@@ -1,0 +1,221 @@
+"""The engine host inside a Celery worker process: its device, model cache and heartbeat.
+
+One `EngineHost` per worker process. Requests run on the worker's threads and meet in the model's
+DynamicBatcher; events go back to the web process through a Redis stream per request.
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import orjson
+import psutil
+from django.conf import settings
+from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from blaze_site import errors, shared_state
+from engines import contract
+from engines.contract import CacheRefusal, EngineSpec, RuntimeLoadError
+from engines.worker import status
+from engines.worker.cache import ModelCache
+from monitoring import metrics
+
+log = logging.getLogger(__name__)
+
+
+def detect_device():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            index = torch.cuda.current_device()
+            free, total = torch.cuda.mem_get_info(index)
+            return f"cuda:{index}", total, free
+    except ImportError:
+        pass
+    memory = psutil.virtual_memory()
+    return "cpu", memory.total, memory.available
+
+
+def default_budget(device, total):
+    """BLAZE_CACHE_BYTES, else 90% of a GPU's memory or half of the machine's RAM."""
+    if settings.BLAZE_CACHE_BYTES:
+        return settings.BLAZE_CACHE_BYTES
+    return int(total * (0.9 if device.startswith("cuda") else 0.5))
+
+
+def publish(request_id, event):
+    """Append one event to the request's response stream (read by the web process). orjson, and
+    numpy arrays as they are: an embedding result is thousands of floats, which the standard json
+    module formats several times slower."""
+    redis = shared_state.client()
+    stream = contract.response_stream(request_id)
+    pipe = redis.pipeline()
+    pipe.xadd(stream, {"event": orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)},
+              maxlen=100_000, approximate=True)
+    pipe.expire(stream, contract.STREAM_TTL_SECONDS)
+    pipe.execute()
+
+
+class EngineHost:
+    """This process as an engine host: registers itself, beats, loads models and runs requests."""
+
+    def __init__(self, hostname):
+        self.hostname = hostname
+        self.device, self.total_bytes, _ = detect_device()
+        self.cache = ModelCache(
+            budget_bytes=default_budget(self.device, self.total_bytes), device=self.device,
+            on_change=self._cache_changed, on_batch=self._batch_done,
+        )
+        self.started_at = time.time()
+        self.in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat_thread = None
+
+    def queue(self):
+        return contract.worker_queue(self.hostname)
+
+    def describe(self):
+        _, _, free = detect_device()
+        return {
+            "id": self.hostname, "hostname": socket.gethostname(), "pid": os.getpid(), "device": self.device,
+            "total_bytes": self.total_bytes, "free_bytes": free, "queue": self.queue(),
+            "cache_budget_bytes": self.cache.budget_bytes, "cache_used_bytes": self.cache.used_bytes,
+            "cache": self.cache.snapshot(), "in_flight": self.in_flight,
+            "started_at": self.started_at, "last_seen": time.time(),
+        }
+
+    def beat(self):
+        for entry in self.cache.snapshot():
+            metrics.QUEUE_DEPTH.labels(entry["engine"]).set(entry["batch_queue"])
+        metrics.MODEL_CACHE_BYTES.labels(self.hostname).set(self.cache.used_bytes)
+        redis = shared_state.client()
+        pipe = redis.pipeline()
+        pipe.set(shared_state.worker_key(self.hostname), json.dumps(self.describe()),
+                 ex=int(settings.BLAZE_WORKER_LOST_SECONDS * 20))
+        pipe.sadd(shared_state.workers_key(), self.hostname)
+        pipe.execute()
+
+    def start(self):
+        def loop():
+            while True:
+                try:
+                    self.beat()
+                except Exception:  # a Redis blip must not end the heartbeat
+                    log.exception("heartbeat failed")
+                if self._stop.wait(settings.BLAZE_HEARTBEAT_SECONDS):
+                    return
+
+        self._beat_thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+        self._beat_thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self.cache.clear()
+        redis = shared_state.client()
+        redis.delete(shared_state.worker_key(self.hostname))
+        redis.srem(shared_state.workers_key(), self.hostname)
+
+    def _cache_changed(self, event, details):
+        counted = {"loaded": "miss", "evicted": "eviction", "unloaded": "unload"}.get(event)
+        if counted:
+            metrics.MODEL_CACHE_EVENTS.labels(self.hostname, counted).inc()
+        if event in ("unloaded", "evicted"):
+            metrics.QUEUE_DEPTH.labels(details["engine"]).set(0)
+        status.cache_event(self.hostname, event, details)
+        try:
+            self.beat()
+        except Exception:
+            log.exception("heartbeat after cache change failed")
+
+    def _batch_done(self, engine_name, size, seconds, error):
+        entry = self.cache.peek(engine_name)
+        metrics.INFERENCE_LATENCY.labels(engine_name, entry.spec.kind if entry else "").observe(seconds)
+        metrics.BATCH_SIZE.labels(engine_name).observe(size)
+        status.batch_done(engine_name, size, seconds, error)
+
+    def model(self, spec):
+        """The engine's cache entry, loading it if need be. A load that fails for a reason that may
+        pass (I/O, memory) is retried with backoff and the engine shows RECOVERING meanwhile; a
+        configuration error (RuntimeLoadError) or a model too big for the cache fails at once."""
+        def before_sleep(state):
+            status.load_retrying(spec.name, self.hostname, state.attempt_number, state.outcome.exception())
+
+        cached = self.cache.peek(spec.name)
+        if cached is not None and cached.spec == spec:
+            metrics.MODEL_CACHE_EVENTS.labels(self.hostname, "hit").inc()
+        try:
+            for attempt in Retrying(
+                retry=retry_if_not_exception_type((RuntimeLoadError, CacheRefusal)),
+                stop=stop_after_attempt(settings.BLAZE_LOAD_ATTEMPTS),
+                wait=wait_exponential_jitter(initial=1, max=30), before_sleep=before_sleep, reraise=True,
+            ):
+                with attempt:
+                    return self.cache.get(spec)
+        except Exception as exc:
+            status.load_failed(spec.name, self.hostname, str(exc))
+            raise
+
+    def load(self, spec_dict):
+        return self.model(EngineSpec(**spec_dict)).describe()
+
+    def infer(self, request_id, spec_dict, payload):
+        """Run one request through the model's batcher, streaming its events; idempotent by request id.
+        A payload {"group": [request, ...]} is several clients' requests the web process gathered: they
+        join the batcher as one arrival and are answered by one `done` event {"results": [...]}, where
+        a request the engine refused holds {"error", "param"} in its place."""
+        redis = shared_state.client()
+        done_key = contract.request_done(request_id)
+        if redis.exists(done_key):
+            return  # a redelivered request another worker already answered
+        publish(request_id, {"type": contract.START, "worker": self.hostname})
+        started = time.monotonic()
+        count = len(payload["group"]) if "group" in payload else 1
+        with self._lock:
+            self.in_flight += count
+        try:
+            entry = self.model(EngineSpec(**spec_dict))
+            if "group" in payload:
+                results = [future.result() for future in entry.batcher.submit_group(payload["group"])]
+                publish(request_id, {"type": contract.DONE, "result": {"results": results}})
+                for request, result in zip(payload["group"], results):
+                    if "error" not in result:
+                        self._observe(entry.spec, request, result, time.monotonic() - started)
+                return
+            # Token events only travel when the client streams: they cost a Redis write each.
+            wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != contract.TOKEN)
+            result = entry.batcher.submit(
+                payload, on_event=lambda event: wants(event) and publish(request_id, event)
+            ).result()
+            if "error" in result:
+                raise errors.InvalidInput(result["error"], field=result.get("param"))
+            publish(request_id, {"type": contract.DONE, "result": result})
+            self._observe(entry.spec, payload, result, time.monotonic() - started)
+        except RuntimeLoadError as exc:
+            publish(request_id, contract.error_event(errors.Unavailable(f"Engine could not load: {exc}")))
+        except errors.ApplicationError as exc:
+            publish(request_id, contract.error_event(exc))
+        except Exception as exc:
+            log.exception("request %s failed", request_id)
+            publish(request_id, contract.error_event(errors.TargetFailed(f"Inference failed: {exc}")))
+        finally:
+            with self._lock:
+                self.in_flight -= count
+            redis.set(done_key, 1, ex=contract.STREAM_TTL_SECONDS)
+
+    def _observe(self, spec, payload, result, seconds):
+        log.info("request for %s answered in %.3f s", spec.name, seconds,
+                 extra={"engine": spec.name, "seconds": round(seconds, 4)})
+        tokens = result.get("completion_tokens")
+        if tokens:
+            metrics.TOKENS_GENERATED.labels(spec.name).inc(tokens)
+            metrics.TOKENS_PER_SECOND.labels(spec.name).set(tokens / seconds if seconds > 0 else 0)
+        if "cache_hits" in result:
+            hits = result["cache_hits"]
+            metrics.EMBEDDING_CACHE_EVENTS.labels(spec.name, "hit").inc(hits)
+            metrics.EMBEDDING_CACHE_EVENTS.labels(spec.name, "miss").inc(len(result["embeddings"]) - hits)
+

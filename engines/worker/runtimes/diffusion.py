@@ -1,0 +1,186 @@
+"""Text-to-image and image-to-image with a diffusers pipeline in a local directory."""
+
+import base64
+import io
+import json
+from pathlib import Path
+
+from blaze_site.errors import InvalidInput
+from engines.contract import RuntimeLoadError
+from engines.worker.runtimes import parameter_count, release_memory, tensor_bytes
+
+BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+class DiffusionRuntime:
+    """A diffusers pipeline folder, loaded once for text-to-image; image-to-image shares its components.
+
+    A request is {"prompt", "negative_prompt" (or None), "steps", "width", "height", "guidance_scale", "seed",
+    "n", "image" (a PNG/JPEG, base64 or bytes; None for text-to-image), "strength"}; its result
+    {"images": [base64 PNG, ...], "seed": seed} (base64: results travel as JSON). Image j of a request is
+    drawn from seed + j, so a request gives the same images alone or batched. Progress is emitted per
+    denoising step as {"type": "progress", "step": k, "total": steps run} (img2img runs steps × strength).
+    """
+
+    def __init__(self, spec, device):
+        self.spec = spec
+        self.device = device
+        config = spec.config
+        self.precision = config.get("precision", "fp32")
+        self.max_steps = config.get("max_steps", 50)
+        self.max_size = config.get("max_size", 1024)
+        self.attention_slicing = config.get("attention_slicing", False)
+        self.vae_slicing = config.get("vae_slicing", False)
+        self.cpu_offload = config.get("cpu_offload", "none")
+        self.safety_checker = config.get("safety_checker", True)
+        self.text_to_image = None
+        self.image_to_image = None
+
+    def estimate_bytes(self):
+        return parameter_count(self.spec.model) * BYTES_PER_PARAMETER[self.precision]
+
+    def load(self):
+        folder = Path(self.spec.model)
+        if not (folder / "model_index.json").is_file():
+            raise RuntimeLoadError(f"No diffusers pipeline at {folder} (model_index.json is missing).")
+        on_cuda = self.device.startswith("cuda")
+        if self.precision != "fp32" and not on_cuda:
+            raise RuntimeLoadError(
+                f"precision {self.precision} needs a CUDA device; this worker runs on {self.device}: use fp32."
+            )
+        if self.cpu_offload != "none":
+            if not on_cuda:
+                raise RuntimeLoadError(
+                    f"cpu_offload '{self.cpu_offload}' moves weights between CPU and a CUDA device; "
+                    f"this worker runs on {self.device}: set cpu_offload to 'none'."
+                )
+            try:
+                import accelerate  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeLoadError(f"cpu_offload '{self.cpu_offload}' needs the accelerate package.") from exc
+
+        import torch
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+        options = {"dtype": dtype, "local_files_only": True}
+        if not self.safety_checker and "safety_checker" in json.loads((folder / "model_index.json").read_text()):
+            options.update(safety_checker=None, requires_safety_checker=False)
+        try:
+            text_to_image = AutoPipelineForText2Image.from_pretrained(str(folder), **options)
+            image_to_image = AutoPipelineForImage2Image.from_pipe(text_to_image)
+        except Exception as exc:
+            raise RuntimeLoadError(f"Could not load the diffusion pipeline in {folder}: {exc}") from exc
+
+        for pipe in (text_to_image, image_to_image):
+            pipe.set_progress_bar_config(disable=True)
+            # Offloading hooks are per pipeline (each call re-installs its own on the shared modules).
+            if self.cpu_offload == "model":
+                pipe.enable_model_cpu_offload(device=self.device)
+            elif self.cpu_offload == "sequential":
+                pipe.enable_sequential_cpu_offload(device=self.device)
+        if self.cpu_offload == "none":
+            text_to_image.to(self.device)
+        if self.attention_slicing:
+            text_to_image.enable_attention_slicing()  # sets the shared UNet's processors: both pipelines
+        if self.vae_slicing:
+            text_to_image.vae.enable_slicing()
+        self.text_to_image, self.image_to_image = text_to_image, image_to_image
+
+    def unload(self):
+        self.text_to_image = self.image_to_image = None
+        release_memory(self.device)
+
+    def loaded_bytes(self):
+        if self.text_to_image is None:
+            return 0
+        import torch
+
+        return tensor_bytes(*(part for part in self.text_to_image.components.values()
+                              if isinstance(part, torch.nn.Module)))
+
+    def batch_key(self, request):
+        mode = "img2img" if request.get("image") is not None else "txt2img"
+        # Strength is one argument of the pipeline call (it picks the timesteps), so it is part of the shape.
+        strength = request.get("strength") if mode == "img2img" else None
+        return (request["width"], request["height"], request["steps"], mode, request["guidance_scale"], strength)
+
+    def batch_size(self, request):
+        return request.get("n", 1)
+
+    def run_batch(self, requests, emit):
+        import torch
+
+        first = requests[0]
+        if any(self.batch_key(request) != self.batch_key(first) for request in requests):
+            raise ValueError("Requests in one diffusion batch must share batch_key (size, steps, mode, guidance).")
+        self._check_shape(first)
+        results = [{"images": [], "seed": request["seed"]} for request in requests]
+        inputs = {}
+        if first.get("image") is not None:
+            for index, request in enumerate(requests):
+                try:
+                    inputs[index] = _decode_image(request["image"], (first["width"], first["height"]))
+                except (OSError, ValueError) as exc:
+                    results[index] = {"error": f"The input image cannot be read as an image: {exc}"}
+        # One row per image to draw: request i contributes n rows, drawn from seed, seed + 1, ...
+        rows = [(index, j) for index, request in enumerate(requests) for j in range(request.get("n", 1))
+                if "error" not in results[index]]
+        if not rows:
+            return results
+
+        def report_progress(pipe, step_index, timestep, callback_kwargs):
+            for index in range(len(requests)):
+                if "error" not in results[index]:
+                    emit(index, {"type": "progress", "step": step_index + 1, "total": pipe.num_timesteps})
+            return callback_kwargs
+
+        arguments = {
+            "prompt": [requests[index]["prompt"] for index, _ in rows],
+            "generator": [torch.Generator("cpu").manual_seed(requests[index]["seed"] + j) for index, j in rows],
+            "num_inference_steps": first["steps"],
+            "guidance_scale": first["guidance_scale"],
+            "callback_on_step_end": report_progress,
+        }
+        if any(requests[index].get("negative_prompt") for index, _ in rows):
+            arguments["negative_prompt"] = [requests[index].get("negative_prompt") or "" for index, _ in rows]
+        if inputs:
+            pipe = self.image_to_image
+            arguments.update(image=[inputs[index] for index, _ in rows], strength=first["strength"])
+        else:
+            pipe = self.text_to_image
+            arguments.update(width=first["width"], height=first["height"])
+        with torch.inference_mode():
+            images = pipe(**arguments).images
+
+        for (index, _), image in zip(rows, images):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            results[index]["images"].append(base64.b64encode(buffer.getvalue()).decode())
+        return results
+
+    def _check_shape(self, request):
+        """What the API validates already, checked again: a wrong shape here would fail deep in the UNet."""
+        width, height, steps = request["width"], request["height"], request["steps"]
+        if max(width, height) > self.max_size or width % 8 or height % 8:
+            raise InvalidInput(
+                f"Size {width}x{height}: each side must be a multiple of 8 and at most {self.max_size}.", field="size"
+            )
+        if steps > self.max_steps:
+            raise InvalidInput(f"At most {self.max_steps} steps on this engine.", field="steps")
+        if request.get("image") is not None and int(steps * request["strength"]) < 1:
+            raise InvalidInput(
+                f"strength {request['strength']} with {steps} steps leaves no denoising step: raise either.",
+                field="strength",
+            )
+
+    def health(self):
+        return {"device": self.device, "dtype": self.precision}
+
+
+def _decode_image(data, size):
+    from PIL import Image
+
+    if isinstance(data, str):
+        data = base64.b64decode(data)
+    return Image.open(io.BytesIO(data)).convert("RGB").resize(size)

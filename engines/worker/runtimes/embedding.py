@@ -1,0 +1,150 @@
+"""Sentence embeddings with sentence-transformers, and an LRU of vectors already computed."""
+
+import hashlib
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+from engines.worker.runtimes import RuntimeLoadError, parameter_count, release_memory, tensor_bytes
+
+
+def cosine(u, v):
+    """Cosine similarity of two vectors (0.0 where one of them is all zeros)."""
+    dot = sum(a * b for a, b in zip(u, v))
+    norms = math.sqrt(sum(a * a for a in u)) * math.sqrt(sum(b * b for b in v))
+    return dot / norms if norms else 0.0
+
+
+class VectorCache:
+    """The `size` most recently used vectors by key; counts hits and misses.
+
+    Ours because the only LRU in the standard library (functools.lru_cache) memoises one call at a time,
+    and the runtime needs to look up a whole batch before one encode call for the misses.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self.entries = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key):
+        vector = self.entries.get(key)
+        if vector is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self.entries.move_to_end(key)
+        return vector
+
+    def put(self, key, vector):
+        self.entries[key] = vector
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def clear(self):
+        self.entries.clear()
+
+    def stats(self):
+        lookups = self.hits + self.misses
+        return {
+            "cache_entries": len(self.entries),
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "hit_rate": self.hits / lookups if lookups else 0.0,
+        }
+
+
+class EmbeddingRuntime:
+    """A sentence-transformers model in a local directory. A request is {"input": [text, ...]}; its result
+    {"embeddings": [float32 numpy vector, ...], "prompt_tokens": int, "cache_hits": int}. Texts seen before (same model)
+    come from the cache; the rest of a batch, from all its requests, is encoded in one call."""
+
+    def __init__(self, spec, device, cache_size=10_000):
+        self.spec = spec
+        self.device = device
+        self.normalize = spec.config.get("normalize", True)
+        self.max_seq_length = spec.config.get("max_seq_length", 256)
+        self.cache = VectorCache(cache_size)
+        self.model = None
+
+    def estimate_bytes(self):
+        return parameter_count(self.spec.model) * 4  # fp32
+
+    def load(self):
+        if not Path(self.spec.model).is_dir():
+            raise RuntimeLoadError(f"No model directory at {self.spec.model}.")
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Normalize
+
+        try:
+            model = SentenceTransformer(self.spec.model, device=self.device, local_files_only=True)
+        except Exception as exc:
+            raise RuntimeLoadError(f"Could not load the embedding model in {self.spec.model}: {exc}") from exc
+        limit = getattr(model[0].auto_model.config, "max_position_embeddings", None)
+        if limit and self.max_seq_length > limit:
+            raise RuntimeLoadError(
+                f"max_seq_length {self.max_seq_length} is more than this model reads ({limit} tokens): lower it."
+            )
+        model.max_seq_length = self.max_seq_length
+        if not self.normalize and isinstance(model[-1], Normalize):
+            del model[-1]  # models like MiniLM normalize in their own last module; the config says not to
+        self.model = model
+
+    def unload(self):
+        self.model = None
+        self.cache.clear()
+        release_memory(self.device)
+
+    def loaded_bytes(self):
+        return tensor_bytes(self.model) if self.model is not None else 0
+
+    def run_batch(self, requests, emit):
+        texts = [text for request in requests for text in request["input"]]
+        keys = [self._cache_key(text) for text in texts]
+        vectors, missing = {}, {}
+        for key, text in zip(keys, texts):
+            if key not in vectors and key not in missing:
+                vector = self.cache.get(key)
+                if vector is None:
+                    missing[key] = text
+                else:
+                    vectors[key] = vector
+        from_cache = [key in vectors for key in keys]
+        if missing:
+            encoded = self.model.encode(
+                list(missing.values()), batch_size=len(missing), normalize_embeddings=self.normalize,
+                convert_to_numpy=True, show_progress_bar=False,
+            )
+            for key, vector in zip(missing, encoded):
+                vectors[key] = vector
+                self.cache.put(key, vector)
+        token_counts = self.model.preprocess(texts)["attention_mask"].sum(dim=1).tolist() if texts else []
+
+        results, start = [], 0
+        for request in requests:
+            end = start + len(request["input"])
+            results.append({
+                "embeddings": [vectors[key] for key in keys[start:end]],
+                "prompt_tokens": int(sum(token_counts[start:end])),
+                "cache_hits": sum(from_cache[start:end]),
+            })
+            start = end
+        return results
+
+    def _cache_key(self, text):
+        return hashlib.sha256(f"{self.spec.model}\0{text}".encode()).hexdigest()
+
+    def batch_key(self, request):
+        return None
+
+    def batch_size(self, request):
+        return len(request["input"])
+
+    def stats(self):
+        return self.cache.stats()
+
+    def health(self):
+        dimension = self.model.get_embedding_dimension() if self.model is not None else None
+        return {"device": self.device, "dimension": dimension, **self.stats()}
