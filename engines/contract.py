@@ -3,7 +3,8 @@
 Both sides import this module and nothing of each other (an import-linter contract checks it).
 
 - Tasks go by name (`send_task`), so the web process never imports the worker's code; the names
-  are the ones queued messages already carry.
+  are the ones queued messages already carry. INFER_TASK and UNLOAD_EVERYWHERE_TASK return nothing:
+  send them with `ignore_result=True`, or the sender subscribes to a result that never comes.
 - Queues: the shared one, each worker's own (`worker_queue`), and the broadcast one (`CONTROL_QUEUE`).
 - A request's events travel back on a Redis stream per request (`response_stream`), as orjson
   dicts under the field `event`: `start {worker}`, then `token {text}` / `progress {...}`, then one

@@ -114,7 +114,8 @@ def unload_everywhere(engine_name):
     try:
         # Declaring the queue tells this process the exchange fans out; undeclared, the Redis
         # transport would treat it as direct and the message would reach no worker.
-        app.send_task(contract.UNLOAD_EVERYWHERE_TASK, args=[engine_name], queue=CONTROL, declare=[CONTROL])
+        app.send_task(contract.UNLOAD_EVERYWHERE_TASK, args=[engine_name], queue=CONTROL, declare=[CONTROL],
+                      ignore_result=True)
     except Exception:
         log.exception("could not broadcast unload of %s", engine_name)
 

@@ -30,7 +30,8 @@ def _send(request_id, spec, payload, engine_name, worker_id=None, exclude=()):
     """Queue the request for `worker_id`, or for the best live worker not in `exclude` (one trip to
     the thread pool for both); returns the worker's id."""
     worker_id = worker_id or pick_worker(engine_name, exclude)
-    app.send_task(contract.INFER_TASK, args=[request_id, spec, payload], queue=contract.worker_queue(worker_id))
+    app.send_task(contract.INFER_TASK, args=[request_id, spec, payload], queue=contract.worker_queue(worker_id),
+                  ignore_result=True)  # the answer comes back on the request's stream, not as a task result
     return worker_id
 
 
