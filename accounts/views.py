@@ -3,6 +3,7 @@ from io import BytesIO
 
 import qrcode
 import qrcode.image.svg
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_required, permission_required
@@ -27,7 +28,7 @@ from .selectors import api_keys_visible_to, audit_events, confirmed_totp_device
 
 def login_view(request):
     if request.user.is_authenticated:
-        return redirect("engines:list")
+        return redirect(settings.LOGIN_REDIRECT_URL)
     form = LoginForm(request.POST or None)
     next_url = request.POST.get("next") or request.GET.get("next", "")
     if request.method == "POST" and form.is_valid():
@@ -40,7 +41,7 @@ def login_view(request):
             if device is not None:
                 otp_login(request, device)
             safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure())
-            return redirect(next_url if next_url and safe else "engines:list")
+            return redirect(next_url if next_url and safe else settings.LOGIN_REDIRECT_URL)
     return render(request, "accounts/login.html", {"form": form, "next": next_url})
 
 

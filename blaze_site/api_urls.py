@@ -6,6 +6,7 @@ from accounts import api
 from engines.control import workers_api
 from engines.control.engines_api import EngineViewSet
 from engines.control.routes_api import RouteTargetViewSet, RouteViewSet
+from monitoring import views as monitoring_views
 
 router = SimpleRouter(trailing_slash="/?")
 router.register("engines", EngineViewSet, basename="engine")
@@ -23,5 +24,6 @@ urlpatterns = [
     path("workers/", workers_api.worker_list, name="api-workers"),
     path("workers/<str:worker_id>/", workers_api.worker_detail, name="api-worker"),
     path("workers/<str:worker_id>/cache/", workers_api.worker_cache, name="api-worker-cache"),
+    path("metrics/history/", monitoring_views.metrics_history, name="api-metrics-history"),
     *router.urls,
 ]

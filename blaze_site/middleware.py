@@ -1,5 +1,5 @@
-"""A base for Blaze's own middleware, and Django's SecurityMiddleware without the thread hops it
-takes when served async, for /v1's chain.
+"""A base for Blaze's own middleware, and Django's SecurityMiddleware (for /v1's chain) and django-csp's
+middleware without the thread hops they take when served async.
 
 Django's MiddlewareMixin runs `process_request` and `process_response` through sync_to_async
 (thread-sensitive) when daphne serves a request: two trips to the one sync thread, which cost more
@@ -9,6 +9,7 @@ HTTPS), so its async path here calls them inline. The browser's chain keeps Djan
 """
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from csp.middleware import CSPMiddleware
 from django.middleware import security
 
 
@@ -34,3 +35,12 @@ class SecurityMiddleware(security.SecurityMiddleware):
     async def __acall__(self, request):
         response = self.process_request(request) or await self.get_response(request)
         return self.process_response(request, response)
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware (settings.CONTENT_SECURITY_POLICY) with its hooks called inline when
+    served async, as SecurityMiddleware's above: they only build a header."""
+
+    async def __acall__(self, request):
+        self.process_request(request)
+        return self.process_response(request, await self.get_response(request))

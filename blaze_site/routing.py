@@ -1,3 +1,9 @@
-"""WebSocket routes. The dashboard feed and the playground add theirs here."""
+"""WebSocket routes. The playground adds its own here."""
 
-websocket_urlpatterns = []
+from django.urls import path
+
+from monitoring.consumers import DashboardConsumer
+
+websocket_urlpatterns = [
+    path("ws/dashboard/", DashboardConsumer.as_asgi()),
+]

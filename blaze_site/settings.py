@@ -4,6 +4,7 @@ Defaults suit a laptop: SQLite, Redis on localhost, DEBUG off. Every knob is an 
 variable named below; docs/configuration.md lists them.
 """
 
+import importlib.util
 import os
 import secrets
 from datetime import timedelta
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "csp",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -90,6 +92,7 @@ MIDDLEWARE = [
     "ratelimits.middleware.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "blaze_site.middleware.ContentSecurityPolicyMiddleware",
 ]
 # The chain for /v1 (blaze_site.asgi): its views authenticate by key and keep no session, so the
 # browser's middleware (sessions, CSRF, sign-in, MFA, messages, static files) has nothing to do there.
@@ -145,7 +148,7 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:asgi"},
     }
 }
@@ -189,7 +192,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "engines:list"
+LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 
 # Login lockout: this many failures within the window lock the account (or the IP) for the window.
@@ -207,6 +210,15 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BLAZE_BEHIND_PROXY") else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Every page: scripts from Blaze's own origin only (no inline script; data goes in json_script tags).
+# style-src allows inline styles: plotly.js injects its own <style> and style attributes as it draws.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"], "script-src": ["'self'"], "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"], "connect-src": ["'self'"], "font-src": ["'self'"], "object-src": ["'none'"],
+        "base-uri": ["'self'"], "form-action": ["'self'"], "frame-ancestors": ["'none'"],
+    },
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -246,7 +258,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# plotly.js for the charts comes from the installed `plotly` package (no CDN: Blaze may run offline).
+STATICFILES_DIRS = [
+    BASE_DIR / "static", ("vendor/plotly", Path(importlib.util.find_spec("plotly").origin).parent / "package_data"),
+]
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
 # Serve from the finders when collectstatic has not run (development, tests).
@@ -312,3 +327,11 @@ BLAZE_HEALTH_UNHEALTHY_AFTER = int(os.environ.get("BLAZE_HEALTH_UNHEALTHY_AFTER"
 BLAZE_HEALTH_DEGRADED_ERROR_RATE = float(os.environ.get("BLAZE_HEALTH_DEGRADED_ERROR_RATE", "0.2"))
 BLAZE_HEALTH_DEGRADED_LATENCY_SECONDS = float(os.environ.get("BLAZE_HEALTH_DEGRADED_LATENCY_SECONDS", "30"))
 BLAZE_HEALTH_WINDOW = int(os.environ.get("BLAZE_HEALTH_WINDOW", "20"))
+
+# The live feed (monitoring/feed.py): one producer (`manage.py run_live_feed`) computes a snapshot every
+# interval, over metrics of the last window, and keeps per-interval points for an hour and per-minute
+# means for a day (Redis).
+BLAZE_FEED_INTERVAL_SECONDS = float(os.environ.get("BLAZE_FEED_INTERVAL_SECONDS", "1"))
+BLAZE_FEED_WINDOW_SECONDS = float(os.environ.get("BLAZE_FEED_WINDOW_SECONDS", "10"))
+BLAZE_HISTORY_POINTS = int(os.environ.get("BLAZE_HISTORY_POINTS", "3600"))
+BLAZE_HISTORY_MINUTES = int(os.environ.get("BLAZE_HISTORY_MINUTES", "1440"))

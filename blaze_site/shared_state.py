@@ -271,3 +271,23 @@ def route_target_leases_key(target_pk):
 def route_target_latencies_key(target_pk):
     """A route target's recent successful latencies in seconds, newest first (bounded), for p50/p95."""
     return key("route-target", target_pk, "latencies")
+
+
+def history_points_key(series):
+    return key("history", "points", series)
+
+
+def history_minutes_key(series):
+    return key("history", "minutes", series)
+
+
+def history_series_key():
+    return key("history", "series")
+
+
+def feed_latest_key():
+    return key("feed", "latest")
+
+
+def feed_producer_key():
+    return key("feed", "producer")

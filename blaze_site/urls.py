@@ -1,12 +1,10 @@
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 urlpatterns = [
     # First: the inference API is most of the traffic, and Django tries the patterns in order (the
     # empty prefixes below hold dozens of pages each).
     path("v1/", include("engines.openai.urls")),
-    path("", RedirectView.as_view(pattern_name="engines:list", permanent=False)),
     path("", include("accounts.urls")),
     path("", include("monitoring.urls")),
     path("", include("security.urls")),

@@ -26,6 +26,16 @@ TIME_TO_FIRST_TOKEN = Histogram(
     "blaze_time_to_first_token_seconds", "Time from a streamed request's arrival to its first token.",
     ["engine"], buckets=LATENCY_BUCKETS,
 )
+INTER_TOKEN_LATENCY = Histogram(
+    "blaze_inter_token_seconds", "Time between two tokens relayed to a streaming client.", ["engine"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+MODEL_REQUESTS = Histogram(
+    "blaze_model_request_duration_seconds",
+    "Time to answer a /v1 request (to the first byte of a stream), per model named (a route or an engine) and "
+    "outcome (ok, client_error, server_error).",
+    ["model", "outcome"], buckets=LATENCY_BUCKETS,
+)
 TOKENS_GENERATED = Counter("blaze_tokens_generated_total", "Completion tokens generated.", ["engine"])
 TOKENS_PER_SECOND = Gauge(
     "blaze_tokens_per_second", "Completion tokens per second of the engine's last batch.", ["engine"],

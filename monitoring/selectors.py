@@ -2,10 +2,15 @@
 
 import shutil
 import time
+from datetime import timedelta
+from urllib.parse import urlencode
 
 import redis
 from django.conf import settings
 from django.db import connection
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
 from engines import heartbeats
@@ -144,3 +149,23 @@ def metrics_snapshot():
             if field:
                 engines.setdefault(labels["engine"], {})[field] = stats
     return {"time": time.time(), "http": http, "engines": engines, "workers": workers, "counters": counters}
+
+
+CONFIG_ACTIONS = ("engine.", "route.", "cache.", "ratelimit.", "alert_rule.")
+
+
+def config_events(seconds, limit=200):
+    """Audit events that changed the configuration in the last `seconds` (engines, routes, caches, rate
+    limits, alert rules), newest last: the markers on the charts' time axis, each linking to the log."""
+    from accounts.models import AuditEvent
+
+    since = timezone.now() - timedelta(seconds=seconds)
+    prefixes = Q()
+    for prefix in CONFIG_ACTIONS:
+        prefixes |= Q(action__startswith=prefix)
+    events = AuditEvent.objects.filter(prefixes, time__gte=since).order_by("-time")[:limit]
+    return [
+        {"t": event.time.timestamp(), "action": event.action, "target": event.target, "actor": event.actor,
+         "url": f"{reverse('audit')}?{urlencode({'action': event.action, 'target': event.target})}"}
+        for event in reversed(events)
+    ]

@@ -3,6 +3,7 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("", views.overview, name="overview"),
     path("health", views.health, name="health"),
     path("health/detailed", views.health_detailed, name="health-detailed"),
     path("metrics", views.metrics_json, name="metrics"),

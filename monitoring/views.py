@@ -1,12 +1,19 @@
+import json
+
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST
+from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.settings import api_settings
 
-from . import errors, selectors
+from . import errors, history, live, selectors
 from .permissions import AdminsOnly, MetricsTokenAuthentication, MonitoringAccess
+from .series import SERIES
 
 MONITORING_AUTHENTICATION = [MetricsTokenAuthentication, *api_settings.DEFAULT_AUTHENTICATION_CLASSES]
 
@@ -59,3 +66,73 @@ def errors_summary(request):
         return JsonResponse({"error": "since must be a whole number of seconds from 1 to 86400.",
                              "fields": {"since": ["Expected 1 to 86400."]}}, status=400)
     return JsonResponse(errors.summary(int(raw)))
+
+
+@never_cache
+@extend_schema(
+    parameters=[
+        OpenApiParameter("series", str, required=True, many=True,
+                         description="One or more series names (monitoring/series.py): route_latency_p95_seconds."),
+        OpenApiParameter("seconds", int, description="How far back, 1 to 86400 (default 3600). Past the per-interval "
+                                                     "points' reach (an hour) the points are per-minute means."),
+        OpenApiParameter("route", str, description="Only this route's series (likewise engine, worker, target)."),
+    ],
+    responses=inline_serializer("MetricHistory", {"series": drf_serializers.ListField(),
+                                                  "events": drf_serializers.ListField()}),
+)
+@api_view(["GET"])
+@authentication_classes(MONITORING_AUTHENTICATION)
+@permission_classes([MonitoringAccess])
+def metrics_history(request):
+    """The live feed's series over the last hour (or day), with the configuration changes of that
+    time (audit events) to mark on the charts."""
+    params = request.query_params
+    names = params.getlist("series")
+    if not names:
+        return _bad("series", "Name one or more series, e.g. ?series=route_requests_per_second.")
+    unknown = [name for name in names if name not in SERIES]
+    if unknown:
+        return _bad("series", f"Unknown series {unknown[0]!r}; known: {', '.join(sorted(SERIES))}.")
+    raw = params.get("seconds", "3600")
+    if not raw.isdigit() or not 1 <= int(raw) <= 86400:
+        return _bad("seconds", "Expected a whole number of seconds from 1 to 86400.")
+    labels = {key: value for key, value in params.items() if key not in ("series", "seconds")}
+    allowed = {label for name in names for label in SERIES[name].labels}
+    for label in labels:
+        if label not in allowed:
+            return _bad(label, f"Not a label of these series; they have: {', '.join(sorted(allowed)) or 'none'}.")
+    seconds = int(raw)
+    series = [entry for name in names for entry in history.read(name, labels, seconds)]
+    return JsonResponse({"series": series, "events": selectors.config_events(seconds)})
+
+
+def _bad(field, message):
+    return JsonResponse({"error": f"{field}: {message}", "fields": {field: [message]}}, status=400)
+
+
+@login_required
+@permission_required("engines.view_engine", raise_exception=True)
+def overview(request):
+    """The landing page: the health of everything on one screen and the live charts. The page draws
+    the last published snapshot at once (embedded as JSON data, not script), then follows the feed."""
+    raw = live.latest()
+    return render(request, "monitoring/overview.html", {
+        "snapshot": json.loads(raw) if raw else None, "charts": CHARTS,
+        "history_url": reverse("api-metrics-history"),
+    })
+
+
+# The overview's time-series charts: (element id, title, series, the label that makes one line each, unit).
+CHARTS = [
+    ("chart-throughput", "Requests per second, by route", "route_requests_per_second", "route", "req/s"),
+    ("chart-errors", "Server errors per second, by route", "route_errors_per_second", "route", "errors/s"),
+    ("chart-latency", "Latency p95, by route", "route_latency_p95_seconds", "route", "s"),
+    ("chart-latency-p50", "Latency p50, by route", "route_latency_p50_seconds", "route", "s"),
+    ("chart-ttft", "Time to first token p95, by engine", "engine_ttft_p95_seconds", "engine", "s"),
+    ("chart-itl", "Inter-token latency p95, by engine", "engine_itl_p95_seconds", "engine", "s"),
+    ("chart-tokens", "Tokens per second, by engine", "engine_tokens_per_second", "engine", "tok/s"),
+    ("chart-batch", "Mean batch size, by engine", "engine_batch_size_mean", "engine", "requests"),
+    ("chart-queue", "Queue depth, by engine", "engine_queue_depth", "engine", "requests"),
+    ("chart-cpu", "CPU, by worker", "worker_cpu_percent", "worker", "% of a core"),
+    ("chart-memory", "Resident memory, by worker", "worker_memory_bytes", "worker", "bytes"),
+]

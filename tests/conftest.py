@@ -94,6 +94,17 @@ def live_blaze(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def live_feed(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The live feed's producer for the session (a snapshot every half second), as `./blaze up` runs it."""
+    from tests.servers import start_live_feed
+
+    with django_db_blocker.unblock():
+        process = start_live_feed(tmp_path_factory.mktemp("live-feed"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
 def engine_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     """One Celery worker (engine host) for the session; its hostname is `.hostname`."""
     from tests.servers import start_worker

@@ -90,8 +90,8 @@ def wait_for(condition, timeout, what, process=None):
     raise RuntimeError(f"{what}: not within {timeout} s.\n{process.log()[-3000:] if process else ''}")
 
 
-def start_daphne(log_dir, **env):
-    port = free_port()
+def start_daphne(log_dir, port=None, **env):
+    port = port or free_port()
     process = Process([sys.executable, "-m", "blaze_site.serve", "-b", "127.0.0.1", "-p", str(port),
                        "blaze_site.asgi:application"],
                       log_dir / f"daphne-{port}.log", server_env(**env))
@@ -112,6 +112,14 @@ def start_worker(log_dir, name, threads=16, **env):
     )
     wait_for(lambda: worker_info(hostname) is not None, 90, f"worker {hostname} heartbeat", process)
     process.hostname = hostname
+    return process
+
+
+def start_live_feed(log_dir, interval=0.5, **env):
+    """The live feed's producer (manage.py run_live_feed), a snapshot every `interval` seconds."""
+    process = Process([sys.executable, "manage.py", "run_live_feed", "--interval", str(interval)],
+                      log_dir / "live-feed.log", server_env(**env))
+    wait_for(lambda: "Live feed" in process.log(), 30, "the live feed's producer", process)
     return process
 
 

@@ -35,6 +35,7 @@ from engines.openai.protocol import REQUEST_SERIALIZERS
 from engines.serving import failover
 from engines.serving import plan as plans
 from engines.serving.router import client_key
+from monitoring import metrics
 
 
 def error_response(status, message, param=None, code=None):
@@ -96,19 +97,28 @@ def v1_endpoint(view):
     @csrf_exempt
     @wraps(view)
     async def wrapper(request, *args, **kwargs):
+        started = time.monotonic()
         try:
             if not hasattr(request, "lookups_generation"):  # read by the block list's middleware, as a rule
                 request.lookups_generation = await lookups.generation()
             request.v1_user, request.v1_client = await _authenticate(request, request.lookups_generation)
-            return await view(request, *args, **kwargs)
+            response = await view(request, *args, **kwargs)
         except errors.ApplicationError as exc:
-            return JsonResponse({"error": _openai_error(exc)}, status=http_status(exc))
+            response = JsonResponse({"error": _openai_error(exc)}, status=http_status(exc))
         except ValidationError as exc:
             fields = flatten(exc.detail)
             param, messages = next(iter(fields.items()))
-            return error_response(400, f"{param}: {messages[0]}", param=param)
+            response = error_response(400, f"{param}: {messages[0]}", param=param)
+        model = getattr(request, "v1_model", None)  # set once the name resolved: junk names make no series
+        if model is not None:
+            outcome = OUTCOMES.get(response.status_code // 100, "server_error")
+            metrics.MODEL_REQUESTS.labels(model, outcome).observe(time.monotonic() - started)
+        return response
 
     return wrapper
+
+
+OUTCOMES = {2: "ok", 4: "client_error"}
 
 
 def _json_body(request):
@@ -133,6 +143,7 @@ async def _validated(request, endpoint):
     name = body.get("model")
     plan = await lookups.cached("plan", (name, kind) if isinstance(name, str) else None, request.lookups_generation,
                                 partial(plans.resolve, name, kind))
+    request.v1_model = plan.name
     serializer = serializer_class(data=body, context={"engine": plan.engine})
     serializer.is_valid(raise_exception=True)
     return plan, serializer.validated_data, body

@@ -52,7 +52,7 @@ async def run(engine, payload, worker_id=None, timeout=None):
     redis = shared_state.loop_client()
     stream, last_id = contract.response_stream(request_id), "0-0"
     deadline = time.monotonic() + timeout
-    relayed, attempt_tokens = 0, 0
+    relayed, attempt_tokens, last_token_at = 0, 0, arrived
     started = False
     try:
         while True:
@@ -78,8 +78,12 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     if attempt_tokens <= relayed:
                         continue  # already relayed by the worker that was lost
                     relayed += 1
+                    now = time.monotonic()
                     if relayed == 1:
-                        metrics.TIME_TO_FIRST_TOKEN.labels(engine.name).observe(time.monotonic() - arrived)
+                        metrics.TIME_TO_FIRST_TOKEN.labels(engine.name).observe(now - arrived)
+                    else:
+                        metrics.INTER_TOKEN_LATENCY.labels(engine.name).observe(now - last_token_at)
+                    last_token_at = now
                     yield event
                 elif kind in contract.FINAL:
                     yield event

@@ -71,6 +71,7 @@ class EngineHost:
             on_change=self._cache_changed, on_batch=self._batch_done,
         )
         self.started_at = time.time()
+        self._process = psutil.Process()
         self.in_flight = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -81,12 +82,15 @@ class EngineHost:
 
     def describe(self):
         _, _, free = detect_device()
+        process = self._process
         return {
             "id": self.hostname, "hostname": socket.gethostname(), "pid": os.getpid(), "device": self.device,
             "total_bytes": self.total_bytes, "free_bytes": free, "queue": self.queue(),
             "cache_budget_bytes": self.cache.budget_bytes, "cache_used_bytes": self.cache.used_bytes,
             "cache": self.cache.snapshot(), "in_flight": self.in_flight,
             "started_at": self.started_at, "last_seen": time.time(),
+            # CPU since the last beat (100 = one core busy), and resident memory: the dashboard's worker rows.
+            "cpu_percent": process.cpu_percent(), "memory_bytes": process.memory_info().rss,
         }
 
     def beat(self):

@@ -17,14 +17,14 @@ def test_good_password_signs_in_and_is_audited(client, operator_user):
     response = sign_in(client, "otto")
 
     assert response.status_code == 302
-    assert response["Location"] == "/engines/"
+    assert response["Location"] == "/"  # the overview
     assert AuditEvent.objects.filter(action="auth.login", actor="otto").count() == 1
 
 
 def test_unsafe_next_is_ignored(client, operator_user):
     response = client.post("/login/", {"username": "otto", "password": PASSWORD, "next": "https://evil.example/"})
 
-    assert response["Location"] == "/engines/"
+    assert response["Location"] == "/"  # the overview
 
 
 def test_bad_password_shows_an_error_and_is_audited(client, operator_user):

@@ -83,7 +83,7 @@ def test_enrolled_sign_in_with_wrong_code_fails(client, device):
 def test_enrolled_sign_in_with_right_code_succeeds(client, device):
     response = sign_in(client, code_for(device))
 
-    assert response["Location"] == "/engines/"
+    assert response["Location"] == "/"  # the overview
     assert AuditEvent.objects.get(action="auth.login").data == {"mfa": True}
 
 

@@ -17,7 +17,7 @@ def cell(browser, target, field):
     return browser.find_element(By.CSS_SELECTOR, f'tr[data-target="{target}"] [data-field="{field}"]').text
 
 
-def test_the_route_page_shows_breaker_and_traffic_as_they_change(live_blaze, browser):
+def test_the_route_page_shows_breaker_and_traffic_as_they_change(live_blaze, live_feed, browser):
     from tests.conftest import PASSWORD, make_user
 
     make_user("opal", "operator")

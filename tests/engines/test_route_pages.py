@@ -28,12 +28,12 @@ def test_viewer_sees_the_list_and_the_nav_link(viewer, route):
     assert "New route" not in page
 
 
-def test_route_page_renders_targets_and_polls_the_status_json(viewer, route):
+def test_route_page_renders_targets_and_follows_the_live_feed(viewer, route):
     state.release(far_id(route), 0.25, True, lease=state.acquire(far_id(route)))
     page = viewer.get("/engines/routes/chat/").content.decode()
     assert f'data-target="{far_id(route)}"' in page and 'href="/engines/far/">far</a>' in page
     assert "250 ms" in page and "100%" in page  # p50 and share, before the first poll
-    assert 'data-status-url="/api/routes/chat/status/"' in page and "setTimeout(refresh, 1000)" in page
+    assert 'data-route="chat"' in page and "/static/js/live.js" in page and "/static/js/route.js" in page
     assert "Add a target" not in page and 'name="strategy"' not in page
 
 
