@@ -6,6 +6,7 @@ ROLE_PERMISSIONS = {
     "viewer": [
         "engines.view_engine", "engines.view_route",
         "accounts.add_apikey", "accounts.view_apikey",
+        "monitoring.view_alertrule", "monitoring.view_alertreceiver", "monitoring.view_alertsilence",
     ],
     "operator": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
@@ -14,6 +15,10 @@ ROLE_PERMISSIONS = {
         "accounts.add_apikey", "accounts.view_apikey",
         "ratelimits.view_ratelimitpolicy", "ratelimits.add_ratelimitpolicy",
         "ratelimits.change_ratelimitpolicy", "ratelimits.delete_ratelimitpolicy",
+        "monitoring.view_alertrule", "monitoring.add_alertrule", "monitoring.change_alertrule",
+        "monitoring.delete_alertrule", "monitoring.view_alertreceiver", "monitoring.add_alertreceiver",
+        "monitoring.change_alertreceiver", "monitoring.delete_alertreceiver", "monitoring.view_alertsilence",
+        "monitoring.add_alertsilence", "monitoring.change_alertsilence", "monitoring.delete_alertsilence",
     ],
     "admin": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
@@ -25,6 +30,10 @@ ROLE_PERMISSIONS = {
         "ratelimits.view_ratelimitpolicy", "ratelimits.add_ratelimitpolicy",
         "ratelimits.change_ratelimitpolicy", "ratelimits.delete_ratelimitpolicy",
         "security.view_ipblock", "security.add_ipblock", "security.change_ipblock", "security.delete_ipblock",
+        "monitoring.view_alertrule", "monitoring.add_alertrule", "monitoring.change_alertrule",
+        "monitoring.delete_alertrule", "monitoring.view_alertreceiver", "monitoring.add_alertreceiver",
+        "monitoring.change_alertreceiver", "monitoring.delete_alertreceiver", "monitoring.view_alertsilence",
+        "monitoring.add_alertsilence", "monitoring.change_alertsilence", "monitoring.delete_alertsilence",
     ],
 }
 

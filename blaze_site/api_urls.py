@@ -25,5 +25,6 @@ urlpatterns = [
     path("workers/<str:worker_id>/", workers_api.worker_detail, name="api-worker"),
     path("workers/<str:worker_id>/cache/", workers_api.worker_cache, name="api-worker-cache"),
     path("metrics/history/", monitoring_views.metrics_history, name="api-metrics-history"),
+    path("requests/", monitoring_views.requests_api, name="api-requests"),
     *router.urls,
 ]

@@ -68,6 +68,19 @@ class OutOfMemory(TargetFailed):
     kind = "out_of_memory"
 
 
+def checked(instance, **full_clean_options):
+    """A model instance after its field rules and `clean()` (Django's `full_clean`), the first broken
+    one raised as InvalidInput naming its field: the one way services validate a model."""
+    from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+
+    try:
+        instance.full_clean(**full_clean_options)
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise InvalidInput(messages[0], field="non_field_errors" if field == NON_FIELD_ERRORS else field) from exc
+    return instance
+
+
 KINDS = {cls.kind: cls for cls in (
     InvalidInput, NotAuthenticated, PermissionDenied, NotFound, MethodNotAllowed,
     TargetFailed, Unavailable, TimedOut, UpstreamFailed, OutOfMemory,

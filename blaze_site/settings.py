@@ -335,3 +335,7 @@ BLAZE_FEED_INTERVAL_SECONDS = float(os.environ.get("BLAZE_FEED_INTERVAL_SECONDS"
 BLAZE_FEED_WINDOW_SECONDS = float(os.environ.get("BLAZE_FEED_WINDOW_SECONDS", "10"))
 BLAZE_HISTORY_POINTS = int(os.environ.get("BLAZE_HISTORY_POINTS", "3600"))
 BLAZE_HISTORY_MINUTES = int(os.environ.get("BLAZE_HISTORY_MINUTES", "1440"))
+# The address people reach Blaze at, for links in alert notifications (Alertmanager's externalURL).
+BLAZE_EXTERNAL_URL = os.environ.get("BLAZE_EXTERNAL_URL", "")
+# The Requests page's log of the last /v1 requests (monitoring/request_log.py), kept in Redis.
+BLAZE_REQUEST_LOG_SIZE = int(os.environ.get("BLAZE_REQUEST_LOG_SIZE", "1000"))

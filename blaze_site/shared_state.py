@@ -291,3 +291,7 @@ def feed_latest_key():
 
 def feed_producer_key():
     return key("feed", "producer")
+
+
+def request_log_key():
+    return key("requests", "log")

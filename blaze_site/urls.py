@@ -10,6 +10,8 @@ urlpatterns = [
     path("", include("security.urls")),
     path("", include("ratelimits.urls")),
     path("engines/", include("engines.control.urls")),
+    path("alerts/", include("monitoring.alerts_urls_pages")),
+    path("api/alerts/", include("monitoring.alerts_urls")),
     path("api/", include("blaze_site.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

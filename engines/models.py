@@ -108,6 +108,9 @@ class Route(models.Model):
     )
     enabled = models.BooleanField(default=True)
     description = models.CharField(max_length=300, blank=True)
+    keep_prompts = models.BooleanField(
+        default=False, help_text="Keep prompts and answers in the Requests page's log (never keys or secrets).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -123,7 +126,7 @@ class Route(models.Model):
     def audit_fields(self):
         return {
             "name": self.name, "strategy": self.strategy, "sticky_ttl_seconds": self.sticky_ttl_seconds,
-            "enabled": self.enabled, "description": self.description,
+            "enabled": self.enabled, "description": self.description, "keep_prompts": self.keep_prompts,
         }
 
 

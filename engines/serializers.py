@@ -182,6 +182,6 @@ class RouteSerializer(StrictSerializer, serializers.ModelSerializer):
 
     class Meta:
         model = Route
-        fields = ["id", "name", "strategy", "sticky_ttl_seconds", "enabled", "description", "targets",
+        fields = ["id", "name", "strategy", "sticky_ttl_seconds", "enabled", "description", "keep_prompts", "targets",
                   "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]

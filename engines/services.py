@@ -5,9 +5,9 @@ the pages and the shell all get them."""
 
 import logging
 import uuid
+from functools import partial
 
 import redis
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.urls import reverse
@@ -22,6 +22,9 @@ from engines.models import Engine, GeneratedImage, Route, RouteTarget
 from engines.serving.router import state as router_state
 
 log = logging.getLogger(__name__)
+
+# The models' rules as InvalidInput; clean() names a duplicate, the unique constraint backs it.
+_checked = partial(errors.checked, validate_constraints=False)
 
 
 @transaction.atomic
@@ -130,16 +133,6 @@ def store_images(*, user, engine_name, payload, seed, pngs):
         image.file.save(f"{uuid.uuid4().hex}.png", ContentFile(png), save=True)
         urls.append(reverse("engines:image", args=[image.pk]))
     return urls
-
-
-def _checked(instance):
-    """Apply the model's field rules and `clean()`; the first broken one as InvalidInput."""
-    try:
-        instance.full_clean(validate_constraints=False)  # clean() names the duplicate; the constraint backs it
-    except ValidationError as exc:
-        field, messages = next(iter(exc.message_dict.items()))
-        raise InvalidInput(messages[0], field="non_field_errors" if field == NON_FIELD_ERRORS else field) from exc
-    return instance
 
 
 def _forget_on_commit(forget, *args):

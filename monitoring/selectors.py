@@ -151,7 +151,7 @@ def metrics_snapshot():
     return {"time": time.time(), "http": http, "engines": engines, "workers": workers, "counters": counters}
 
 
-CONFIG_ACTIONS = ("engine.", "route.", "cache.", "ratelimit.", "alert_rule.")
+CONFIG_ACTIONS = ("engine.", "route.", "cache.", "ratelimit.", "alert_rule.", "alert_receiver.", "alert_silence.")
 
 
 def config_events(seconds, limit=200):

@@ -4,6 +4,8 @@ from . import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("requests/", views.requests_page, name="requests"),
+    path("requests/<str:request_id>/", views.request_detail, name="request"),
     path("health", views.health, name="health"),
     path("health/detailed", views.health_detailed, name="health-detailed"),
     path("metrics", views.metrics_json, name="metrics"),

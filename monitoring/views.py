@@ -1,7 +1,8 @@
 import json
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -11,7 +12,7 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.settings import api_settings
 
-from . import errors, history, live, selectors
+from . import errors, history, live, request_log, selectors
 from .permissions import AdminsOnly, MetricsTokenAuthentication, MonitoringAccess
 from .series import SERIES
 
@@ -136,3 +137,40 @@ CHARTS = [
     ("chart-cpu", "CPU, by worker", "worker_cpu_percent", "worker", "% of a core"),
     ("chart-memory", "Resident memory, by worker", "worker_memory_bytes", "worker", "bytes"),
 ]
+
+
+def _request_filters(params):
+    return {name: params.get(name, "").strip() for name in ("route", "engine", "status", "client")}
+
+
+@login_required
+@permission_required("engines.view_engine", raise_exception=True)
+def requests_page(request):
+    """The last requests, newest first, filtered by route, engine, status and client; a row opens its story."""
+    filters = _request_filters(request.GET)
+    return render(request, "monitoring/requests.html", {
+        "entries": request_log.entries(**filters), "filters": filters, "size": settings.BLAZE_REQUEST_LOG_SIZE,
+    })
+
+
+@login_required
+@permission_required("engines.view_engine", raise_exception=True)
+def request_detail(request, request_id):
+    entry = request_log.entry(request_id)
+    if entry is None:
+        raise Http404("That request is not in the log (it keeps the last requests only).")
+    return render(request, "monitoring/request.html", {"entry": entry})
+
+
+@never_cache
+@extend_schema(parameters=[OpenApiParameter(name, str) for name in ("route", "engine", "status", "client")],
+               responses=inline_serializer("RequestLog", {"requests": drf_serializers.ListField()}))
+@api_view(["GET"])
+@authentication_classes(MONITORING_AUTHENTICATION)
+@permission_classes([MonitoringAccess])
+def requests_api(request):
+    """The Requests page's entries as JSON (`status`: 2xx, 4xx, 5xx or an exact code)."""
+    filters = _request_filters(request.query_params)
+    if filters["status"] and not (filters["status"] in ("2xx", "4xx", "5xx") or filters["status"].isdigit()):
+        return _bad("status", "Expected 2xx, 4xx, 5xx or a status code such as 503.")
+    return JsonResponse({"requests": request_log.entries(**filters)})

@@ -99,7 +99,8 @@ def live_feed(django_db_setup, django_db_blocker, tmp_path_factory):
     from tests.servers import start_live_feed
 
     with django_db_blocker.unblock():
-        process = start_live_feed(tmp_path_factory.mktemp("live-feed"))
+        # A short window: traffic leaves the charts, and alerts resolve, within seconds.
+        process = start_live_feed(tmp_path_factory.mktemp("live-feed"), BLAZE_FEED_WINDOW_SECONDS="3")
     yield process
     process.stop()
 

@@ -30,7 +30,8 @@ def _apply(serializer, write):
 
 
 def _route_fields(post):
-    return {name: post[name] for name in ("name", "strategy", "sticky_ttl_seconds", "description") if name in post}
+    fields = {name: post[name] for name in ("name", "strategy", "sticky_ttl_seconds", "description") if name in post}
+    return {**fields, "keep_prompts": "keep_prompts" in post}  # an unticked box sends nothing
 
 
 @permission_required("engines.view_route", raise_exception=True)

@@ -26,7 +26,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from accounts.audit import client_ip
 from accounts.authentication import bearer_api_key, check_key, find_key, mark_used, stale_last_used
 from accounts.models import ApiKey
-from blaze_site import errors, lookups
+from blaze_site import errors, logs, lookups
 from blaze_site.exceptions import flatten, http_status
 from blaze_site.views import openai_error
 from engines import contract, services
@@ -35,7 +35,7 @@ from engines.openai.protocol import REQUEST_SERIALIZERS
 from engines.serving import failover
 from engines.serving import plan as plans
 from engines.serving.router import client_key
-from monitoring import metrics
+from monitoring import metrics, request_log
 
 
 def error_response(status, message, param=None, code=None):
@@ -82,10 +82,12 @@ async def _authenticate(request, generation):
         if stale_last_used(key):
             await sync_to_async(mark_used)(key)
         user, api_key_id = key.user, key.pk
+        request_log.note(client=str(key))
     else:
         user, may_use = await sync_to_async(_token_user)(request)
         if user is None:
             raise errors.NotAuthenticated("Send an API key: Authorization: Bearer blz_…", code="missing_api_key")
+        request_log.note(client=f"user {user.username}")
     if not may_use:
         raise errors.PermissionDenied("Your account has no role that may use engines.")
     return user, client_key(api_key_id=api_key_id, ip=client_ip(request))
@@ -98,6 +100,7 @@ def v1_endpoint(view):
     @wraps(view)
     async def wrapper(request, *args, **kwargs):
         started = time.monotonic()
+        entry = request_log.begin(request_id=logs.request_id.get(), endpoint=request.path)
         try:
             if not hasattr(request, "lookups_generation"):  # read by the block list's middleware, as a rule
                 request.lookups_generation = await lookups.generation()
@@ -113,6 +116,8 @@ def v1_endpoint(view):
         if model is not None:
             outcome = OUTCOMES.get(response.status_code // 100, "server_error")
             metrics.MODEL_REQUESTS.labels(model, outcome).observe(time.monotonic() - started)
+        if not getattr(response, "logs_its_end", False):  # a local stream finishes its entry when it ends
+            request_log.finish(entry, status=response.status_code)
         return response
 
     return wrapper
@@ -144,9 +149,20 @@ async def _validated(request, endpoint):
     plan = await lookups.cached("plan", (name, kind) if isinstance(name, str) else None, request.lookups_generation,
                                 partial(plans.resolve, name, kind))
     request.v1_model = plan.name
+    request_log.note(model=plan.name, route=plan.route.name if plan.route else None,
+                     keep_prompts=bool(plan.route and plan.route.keep_prompts))
     serializer = serializer_class(data=body, context={"engine": plan.engine})
     serializer.is_valid(raise_exception=True)
+    request_log.note_text(prompt=_prompt_text(serializer.validated_data["payload"]))
     return plan, serializer.validated_data, body
+
+
+def _prompt_text(payload):
+    """What the client asked, as the request log keeps it (for routes that keep prompts)."""
+    if payload.get("messages"):
+        return "\n".join(f"{m['role']}: {m['content']}" for m in payload["messages"])
+    text = payload.get("prompt") or payload.get("input") or ""
+    return text if isinstance(text, str) else "\n".join(text)
 
 
 async def _serve(request, endpoint, plan, data, body, stream=False):
@@ -169,6 +185,15 @@ def _event_stream(chunks, status=200, content_type="text/event-stream"):
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+def _relayed_text(body, chat):
+    """A remote host's answer text, for the request log of a route that keeps prompts ("" if unreadable)."""
+    try:
+        choice = orjson.loads(body)["choices"][0]
+        return choice["message"]["content"] if chat else choice["text"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return ""
 
 
 def _relayed_stream(served):
@@ -199,24 +224,34 @@ def _stream(name, served, data, chat):
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
         return {"id": completion_id, "object": obj, "created": created, "model": name, "choices": [choice]}
 
+    entry, tokens, status = request_log.current(), [], 200
+
     async def events():
+        nonlocal status
         if chat:
             yield _sse(chunk(role=True))
         try:
             async for event in served.events:
                 if event["type"] == contract.TOKEN:
+                    tokens.append(event["text"])
                     yield _sse(chunk(text=event["text"]))
                 elif event["type"] == contract.DONE:
                     yield _sse(chunk(finish=event["result"]["finish_reason"]))
                     if data["include_usage"]:
                         yield _sse({**chunk(), "choices": [], "usage": _usage(event["result"])})
                 elif event["type"] == contract.ERROR:
+                    status = http_status(contract.error_from(event))
                     yield _sse({"error": _openai_error(contract.error_from(event))})
         finally:
             await served.events.aclose()
+            if entry is not None:
+                request_log.note_text(answer="".join(tokens))
+                request_log.finish(entry, status=status, tokens=len(tokens), streamed=True)
         yield "data: [DONE]\n\n"
 
-    return _event_stream(events())
+    response = _event_stream(events())
+    response.logs_its_end = entry is not None
+    return response
 
 
 def _model_list():
@@ -242,10 +277,15 @@ async def _generation(request, endpoint, chat):
     plan, data, body = await _validated(request, endpoint)
     served = await _serve(request, endpoint, plan, data, body, stream=data["stream"])
     if served.response is not None:
-        return _relayed_stream(served) if data["stream"] and served.response.status < 300 else _relayed(served)
+        if data["stream"] and served.response.status < 300:
+            return _relayed_stream(served)
+        request_log.note_text(answer=_relayed_text(served.body, chat))
+        return _relayed(served)
     if data["stream"]:
         return _stream(plan.name, served, data, chat=chat)
     result = served.result
+    request_log.note(tokens=result.get("completion_tokens"))
+    request_log.note_text(answer=result["text"])
     if chat:
         choice = {"index": 0, "message": {"role": "assistant", "content": result["text"]},
                   "logprobs": None, "finish_reason": result["finish_reason"]}

@@ -15,7 +15,7 @@ from django.conf import settings
 from blaze_site import errors, shared_state
 from blaze_site.celery import app
 from engines import contract, heartbeats
-from monitoring import metrics
+from monitoring import metrics, request_log
 
 
 def pick_worker(engine_name, exclude=()):
@@ -48,6 +48,7 @@ async def run(engine, payload, worker_id=None, timeout=None):
     # Redis only (no database): run on the thread pool, not the one thread Django's ORM calls share.
     worker_id = await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, engine.name, worker_id)
     tried.append(worker_id)
+    sent_at, logged = time.monotonic(), "group" not in payload  # a group's notes would land in one member's entry
 
     redis = shared_state.loop_client()
     stream, last_id = contract.response_stream(request_id), "0-0"
@@ -73,6 +74,8 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     if started and event["worker"] != worker_id:
                         continue  # a late start from a worker we gave up on
                     started, attempt_tokens = True, 0
+                    if logged:
+                        request_log.note(queue_seconds=round(time.monotonic() - sent_at, 4), worker=event["worker"])
                 elif kind == contract.TOKEN:
                     attempt_tokens += 1
                     if attempt_tokens <= relayed:
@@ -81,6 +84,8 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     now = time.monotonic()
                     if relayed == 1:
                         metrics.TIME_TO_FIRST_TOKEN.labels(engine.name).observe(now - arrived)
+                        if logged:
+                            request_log.note(ttft_seconds=round(now - arrived, 4))
                     else:
                         metrics.INTER_TOKEN_LATENCY.labels(engine.name).observe(now - last_token_at)
                     last_token_at = now

@@ -31,7 +31,7 @@ from engines.serving.resilience import breaker as breakers
 from engines.serving.resilience import health, resilience_id
 from engines.serving.resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from engines.serving.router import NoTargetAvailable, alease_target, resilience_id_of, state
-from monitoring import metrics
+from monitoring import metrics, request_log
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,12 @@ class _Attempt:
         if self.route is not None:
             metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
 
+    def logged(self, outcome, error=""):
+        """The attempt in the request's log (the Requests page)."""
+        label = str(self.candidate.target) if self.candidate else self.engine.name
+        request_log.note_attempt(target=label, engine=self.engine.name, worker=self.worker, outcome=outcome,
+                                 seconds=time.monotonic() - self.started, error=error)
+
     async def aabandon(self):
         if self.route is not None:
             await state.awithdraw(self.candidate.id, self.lease)
@@ -143,6 +149,7 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
         try:
             candidate, lease, permit = await alease_target(plan.route, client_key, exclude=tried)
         except NoTargetAvailable as exc:
+            request_log.note_skipped(exc.reasons)
             reasons = {**exc.reasons, **failures}
             raise errors.Unavailable(str(NoTargetAvailable(plan.route, reasons)), code="no_target_available") from exc
         except redis.RedisError as exc:  # the routes' shared counts, breakers and health live there
@@ -170,17 +177,22 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
         if attempt.route is not None and attempt.permit is None:
             raise errors.Unavailable(f"The circuit breaker for '{attempt.target}' refused the call.")
         if attempt.engine.backend == Engine.Backend.REMOTE:
-            return await _remote(attempt, endpoint, body, stream, files, ends)
-        return await _local(attempt, payload, stream, ends)
-    except errors.TargetFailed:
+            served = await _remote(attempt, endpoint, body, stream, files, ends)
+        else:
+            served = await _local(attempt, payload, stream, ends)
+    except errors.TargetFailed as exc:
         await attempt.aend(False)
+        attempt.logged("failed", str(exc))
         raise
-    except errors.ApplicationError:
+    except errors.ApplicationError as exc:
         await attempt.aend(True)  # the client's fault: the target did its job
+        attempt.logged("refused the request", str(exc))
         raise
     except BaseException:  # cancelled (the client went away) or a bug: free the slots, count nothing
         await attempt.aabandon()
         raise
+    attempt.logged("answered")
+    return served
 
 
 async def _local(attempt, payload, stream, ends):

@@ -113,7 +113,7 @@
          el("small", {class: "muted"}, (a.annotations && a.annotations.summary) || "")),
       el("td", {}, badge(a.state, a.state === "firing" ? "open" : "half_open")),
       el("td", {}, a.labels.severity || ""),
-      el("td", {}, a.startsAt ? ago(Date.parse(a.startsAt) / 1000) : ""))),
+      el("td", {}, a.startsAt || a.activeAt ? ago(Date.parse(a.startsAt || a.activeAt) / 1000) : ""))),
     "Nothing is firing.");
     if (!alerts.length) fill("alerts-table", [], "Nothing is firing.");
   }

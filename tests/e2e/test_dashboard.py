@@ -15,8 +15,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from accounts.audit import Actor
 from engines import services
 from engines.models import Engine
+from monitoring import alert_services
 from tests.conftest import PASSWORD, make_user
 from tests.e2e.test_newcomer import sign_in, submit
+from tests.monitoring.test_alerts_setup import Loopback
 from tests.servers import start_daphne
 from tests.upstream import OpenAIUpstream
 
@@ -91,6 +93,43 @@ def test_an_operator_signs_in_with_totp_and_watches_traffic_arrive(live_blaze, l
     wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "figure[data-kind=histogram]").get_attribute("class")
                .endswith("has-data"))
     screenshot(browser, "overview")
+    browser.get(f"{live_blaze}/requests/")
+    assert "chat" in text_of(browser, "#requests") and "far" in text_of(browser, "#requests")
+    screenshot(browser, "requests")
+
+
+def test_a_rule_fires_on_the_overview_and_its_receiver_hears_it_fire_and_resolve(live_blaze, live_feed, browser,
+                                                                                 upstream, key_for):
+    actor = Actor(user=make_user("otis", "operator"))
+    far = services.engine_create(actor=actor, name="far", kind="llm", backend="remote",
+                                 base_url=upstream.base_url("ok"))
+    services.route_target_add(actor=actor, route=services.route_create(actor=actor, name="chat"), engine=far)
+    with Loopback() as receiver:
+        alert_services.alert_receiver_create(actor=actor, name="on-call", url=receiver.url)
+        alert_services.alert_rule_create(actor=actor, name="chat-latency", series="route_latency_p95_seconds",
+                                         comparator=">", threshold=0, for_seconds=0, severity="warning",
+                                         annotations={"summary": "Route {{ $labels.route }} answers slowly"})
+        browser.delete_all_cookies()
+        sign_in(browser, live_blaze, "otis", PASSWORD)
+        _, key = key_for(make_user("app", "viewer"), scopes=("inference",))
+        httpx.post(f"{live_blaze}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                   json={"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}, timeout=30)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "chat-latency" in text_of(b, "#alerts-table") and text_of(b, "#tile-alerts") == "1")
+        screenshot(browser, "overview-alert")
+        wait.until(lambda b: any(p["status"] == "firing" for p in receiver.received))
+        wait.until(lambda b: any(p["status"] == "resolved" for p in receiver.received))  # the traffic's window passed
+    firing = next(p for p in receiver.received if p["status"] == "firing")
+    assert firing["version"] == "4" and firing["receiver"] == "on-call"
+    assert firing["commonLabels"] == {"alertname": "chat-latency", "route": "chat", "severity": "warning"}
+    [alert] = firing["alerts"]
+    assert alert["status"] == "firing" and alert["endsAt"] == "0001-01-01T00:00:00Z" and alert["fingerprint"]
+    assert alert["annotations"]["summary"] == "Route chat answers slowly"
+    resolved = next(p for p in receiver.received if p["status"] == "resolved")
+    [ended] = resolved["alerts"]
+    assert ended["fingerprint"] == alert["fingerprint"] and ended["endsAt"] > alert["startsAt"]
+    browser.get(f"{live_blaze}/alerts/")
+    screenshot(browser, "alerts")
 
 
 def test_the_cache_bar_follows_a_load_and_an_eviction(live_blaze, live_feed, engine_worker, browser, tiny_llm_path):

@@ -150,7 +150,8 @@ def test_every_route_change_is_audited_with_what_changed(operator, chat):
     recorded = [(e.action, e.data.get("target", e.target), e.changes) for e in events()]
     assert recorded[:3] == [
         ("route.create", "chat", {"name": [None, "chat"], "strategy": [None, "round_robin"],
-                                  "sticky_ttl_seconds": [None, 300], "enabled": [None, True]}),
+                                  "sticky_ttl_seconds": [None, 300], "enabled": [None, True],
+                                  "keep_prompts": [None, False]}),
         ("route.target_add", "tiny", {"engine": [None, "tiny"], "weight": [None, 1], "enabled": [None, True]}),
         ("route.target_add", "far", {"engine": [None, "far"], "weight": [None, 1], "enabled": [None, True]}),
     ]
@@ -161,7 +162,7 @@ def test_every_route_change_is_audited_with_what_changed(operator, chat):
         ("route.target_remove", "far", {"engine": ["far", None], "weight": [4, None], "enabled": [False, None]}),
         ("route.delete", "chat", {"name": ["chat", None], "strategy": ["random", None],
                                   "sticky_ttl_seconds": [300, None], "enabled": [True, None],
-                                  "description": ["both", None]}),
+                                  "description": ["both", None], "keep_prompts": [False, None]}),
     ]
     assert all(e.actor == "otto" and e.target_type == "engines.route" for e in events())
 

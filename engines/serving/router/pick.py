@@ -15,6 +15,7 @@ from engines import heartbeats
 from engines.models import Engine, Route
 from engines.serving.resilience import breaker, health, resilience_id
 from engines.serving.router import state, strategies
+from monitoring import request_log
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ async def alease_target(route, client_key="", exclude=()):
     found, reasons = await _asurvey(route, targets, exclude, _unavailable(down, refused))
     if not found:
         raise NoTargetAvailable(route, reasons)
+    request_log.note_skipped({label: why for label, why in reasons.items() if not why.startswith("excluded")})
     chosen, stuck = found[0], []
     if len(found) > 1 or route.strategy == Route.Strategy.IP_HASH:
         picked_state = state.ReadRouteState.of_replies(route, client_key, replies["turn_and_sticky"])

@@ -3,7 +3,7 @@ import asyncio
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from monitoring import live
+from monitoring import alerting, live
 
 
 class Command(BaseCommand):
@@ -15,4 +15,4 @@ class Command(BaseCommand):
 
     def handle(self, *args, interval, **options):
         self.stdout.write(f"Live feed: a snapshot every {interval:g} s")
-        asyncio.run(live.produce(interval=interval))
+        asyncio.run(live.produce(interval=interval, evaluate=alerting.evaluate))

@@ -1,0 +1,83 @@
+"""Alert rules, receivers and silences in and out of the API. Unknown fields are an error (a typo
+should say so); the rules of each are its model's, applied by the services."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from monitoring import notify
+from monitoring.models import AlertReceiver, AlertRule, AlertSilence
+
+
+class StrictModelSerializer(serializers.ModelSerializer):
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class AlertRuleSerializer(StrictModelSerializer):
+    class Meta:
+        model = AlertRule
+        fields = [
+            "id", "name", "series", "matchers", "comparator", "threshold", "for_seconds", "keep_firing_for_seconds",
+            "severity", "labels", "annotations", "enabled", "builtin", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "builtin", "created_at", "updated_at"]
+
+
+class DeliverySerializer(serializers.Serializer):
+    last_attempt_at = serializers.DateTimeField(allow_null=True)
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_error_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField()
+    last_status = serializers.IntegerField(allow_null=True)
+    attempts = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    failing = serializers.BooleanField()
+
+
+class AlertReceiverSerializer(StrictModelSerializer):
+    """`delivery`: the last delivery's outcome (null when Redis does not answer). Roles that may not
+    change receivers see only the URL's origin: webhook URLs often carry a secret."""
+
+    delivery = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AlertReceiver
+        fields = [
+            "id", "name", "url", "enabled", "send_resolved", "group_by", "repeat_interval_seconds", "timeout_seconds",
+            "delivery", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is not None and not request.user.has_perm("monitoring.change_alertreceiver"):
+            data["url"] = instance.origin()
+        return data
+
+    @extend_schema_field(DeliverySerializer(allow_null=True))
+    def get_delivery(self, receiver):
+        status = notify.delivery_status(receiver.pk)
+        return DeliverySerializer(status).data if status is not None else None
+
+
+class AlertSilenceSerializer(StrictModelSerializer):
+    """Matchers as Alertmanager's: [{"name", "value", "isRegex", "isEqual"}]. `state`: pending, active
+    or expired."""
+
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AlertSilence
+        fields = ["id", "matchers", "starts_at", "ends_at", "comment", "created_by", "state", "created_at",
+                  "updated_at"]
+        read_only_fields = ["id", "created_by", "created_at", "updated_at"]
+        extra_kwargs = {"starts_at": {"required": False}}
+
+    def get_state(self, silence) -> str:
+        return silence.state()
