@@ -214,6 +214,7 @@ class Feed:
                 "id": wid, "lost": worker["lost"], "device": worker["device"], "in_flight": worker["in_flight"],
                 "cpu_percent": worker.get("cpu_percent"), "memory_bytes": worker.get("memory_bytes"),
                 "total_bytes": worker["total_bytes"], "free_bytes": worker["free_bytes"],
+                "gpu_utilization_percent": worker.get("gpu_utilization_percent"),
                 "cache_used_bytes": worker["cache_used_bytes"], "cache_budget_bytes": worker["cache_budget_bytes"],
                 "models": [{"engine": e["engine"], "bytes": e["bytes"]} for e in worker["cache"]],
                 "heartbeat_age_seconds": round(time.time() - worker["last_seen"], 1),

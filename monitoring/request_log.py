@@ -29,7 +29,8 @@ _pending = {}  # event loop -> entries waiting for the next flush
 def begin(*, request_id, endpoint, client=""):
     """Start the request's entry; the serving path's notes go into it from here on."""
     entry = {"id": request_id, "t": time.time(), "endpoint": endpoint, "client": client, "model": None,
-             "route": None, "attempts": [], "skipped": {}, "status": None}
+             "route": None, "attempts": [], "skipped": {}, "status": None, "tokens": None,
+             "queue_seconds": None, "ttft_seconds": None}
     _current.set(entry)
     return entry
 

@@ -187,13 +187,15 @@ def _event_stream(chunks, status=200, content_type="text/event-stream"):
     return response
 
 
-def _relayed_text(body, chat):
-    """A remote host's answer text, for the request log of a route that keeps prompts ("" if unreadable)."""
+def _log_relayed(body, chat):
+    """A remote host's tokens and answer text in the request log, as far as its body says."""
     try:
-        choice = orjson.loads(body)["choices"][0]
-        return choice["message"]["content"] if chat else choice["text"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        return ""
+        answer = orjson.loads(body)
+        choice = answer["choices"][0]
+        request_log.note(tokens=(answer.get("usage") or {}).get("completion_tokens"))
+        request_log.note_text(answer=choice["message"]["content"] if chat else choice["text"])
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        pass  # not an OpenAI-shaped answer: relayed all the same
 
 
 def _relayed_stream(served):
@@ -279,7 +281,7 @@ async def _generation(request, endpoint, chat):
     if served.response is not None:
         if data["stream"] and served.response.status < 300:
             return _relayed_stream(served)
-        request_log.note_text(answer=_relayed_text(served.body, chat))
+        _log_relayed(served.body, chat)
         return _relayed(served)
     if data["stream"]:
         return _stream(plan.name, served, data, chat=chat)

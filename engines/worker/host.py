@@ -40,6 +40,19 @@ def detect_device():
     return "cpu", memory.total, memory.available
 
 
+def gpu_utilization(device):
+    """The GPU's busy percentage over the last sample period (NVML, through torch), or None: a CPU
+    worker, or no NVML library on this machine."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        return torch.cuda.utilization(int(device.split(":")[1]))
+    except Exception:  # noqa: BLE001 - pynvml missing or the driver refuses: the dashboard shows "—"
+        return None
+
+
 def default_budget(device, total):
     """BLAZE_CACHE_BYTES, else 90% of a GPU's memory or half of the machine's RAM."""
     if settings.BLAZE_CACHE_BYTES:
@@ -91,6 +104,7 @@ class EngineHost:
             "started_at": self.started_at, "last_seen": time.time(),
             # CPU since the last beat (100 = one core busy), and resident memory: the dashboard's worker rows.
             "cpu_percent": process.cpu_percent(), "memory_bytes": process.memory_info().rss,
+            "gpu_utilization_percent": gpu_utilization(self.device),
         }
 
     def beat(self):

@@ -1,6 +1,17 @@
 // The live feed: one WebSocket per page (/ws/dashboard/), reconnecting by itself with backoff after a
 // server restart. Each snapshot is dispatched on `document` as a "blaze:snapshot" event, each (re)connection
 // as "blaze:feed-open" (pages catch up from the history then); [data-feed-state] elements show the state.
+// Also `blaze.bytes(n)`: sizes as the pages' own filesizeformat writes them ("538.5 KB", "11.8 GB").
+window.blaze = {
+  bytes: function (count) {
+    if (count == null) return "—";
+    const units = ["bytes", "KB", "MB", "GB", "TB"];
+    let unit = 0;
+    while (count >= 1024 && unit < units.length - 1) { count /= 1024; unit += 1; }
+    return unit ? `${count.toFixed(1)} ${units[unit]}` : `${count} bytes`;
+  },
+};
+
 (function () {
   "use strict";
   const REFUSED = 4403;  // monitoring/consumers.py: not signed in, or no role that sees engines

@@ -22,7 +22,7 @@
   const factor = (unit) => (scale[unit] || [1, unit])[0];
   const unitLabel = (unit) => (scale[unit] || [1, unit])[1];
 
-  function mib(bytes) { return bytes == null ? "—" : `${(bytes / 1048576).toFixed(bytes < 1048576 * 10 ? 1 : 0)} MiB`; }
+  const size = window.blaze.bytes;  // sizes as the pages' filesizeformat writes them
   function ms(seconds) { return seconds == null ? "—" : `${(seconds * 1000).toFixed(seconds < 0.01 ? 1 : 0)} ms`; }
   function number(value, digits) { return value == null ? "—" : Number(value).toFixed(digits); }
   function ago(t) {
@@ -53,10 +53,10 @@
 
   function cacheBar(worker) {
     const used = worker.cache_used_bytes || 0, budget = worker.cache_budget_bytes || 1;
-    const bar = el("div", {class: "bar", title: `${mib(used)} of ${mib(budget)}`});
+    const bar = el("div", {class: "bar", title: `${size(used)} of ${size(budget)}`});
     bar.append(el("span", {class: "bar-fill"}));
     bar.firstChild.style.width = `${Math.min(100, (100 * used) / budget).toFixed(1)}%`;
-    const models = worker.models.map((m) => `${m.engine} (${mib(m.bytes)})`).join(", ");
+    const models = worker.models.map((m) => `${m.engine} (${size(m.bytes)})`).join(", ");
     return el("div", {}, bar, el("small", {class: "muted"}, models || "no model loaded"));
   }
 
@@ -84,10 +84,12 @@
     }
 
     fill("workers-table", snapshot.workers.map((w) => el("tr", {},
-      el("td", {}, link(`/engines/workers/#worker-${w.id}`, w.id), el("br"), el("small", {class: "muted"}, w.device)),
+      el("td", {}, link(`/engines/workers/#worker-${w.id}`, w.id), el("br"), el("small", {class: "muted"},
+         w.device.startsWith("cuda") ? `${w.device} · ${size(w.total_bytes - w.free_bytes)} of ${size(w.total_bytes)}` +
+           (w.gpu_utilization_percent == null ? "" : ` · ${w.gpu_utilization_percent}% busy`) : w.device)),
       el("td", {}, w.lost ? badge("lost", "failed") : badge("live", "ready")),
       el("td", {}, w.cpu_percent == null ? "—" : `${Math.round(w.cpu_percent)}%`),
-      el("td", {}, mib(w.memory_bytes)),
+      el("td", {}, size(w.memory_bytes)),
       el("td", {}, cacheBar(w)))),
     "No worker has reported yet: start one with celery -A blaze_site worker.");
 

@@ -2,7 +2,7 @@
 // state, and a load in progress ("loading tiny on w1@host"), without a reload. Set as text, never as HTML.
 (function () {
   "use strict";
-  const mib = (bytes) => `${(bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0)} MiB`;
+  const size = window.blaze.bytes;
 
   function line(worker, loading) {
     const bar = document.createElement("div");
@@ -11,7 +11,7 @@
     fill.className = "bar-fill";
     fill.style.width = `${Math.min(100, (100 * worker.cache_used_bytes) / (worker.cache_budget_bytes || 1)).toFixed(1)}%`;
     bar.append(fill);
-    const models = worker.models.map((m) => `${m.engine} (${mib(m.bytes)})`).join(", ") || "no model loaded";
+    const models = worker.models.map((m) => `${m.engine} (${size(m.bytes)})`).join(", ") || "no model loaded";
     const text = document.createElement("small");
     text.textContent = `${worker.lost ? "lost · " : ""}${models} · ${worker.in_flight} in flight` +
       (loading.length ? ` · loading ${loading.join(", ")}…` : "");

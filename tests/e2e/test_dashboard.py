@@ -148,7 +148,7 @@ def test_the_cache_bar_follows_a_load_and_an_eviction(live_blaze, live_feed, eng
     live_cache = f'[data-worker="{engine_worker.hostname}"] [data-live-cache]'
     wait.until(lambda b: "tiny-cache" in text_of(b, live_cache))
     screenshot(browser, "workers")
-    services.cache_unload(actor=Actor(user=operator), worker_id=engine_worker.hostname, engine_name="tiny-cache")
+    services.cache_evict(actor=Actor(user=operator), worker_id=engine_worker.hostname)
     wait.until(lambda b: "tiny-cache" not in text_of(b, live_cache) and "no model loaded" in text_of(b, live_cache))
 
 
