@@ -125,10 +125,10 @@ def overview(request):
 
 # The overview's time-series charts: (element id, title, series, the label that makes one line each, unit).
 CHARTS = [
-    ("chart-throughput", "Requests per second, by route", "route_requests_per_second", "route", "req/s"),
-    ("chart-errors", "Server errors per second, by route", "route_errors_per_second", "route", "errors/s"),
-    ("chart-latency", "Latency p95, by route", "route_latency_p95_seconds", "route", "s"),
-    ("chart-latency-p50", "Latency p50, by route", "route_latency_p50_seconds", "route", "s"),
+    ("chart-throughput", "Requests per second, by model asked for", "route_requests_per_second", "route", "req/s"),
+    ("chart-errors", "Server errors per second, by model", "route_errors_per_second", "route", "errors/s"),
+    ("chart-latency", "Latency p95, by model", "route_latency_p95_seconds", "route", "s"),
+    ("chart-latency-p50", "Latency p50, by model", "route_latency_p50_seconds", "route", "s"),
     ("chart-ttft", "Time to first token p95, by engine", "engine_ttft_p95_seconds", "engine", "s"),
     ("chart-itl", "Inter-token latency p95, by engine", "engine_itl_p95_seconds", "engine", "s"),
     ("chart-tokens", "Tokens per second, by engine", "engine_tokens_per_second", "engine", "tok/s"),

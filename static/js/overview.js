@@ -162,7 +162,7 @@
       const series = body.series.filter((s) => s.name === chart.series);
       const traces = series.map((s) => ({
         x: s.points.map((p) => new Date(p[0] * 1000)), y: s.points.map((p) => p[1] * factor(chart.unit)),
-        name: s.labels[chart.label], type: "scatter", mode: "lines", line: {width: 2},
+        name: s.labels[chart.label], type: "scatter", mode: "lines+markers", line: {width: 2}, marker: {size: 3},
         hovertemplate: `%{y:.3~f} ${unitLabel(chart.unit)}<extra>${s.labels[chart.label]}</extra>`,
       }));
       chart.traces = new Map(series.map((s, index) => [s.labels[chart.label], index]));
@@ -194,7 +194,8 @@
         if (chart.traces.has(name)) {
           known.x.push([when]); known.y.push([value * factor(chart.unit)]); indices.push(chart.traces.get(name));
         } else {
-          fresh.push({x: [when], y: [value * factor(chart.unit)], name, type: "scatter", mode: "lines", line: {width: 2},
+          fresh.push({x: [when], y: [value * factor(chart.unit)], name, type: "scatter", mode: "lines+markers",
+                      line: {width: 2}, marker: {size: 3},
                       hovertemplate: `%{y:.3~f} ${unitLabel(chart.unit)}<extra>${name}</extra>`});
           chart.traces.set(name, -1);
         }

@@ -41,7 +41,8 @@ def points(browser, chart_id):
     """The number of points the chart draws, all lines together (the markers' trace left out)."""
     return browser.execute_script(
         "const plot = document.getElementById(arguments[0]);"
-        "return plot && plot.data ? plot.data.filter(t => t.mode === 'lines').reduce((n, t) => n + t.x.length, 0) : 0;",
+        "if (!plot || !plot.data) return 0;"
+        "return plot.data.filter(t => t.mode.startsWith('lines')).reduce((n, t) => n + t.x.length, 0);",
         chart_id)
 
 
