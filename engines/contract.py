@@ -10,6 +10,8 @@ Both sides import this module and nothing of each other (an import-linter contra
   dicts under the field `event`: `start {worker}`, then `token {text}` / `progress {...}`, then one
   `done {result}` or `error {error, message, param}`, where `error` names a class of
   `blaze_site.errors` (`error_event` / `raise_error`).
+- A request given up before its final event has its cancel key set (`request_cancelled`): the worker
+  stops decoding it within CANCEL_POLL_SECONDS and frees its slot.
 - An embedding group: the payload `{"group": [request, ...]}` runs as one batcher arrival and is
   answered by one `done` event `{"results": [...]}`, a refused request holding `{"error", "param"}`.
 - The batch window: both the worker's batcher and the web side's embedding grouping gather what
@@ -34,6 +36,7 @@ START, TOKEN, PROGRESS, DONE, ERROR = "start", "token", "progress", "done", "err
 FINAL = (DONE, ERROR)
 
 STREAM_TTL_SECONDS = 600
+CANCEL_POLL_SECONDS = 0.2  # how often a worker looks for its running requests' cancel keys
 WINDOW_WAITS = 10
 
 # The batch window an engine of each kind gets when its config names none (the config serializers'
@@ -57,6 +60,12 @@ def response_stream(request_id):
 def request_done(request_id):
     """Set once a request is answered: a redelivered copy of it is dropped."""
     return shared_state.key("response", request_id, "done")
+
+
+def request_cancelled(request_id):
+    """Set by the web side when it gives a request up before its final event (the client stopped or went
+    away, or the deadline passed): the worker stops decoding it and frees its slot."""
+    return shared_state.key("response", request_id, "cancel")
 
 
 def batch_window(kind, config):

@@ -54,7 +54,7 @@ async def run(engine, payload, worker_id=None, timeout=None):
     stream, last_id = contract.response_stream(request_id), "0-0"
     deadline = time.monotonic() + timeout
     relayed, attempt_tokens, last_token_at = 0, 0, arrived
-    started = False
+    started = finished = False
     try:
         while True:
             if time.monotonic() > deadline:
@@ -91,9 +91,14 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     last_token_at = now
                     yield event
                 elif kind in contract.FINAL:
+                    finished = True
                     yield event
                     return
                 else:
                     yield event
     finally:
-        await redis.delete(stream)
+        pipe = redis.pipeline(transaction=False)
+        pipe.delete(stream)
+        if not finished:  # given up (the client stopped or left, or the deadline passed): the worker stops it
+            pipe.set(contract.request_cancelled(request_id), 1, ex=contract.STREAM_TTL_SECONDS)
+        await pipe.execute()

@@ -206,9 +206,15 @@ class EngineHost:
                 return
             # Token events only travel when the client streams: they cost a Redis write each.
             wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != contract.TOKEN)
-            result = entry.batcher.submit(
-                payload, on_event=lambda event: wants(event) and publish(request_id, event)
-            ).result()
+            cancelled = threading.Event()
+            future = entry.batcher.submit(
+                {**payload, "cancelled": cancelled.is_set},  # the runtime stops the request's row once set
+                on_event=lambda event: not cancelled.is_set() and wants(event) and publish(request_id, event),
+            )
+            result = self._result_unless_cancelled(future, request_id, cancelled)
+            if result is None:
+                log.info("request %s was given up by its client: stopped", request_id)
+                return
             if "error" in result:
                 raise errors.InvalidInput(result["error"], field=result.get("param"))
             publish(request_id, {"type": contract.DONE, "result": result})
@@ -224,6 +230,19 @@ class EngineHost:
             with self._lock:
                 self.in_flight -= count
             redis.set(done_key, 1, ex=contract.STREAM_TTL_SECONDS)
+
+    @staticmethod
+    def _result_unless_cancelled(future, request_id, cancelled):
+        """The request's result, or None once the web side gave it up (its cancel key): then `cancelled`
+        is set, the runtime stops decoding its row, and the request no longer counts in flight here."""
+        key, redis = contract.request_cancelled(request_id), shared_state.client()
+        while True:
+            try:
+                return future.result(timeout=contract.CANCEL_POLL_SECONDS)
+            except TimeoutError:
+                if redis.exists(key):
+                    cancelled.set()
+                    return None
 
     def _observe(self, spec, payload, result, seconds):
         log.info("request for %s answered in %.3f s", spec.name, seconds,

@@ -121,6 +121,7 @@ class LlmRuntime:
             stops=[[stop for stop in requests[index].get("stop") or [] if stop] for index, _ in rows],
             eos_ids=self._eos_ids(),
             emit=emit,
+            cancelled=[requests[index].get("cancelled") for index, _ in rows],
         )
         samplers = [
             (row, requests[index]["temperature"], requests[index].get("top_p") or 1.0, requests[index].get("seed"))
@@ -226,9 +227,10 @@ class BatchStreamer(BaseStreamer):
     until it is certain, so the emitted deltas of a row add up to exactly its final text.
     """
 
-    def __init__(self, tokenizer, *, indexes, limits, stops, eos_ids, emit):
+    def __init__(self, tokenizer, *, indexes, limits, stops, eos_ids, emit, cancelled=None):
         self.tokenizer = tokenizer
         self.indexes, self.limits, self.stops, self.eos_ids, self.emit = indexes, limits, stops, eos_ids, emit
+        self.cancelled = cancelled or [None] * len(indexes)  # per row: a callable, true once its client gave up
         self.ids = [[] for _ in indexes]
         self.texts = [""] * len(indexes)
         self.sent = [0] * len(indexes)
@@ -241,7 +243,10 @@ class BatchStreamer(BaseStreamer):
             return
         for row, token in enumerate(value.reshape(-1).tolist()):
             if self.finish_reasons[row] is None:
-                self._add(row, token)
+                if self.cancelled[row] is not None and self.cancelled[row]():
+                    self.finish_reasons[row] = "cancelled"  # nothing more is sent: nobody listens
+                else:
+                    self._add(row, token)
 
     def end(self):
         for row, reason in enumerate(self.finish_reasons):

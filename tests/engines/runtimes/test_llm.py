@@ -146,3 +146,16 @@ def test_smollm2_knows_the_capital_of_france(smollm2_path):
     runtime.load()
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     assert "Paris" in run(runtime, request(prompt=None, messages=messages, max_tokens=32))[0]["text"]
+
+
+def test_a_cancelled_request_stops_decoding_while_the_rest_of_its_batch_goes_on(llm):
+    streamed = [0, 0]
+
+    def emit(index, event):
+        streamed[index] += event["type"] == "token"
+
+    given_up = request(max_tokens=40, cancelled=lambda: streamed[0] >= 3)  # its client leaves after 3 tokens
+    kept = request("a dog ran", max_tokens=40)
+    stopped, finished = llm.run_batch([given_up, kept], emit)
+    assert stopped["finish_reason"] == "cancelled" and stopped["completion_tokens"] <= 4
+    assert finished["finish_reason"] in ("length", "stop") and streamed[1] > streamed[0]
