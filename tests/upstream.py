@@ -21,6 +21,9 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WORDS = ["Hello", " from", " upstream", "."]
+# What a hostile or broken model may answer (behaviour "markup"): it must reach a page as text only.
+MARKUP = ["<script>window.__pwned = 1</script>", ' <img src=x onerror="window.__pwned = 2">',
+          " [click](javascript:window.__pwned=3)"]
 
 
 def run(coroutine):
@@ -97,9 +100,10 @@ class OpenAIUpstream:
                 if self._refuse(behaviour):
                     return
                 if rest.endswith("chat/completions"):
+                    words = MARKUP if behaviour == "markup" else WORDS
                     if body.get("stream"):
-                        return self._stream(body)
-                    return self._json(200, chat_answer(body, "".join(WORDS)))
+                        return self._stream(body, words)
+                    return self._json(200, chat_answer(body, "".join(words)))
                 if rest.endswith("completions"):
                     return self._json(200, {"id": "cmpl-upstream", "object": "text_completion",
                                             "model": body.get("model"),
@@ -127,15 +131,15 @@ class OpenAIUpstream:
                     return True
                 return False
 
-            def _stream(self, body):
+            def _stream(self, body, words=WORDS):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                for index, word in enumerate(WORDS):
+                for index, word in enumerate(words):
                     chunk = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "model": body.get("model"),
                              "choices": [{"index": 0, "delta": {"content": word},
-                                          "finish_reason": "stop" if index == len(WORDS) - 1 else None}]}
+                                          "finish_reason": "stop" if index == len(words) - 1 else None}]}
                     self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")

@@ -16,8 +16,9 @@ TINY_LLM_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llm(path):
-    """A GPT-2 with random weights (2 layers, 64 wide) and a byte-level BPE tokenizer with a chat template."""
+def build_tiny_llm(path, positions=256):
+    """A GPT-2 with random weights (2 layers, 64 wide, `positions` long) and a byte-level BPE tokenizer with a
+    chat template."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -39,7 +40,7 @@ def build_tiny_llm(path):
     )
     tokenizer.chat_template = TINY_LLM_CHAT_TEMPLATE
     config = GPT2Config(
-        n_layer=2, n_embd=64, n_head=2, n_positions=256, vocab_size=len(tokenizer), initializer_range=0.2,
+        n_layer=2, n_embd=64, n_head=2, n_positions=positions, vocab_size=len(tokenizer), initializer_range=0.2,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)

