@@ -3,15 +3,19 @@ through the same serving path as /v1 (plan, validation against the engine's caps
 worker's batcher), with Stop that cancels the generation in the worker.
 
 Messages in:  {"type": "chat", "id", "model", "messages": [...], "temperature", "top_p", "max_tokens",
-               "seed", "stop"}  ·  {"type": "stop", "id"}
+               "seed", "stop"}  ·  {"type": "stop", "id"}  ·  {"type": "embed", "id", "model", "texts": [...]}
 Messages out: {"type": "token", "id", "text"} · {"type": "done", "id", "finish_reason", "stats"} ·
+              {"type": "similarity", "id", "texts", "matrix", "dimension", "ms", "target"} ·
               {"type": "stopped", "id"} · {"type": "error", "id", "message", "field"}
+
+Several chats may run at once on one socket (the compare view sends one per pane).
 """
 
 import asyncio
 import json
 import time
 
+import numpy
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import ValidationError
@@ -20,7 +24,7 @@ from blaze_site import errors
 from blaze_site.exceptions import flatten
 from engines import contract
 from engines.models import Engine
-from engines.openai.protocol import ChatCompletionSerializer
+from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer
 from engines.serving import failover
 from engines.serving import plan as plans
 from engines.serving.router import client_key
@@ -46,20 +50,21 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         kind, ident = content.get("type"), str(content.get("id", ""))
-        if kind == "chat" and ident and ident not in self.running:
-            self.running[ident] = asyncio.create_task(self._chat(ident, content))
+        if kind in ("chat", "embed") and ident and ident not in self.running:
+            self.running[ident] = asyncio.create_task(self._run(ident, content, self._stream if kind == "chat"
+                                                                else self._similarity))
         elif kind == "stop" and ident in self.running:
             self.running[ident].cancel()
-        elif kind not in ("chat", "stop"):
-            await self.send_json({"type": "error", "id": ident, "message": "type: expected chat or stop.",
+        elif kind not in ("chat", "embed", "stop"):
+            await self.send_json({"type": "error", "id": ident, "message": "type: expected chat, embed or stop.",
                                   "field": "type"})
 
-    async def _chat(self, ident, content):
+    async def _run(self, ident, content, work):
         entry = request_log.begin(request_id=f"playground-{ident}-{time.time_ns()}", endpoint="/ws/playground/",
                                   client=f"user {self.scope['user'].username} (playground)")
         status = 200
         try:
-            await self._stream(ident, content, entry)
+            await work(ident, content, entry)
         except asyncio.CancelledError:
             status = 499  # nginx's "client closed request": the user pressed Stop
             await self.send_json({"type": "stopped", "id": ident})
@@ -103,6 +108,31 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "worker": (attempts[-1].get("worker") if attempts else None) or entry.get("worker"),
             "skipped": entry["skipped"],
         }})
+
+
+    async def _similarity(self, ident, content, entry):
+        texts = content.get("texts")
+        if not isinstance(texts, list) or not 2 <= len(texts) <= 16:
+            raise errors.InvalidInput("Give 2 to 16 texts to compare.", field="texts")
+        plan = await database_sync_to_async(plans.resolve)(content.get("model"), Engine.Kind.EMBEDDING)
+        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
+        body = {"model": content.get("model"), "input": texts}
+        serializer = EmbeddingSerializer(data=body, context={"engine": plan.engine})
+        serializer.is_valid(raise_exception=True)
+        started = time.monotonic()
+        served = await failover.serve(plan, "embedding", serializer.validated_data["payload"], body,
+                                      client_key=client_key(session_key=self.scope["session"].session_key))
+        vectors = (served.result["embeddings"] if served.response is None
+                   else [item["embedding"] for item in json.loads(served.body)["data"]])
+        matrix = numpy.asarray(vectors, dtype="float64")
+        matrix /= numpy.linalg.norm(matrix, axis=1, keepdims=True).clip(min=1e-12)
+        attempts = entry["attempts"]
+        await self.send_json({
+            "type": "similarity", "id": ident, "texts": serializer.validated_data["input"],
+            "matrix": numpy.round(matrix @ matrix.T, 4).tolist(), "dimension": matrix.shape[1],
+            "ms": round((time.monotonic() - started) * 1000, 1),
+            "target": attempts[-1]["target"] if attempts else plan.name,
+        })
 
 
 async def _texts(served):

@@ -1,15 +1,23 @@
 from django.contrib.auth.decorators import login_required, permission_required
-from django.db.models import Q
 from django.shortcuts import render
 
 from engines.models import Engine, Route
+
+MODES = ("chat", "compare", "embed")
+
+
+def _models(kind):
+    """(routes, engines) of that kind the page offers: enabled, a route hiding the engine of its name."""
+    routes = Route.objects.filter(enabled=True, targets__engine__kind=kind).distinct().order_by("name")
+    named = set(routes.values_list("name", flat=True))
+    return routes, Engine.objects.filter(enabled=True, kind=kind).exclude(name__in=named).order_by("name")
 
 
 @login_required
 @permission_required("engines.view_engine", raise_exception=True)
 def playground(request):
-    """Chat with an LLM engine or route, streamed over /ws/playground/, with Stop and per-answer stats."""
-    routes = Route.objects.filter(enabled=True, targets__engine__kind=Engine.Kind.LLM).distinct().order_by("name")
-    named = set(routes.values_list("name", flat=True))  # a route hides the engine of its name
-    engines = Engine.objects.filter(Q(enabled=True), kind=Engine.Kind.LLM).exclude(name__in=named).order_by("name")
-    return render(request, "playground/chat.html", {"routes": routes, "engines": engines})
+    """Chat with an LLM engine or route, compare two to four side by side, or compare texts' embeddings:
+    everything streams over /ws/playground/."""
+    mode = request.GET.get("mode") if request.GET.get("mode") in MODES else "chat"
+    routes, engines = _models(Engine.Kind.EMBEDDING if mode == "embed" else Engine.Kind.LLM)
+    return render(request, "playground/playground.html", {"mode": mode, "routes": routes, "engines": engines})

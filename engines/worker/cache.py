@@ -52,6 +52,9 @@ class ModelCache:
         self.on_batch = on_batch
         self._entries = OrderedDict()
         self._lock = threading.RLock()
+        # One load at a time: transformers' from_pretrained is not safe in two threads at once (two
+        # loads met as "Cannot copy out of meta tensor"), and a device loads one model at a time anyway.
+        self._loading_one = threading.Lock()
         self._loading = {}
 
     @property
@@ -99,7 +102,8 @@ class ModelCache:
             )
         self._make_room(estimate, keep=None)
         self.on_change("loading", {"engine": spec.name, "estimated_bytes": estimate})
-        runtime.load()
+        with self._loading_one:
+            runtime.load()
         rows, wait = contract.batch_window(spec.kind, spec.config)
         batcher = DynamicBatcher(
             runtime.run_batch, max_batch_size=rows, max_wait_ms=wait * 1000,

@@ -99,3 +99,38 @@ def test_an_answer_full_of_markup_is_shown_as_text_and_runs_nothing(live_blaze, 
     assert "<script>window.__pwned = 1</script>" in text.text  # shown, as text
     assert text.find_elements(By.TAG_NAME, "img") == [] and text.find_elements(By.TAG_NAME, "a") == []
     assert browser.execute_script("return window.__pwned") is None
+
+
+def test_compare_streams_two_panes_at_once(live_blaze, engine_worker, browser, tiny_llm_path):
+    make_user("cora", "viewer")
+    for name in ("tiny-left", "tiny-right"):
+        Engine.objects.create(name=name, kind="llm", model=tiny_llm_path, config={"max_new_tokens": 128})
+    browser.delete_all_cookies()
+    sign_in(browser, live_blaze, "cora", PASSWORD)
+    browser.get(f"{live_blaze}/playground/?mode=compare")
+    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    browser.find_element(By.ID, "cmp-prompt").send_keys("the cat sat")
+    browser.find_element(By.ID, "cmp-send").click()
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".pane")) == 2 and all(
+        "tok/s" in pane.text for pane in b.find_elements(By.CSS_SELECTOR, ".pane .stats")))
+    served = [pane.text for pane in browser.find_elements(By.CSS_SELECTOR, ".pane .stats")]
+    assert "served by tiny-left" in served[0] and "served by tiny-right" in served[1]
+    screenshot(browser, "playground-compare")
+
+
+def test_the_similarity_matrix_of_three_texts_is_drawn(live_blaze, engine_worker, browser):
+    from engines.demo import minilm_path
+
+    make_user("emma", "viewer")
+    Engine.objects.create(name="minilm-pg", kind="embedding", model=minilm_path(), config={"normalize": True})
+    browser.delete_all_cookies()
+    sign_in(browser, live_blaze, "emma", PASSWORD)
+    browser.get(f"{live_blaze}/playground/?mode=embed")
+    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    browser.find_element(By.ID, "em-go").click()  # cat, kitten, car
+    WebDriverWait(browser, 90).until(lambda b: "384 dimensions" in text_of(b, "#em-meta"))
+    matrix = browser.execute_script("return document.getElementById('em-heatmap').data[0].z")
+    assert len(matrix) == 3 and matrix[0][0] == pytest.approx(1, abs=1e-3)
+    assert matrix[0][1] > matrix[0][2]  # cat is nearer kitten than car
+    screenshot(browser, "playground-embeddings")

@@ -101,3 +101,26 @@ def test_unload_drops_the_model(cache):
     cache.get(spec("a", 10))
     assert cache.unload("a") is True and cache.unload("a") is False
     assert names(cache) == [] and cache.used_bytes == 0
+
+
+def test_two_models_asked_for_at_once_load_one_after_the_other():
+    import threading
+    import time
+
+    loading, most = [], []
+
+    class SlowLoad(SizedRuntime):
+        def load(self):
+            loading.append(self.spec.name)
+            most.append(len(loading))
+            time.sleep(0.1)
+            loading.remove(self.spec.name)
+
+    cache = ModelCache(budget_bytes=100 * MiB, device="cpu", runtime_factory=SlowLoad)
+    threads = [threading.Thread(target=cache.get, args=(spec(name, 10),)) for name in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max(most) == 1 and {entry["engine"] for entry in cache.snapshot()} == {"left", "right"}
+    cache.clear()
