@@ -3,15 +3,19 @@ through the same serving path as /v1 (plan, validation against the engine's caps
 worker's batcher), with Stop that cancels the generation in the worker.
 
 Messages in:  {"type": "chat", "id", "model", "messages": [...], "temperature", "top_p", "max_tokens",
-               "seed", "stop"}  ·  {"type": "stop", "id"}  ·  {"type": "embed", "id", "model", "texts": [...]}
+               "seed", "stop"}  ·  {"type": "stop", "id"}  ·  {"type": "embed", "id", "model", "texts": [...]}  ·
+              {"type": "image", "id", "model", "prompt", "negative_prompt", "size", "steps", "guidance_scale",
+               "seed", "image" (a data URL, for image-to-image), "strength"}
 Messages out: {"type": "token", "id", "text"} · {"type": "done", "id", "finish_reason", "stats"} ·
               {"type": "similarity", "id", "texts", "matrix", "dimension", "ms", "target"} ·
+              {"type": "progress", "id", "step", "total"} · {"type": "images", "id", "urls", "seed", "ms", "target"} ·
               {"type": "stopped", "id"} · {"type": "error", "id", "message", "field"}
 
 Several chats may run at once on one socket (the compare view sends one per pane).
 """
 
 import asyncio
+import base64
 import json
 import time
 
@@ -22,19 +26,20 @@ from rest_framework.exceptions import ValidationError
 
 from blaze_site import errors
 from blaze_site.exceptions import flatten
-from engines import contract
+from engines import contract, services
 from engines.models import Engine
-from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer
+from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer, ImageEditSerializer, ImageSerializer
 from engines.serving import failover
 from engines.serving import plan as plans
 from engines.serving.router import client_key
-from monitoring import request_log
+from monitoring import metrics, request_log
 
 REFUSED = 4403
 FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop")
 
 
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
+    WORK = {"chat": "_stream", "embed": "_similarity", "image": "_images"}  # message type → its handler
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not await database_sync_to_async(user.has_perm)(
@@ -50,14 +55,13 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         kind, ident = content.get("type"), str(content.get("id", ""))
-        if kind in ("chat", "embed") and ident and ident not in self.running:
-            self.running[ident] = asyncio.create_task(self._run(ident, content, self._stream if kind == "chat"
-                                                                else self._similarity))
+        if kind in self.WORK and ident and ident not in self.running:
+            self.running[ident] = asyncio.create_task(self._run(ident, content, getattr(self, self.WORK[kind])))
         elif kind == "stop" and ident in self.running:
             self.running[ident].cancel()
-        elif kind not in ("chat", "embed", "stop"):
-            await self.send_json({"type": "error", "id": ident, "message": "type: expected chat, embed or stop.",
-                                  "field": "type"})
+        elif kind not in (*self.WORK, "stop"):
+            await self.send_json({"type": "error", "id": ident, "message": "type: expected chat, embed, image or "
+                                  "stop.", "field": "type"})
 
     async def _run(self, ident, content, work):
         entry = request_log.begin(request_id=f"playground-{ident}-{time.time_ns()}", endpoint="/ws/playground/",
@@ -78,6 +82,9 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         finally:
             self.running.pop(ident, None)
             request_log.finish(entry, status=status)
+            if entry["model"]:  # in the dashboard's per-model series, as a /v1 request would be
+                outcome = "ok" if status < 400 else "server_error" if status >= 500 else "client_error"
+                metrics.MODEL_REQUESTS.labels(entry["model"], outcome).observe(time.time() - entry["t"])
 
     async def _stream(self, ident, content, entry):
         name = content.get("model")
@@ -133,6 +140,42 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "ms": round((time.monotonic() - started) * 1000, 1),
             "target": attempts[-1]["target"] if attempts else plan.name,
         })
+
+
+    async def _images(self, ident, content, entry):
+        plan = await database_sync_to_async(plans.resolve)(content.get("model"), Engine.Kind.DIFFUSION)
+        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
+        edit = bool(content.get("image"))
+        fields = ("prompt", "negative_prompt", "size", "steps", "guidance_scale", "seed", "image", "strength")
+        body = {"model": content.get("model"), **{k: content[k] for k in fields if content.get(k) not in (None, "")}}
+        serializer = (ImageEditSerializer if edit else ImageSerializer)(data=body, context={"engine": plan.engine})
+        serializer.is_valid(raise_exception=True)
+        payload, started = serializer.validated_data["payload"], time.monotonic()
+        remote = plan.engine.backend == Engine.Backend.REMOTE
+        served = await failover.serve(plan, "image_edit" if edit else "image", payload, body, stream=not remote,
+                                      client_key=client_key(session_key=self.scope["session"].session_key))
+        result = json.loads(served.body) if remote else None
+        if not remote:
+            try:
+                async for event in served.events:
+                    if event["type"] == contract.PROGRESS:
+                        await self.send_json({"type": "progress", "id": ident, "step": event["step"],
+                                              "total": event["total"]})
+                    elif event["type"] == contract.DONE:
+                        result = event["result"]
+                    elif event["type"] == contract.ERROR:
+                        raise contract.error_from(event)
+            finally:
+                await served.events.aclose()
+        images = result["images"] if not remote else [item["b64_json"] for item in result["data"]]
+        seed = result.get("seed", payload["seed"])
+        urls = await database_sync_to_async(services.store_images)(
+            user=self.scope["user"], engine_name=plan.name, payload=payload, seed=seed,
+            pngs=[base64.b64decode(image) for image in images])
+        attempts = entry["attempts"]
+        await self.send_json({"type": "images", "id": ident, "urls": urls, "seed": seed,
+                              "ms": round((time.monotonic() - started) * 1000, 1),
+                              "target": attempts[-1]["target"] if attempts else plan.name})
 
 
 async def _texts(served):

@@ -3,7 +3,8 @@ from django.shortcuts import render
 
 from engines.models import Engine, Route
 
-MODES = ("chat", "compare", "embed")
+MODES = ("chat", "compare", "embed", "images")
+KINDS = {"embed": Engine.Kind.EMBEDDING, "images": Engine.Kind.DIFFUSION}
 
 
 def _models(kind):
@@ -16,8 +17,8 @@ def _models(kind):
 @login_required
 @permission_required("engines.view_engine", raise_exception=True)
 def playground(request):
-    """Chat with an LLM engine or route, compare two to four side by side, or compare texts' embeddings:
-    everything streams over /ws/playground/."""
+    """Chat with an LLM engine or route, compare two to four side by side, compare texts' embeddings, or
+    make images with live progress: everything goes over /ws/playground/."""
     mode = request.GET.get("mode") if request.GET.get("mode") in MODES else "chat"
-    routes, engines = _models(Engine.Kind.EMBEDDING if mode == "embed" else Engine.Kind.LLM)
+    routes, engines = _models(KINDS.get(mode, Engine.Kind.LLM))
     return render(request, "playground/playground.html", {"mode": mode, "routes": routes, "engines": engines})

