@@ -9,7 +9,7 @@ Both sides import this module and nothing of each other (an import-linter contra
 - A request's events travel back on a Redis stream per request (`response_stream`), as orjson
   dicts under the field `event`: `start {worker}`, then `token {text}` / `progress {...}`, then one
   `done {result}` or `error {error, message, param}`, where `error` names a class of
-  `blaze_site.errors` (`error_event` / `raise_error`).
+  `blaze_site.errors` (`error_event` / `error_from`).
 - A request given up before its final event has its cancel key set (`request_cancelled`): the worker
   stops decoding it within CANCEL_POLL_SECONDS and frees its slot.
 - An embedding group: the payload `{"group": [request, ...]}` runs as one batcher arrival and is

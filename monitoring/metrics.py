@@ -36,6 +36,14 @@ MODEL_REQUESTS = Histogram(
     "outcome (ok, client_error, server_error).",
     ["model", "outcome"], buckets=LATENCY_BUCKETS,
 )
+OUTCOMES = {2: "ok", 4: "client_error"}  # by status class; anything else is a server error
+
+
+def observe_model_request(model, status, seconds):
+    """A /v1 (or playground) request for `model` answered with `status` after `seconds`."""
+    MODEL_REQUESTS.labels(model, OUTCOMES.get(status // 100, "server_error")).observe(seconds)
+
+
 TOKENS_GENERATED = Counter("blaze_tokens_generated_total", "Completion tokens generated.", ["engine"])
 TOKENS_PER_SECOND = Gauge(
     "blaze_tokens_per_second", "Completion tokens per second of the engine's last batch.", ["engine"],

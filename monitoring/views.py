@@ -12,6 +12,8 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.settings import api_settings
 
+from blaze_site.exceptions import error_body
+
 from . import errors, history, live, request_log, selectors
 from .permissions import AdminsOnly, MetricsTokenAuthentication, MonitoringAccess
 from .series import SERIES
@@ -108,7 +110,7 @@ def metrics_history(request):
 
 
 def _bad(field, message):
-    return JsonResponse({"error": f"{field}: {message}", "fields": {field: [message]}}, status=400)
+    return JsonResponse(error_body(f"{field}: {message}", {field: [message]}), status=400)
 
 
 @login_required

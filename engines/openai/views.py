@@ -114,16 +114,13 @@ def v1_endpoint(view):
             response = error_response(400, f"{param}: {messages[0]}", param=param)
         model = getattr(request, "v1_model", None)  # set once the name resolved: junk names make no series
         if model is not None:
-            outcome = OUTCOMES.get(response.status_code // 100, "server_error")
-            metrics.MODEL_REQUESTS.labels(model, outcome).observe(time.monotonic() - started)
+            metrics.observe_model_request(model, response.status_code, time.monotonic() - started)
         if not getattr(response, "logs_its_end", False):  # a local stream finishes its entry when it ends
             request_log.finish(entry, status=response.status_code)
         return response
 
     return wrapper
 
-
-OUTCOMES = {2: "ok", 4: "client_error"}
 
 
 def _json_body(request):

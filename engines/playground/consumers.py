@@ -25,7 +25,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from blaze_site import errors
-from blaze_site.exceptions import flatten
+from blaze_site.exceptions import flatten, http_status
 from engines import contract, services
 from engines.models import Engine
 from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer, ImageEditSerializer, ImageSerializer
@@ -73,7 +73,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             status = 499  # nginx's "client closed request": the user pressed Stop
             await self.send_json({"type": "stopped", "id": ident})
         except errors.ApplicationError as exc:
-            status = 400 if not isinstance(exc, errors.TargetFailed) else 503
+            status = http_status(exc)
             await self.send_json({"type": "error", "id": ident, "message": exc.message, "field": exc.field})
         except ValidationError as exc:
             status = 400
@@ -83,20 +83,27 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             self.running.pop(ident, None)
             request_log.finish(entry, status=status)
             if entry["model"]:  # in the dashboard's per-model series, as a /v1 request would be
-                outcome = "ok" if status < 400 else "server_error" if status >= 500 else "client_error"
-                metrics.MODEL_REQUESTS.labels(entry["model"], outcome).observe(time.time() - entry["t"])
+                metrics.observe_model_request(entry["model"], status, time.time() - entry["t"])
+
+    async def _validated(self, kind, serializer_class, body):
+        """(plan, validated data) of a request, as /v1 checks it: the model named, of that kind, and the
+        body against the caps of its engine."""
+        plan = await database_sync_to_async(plans.resolve)(body["model"], kind)
+        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
+        serializer = serializer_class(data=body, context={"engine": plan.engine})
+        serializer.is_valid(raise_exception=True)
+        return plan, serializer.validated_data
+
+    async def _serve(self, plan, endpoint, payload, body, stream=False):
+        return await failover.serve(plan, endpoint, payload, body, stream=stream,
+                                    client_key=client_key(session_key=self.scope["session"].session_key))
 
     async def _stream(self, ident, content, entry):
-        name = content.get("model")
-        plan = await database_sync_to_async(plans.resolve)(name, Engine.Kind.LLM)
-        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
         given = {key: content[key] for key in FIELDS if content.get(key) not in (None, "")}
-        body = {"model": name, "stream": True, **given}
-        serializer = ChatCompletionSerializer(data=body, context={"engine": plan.engine})
-        serializer.is_valid(raise_exception=True)
+        body = {"model": content.get("model"), "stream": True, **given}
+        plan, data = await self._validated(Engine.Kind.LLM, ChatCompletionSerializer, body)
         started = time.monotonic()
-        served = await failover.serve(plan, "chat", serializer.validated_data["payload"], body, stream=True,
-                                      client_key=client_key(session_key=self.scope["session"].session_key))
+        served = await self._serve(plan, "chat", data["payload"], body, stream=True)
         times, finish, counted = [], None, None
         async for text, reason, tokens in _texts(served):
             finish, counted = reason or finish, tokens or counted
@@ -104,56 +111,45 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
                 times.append(time.monotonic())
                 await self.send_json({"type": "token", "id": ident, "text": text})
         ended = time.monotonic()
-        attempts = entry["attempts"]
+        attempts = entry["attempts"]  # the last one answered
         tokens = counted or len(times)  # the engine's count; a remote stream's pieces otherwise
         request_log.note(tokens=tokens, ttft_seconds=round(times[0] - started, 4) if times else None)
         await self.send_json({"type": "done", "id": ident, "finish_reason": finish, "stats": {
             "ttft_ms": round((times[0] - started) * 1000, 1) if times else None, "tokens": tokens,
             "tokens_per_second": round((tokens - 1) / (ended - times[0]), 1) if len(times) > 1 else None,
             "itl_ms": [round((b - a) * 1000, 1) for a, b in zip(times, times[1:])],
-            "target": attempts[-1]["target"] if attempts else plan.name,
+            "target": _served_by(entry, plan),
             "worker": (attempts[-1].get("worker") if attempts else None) or entry.get("worker"),
             "skipped": entry["skipped"],
         }})
-
 
     async def _similarity(self, ident, content, entry):
         texts = content.get("texts")
         if not isinstance(texts, list) or not 2 <= len(texts) <= 16:
             raise errors.InvalidInput("Give 2 to 16 texts to compare.", field="texts")
-        plan = await database_sync_to_async(plans.resolve)(content.get("model"), Engine.Kind.EMBEDDING)
-        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
         body = {"model": content.get("model"), "input": texts}
-        serializer = EmbeddingSerializer(data=body, context={"engine": plan.engine})
-        serializer.is_valid(raise_exception=True)
+        plan, data = await self._validated(Engine.Kind.EMBEDDING, EmbeddingSerializer, body)
         started = time.monotonic()
-        served = await failover.serve(plan, "embedding", serializer.validated_data["payload"], body,
-                                      client_key=client_key(session_key=self.scope["session"].session_key))
+        served = await self._serve(plan, "embedding", data["payload"], body)
         vectors = (served.result["embeddings"] if served.response is None
                    else [item["embedding"] for item in json.loads(served.body)["data"]])
         matrix = numpy.asarray(vectors, dtype="float64")
         matrix /= numpy.linalg.norm(matrix, axis=1, keepdims=True).clip(min=1e-12)
-        attempts = entry["attempts"]
         await self.send_json({
-            "type": "similarity", "id": ident, "texts": serializer.validated_data["input"],
+            "type": "similarity", "id": ident, "texts": data["input"],
             "matrix": numpy.round(matrix @ matrix.T, 4).tolist(), "dimension": matrix.shape[1],
-            "ms": round((time.monotonic() - started) * 1000, 1),
-            "target": attempts[-1]["target"] if attempts else plan.name,
+            "ms": round((time.monotonic() - started) * 1000, 1), "target": _served_by(entry, plan),
         })
 
-
     async def _images(self, ident, content, entry):
-        plan = await database_sync_to_async(plans.resolve)(content.get("model"), Engine.Kind.DIFFUSION)
-        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
         edit = bool(content.get("image"))
         fields = ("prompt", "negative_prompt", "size", "steps", "guidance_scale", "seed", "image", "strength")
         body = {"model": content.get("model"), **{k: content[k] for k in fields if content.get(k) not in (None, "")}}
-        serializer = (ImageEditSerializer if edit else ImageSerializer)(data=body, context={"engine": plan.engine})
-        serializer.is_valid(raise_exception=True)
-        payload, started = serializer.validated_data["payload"], time.monotonic()
+        serializer_class = ImageEditSerializer if edit else ImageSerializer
+        plan, data = await self._validated(Engine.Kind.DIFFUSION, serializer_class, body)
+        payload, started = data["payload"], time.monotonic()
         remote = plan.engine.backend == Engine.Backend.REMOTE
-        served = await failover.serve(plan, "image_edit" if edit else "image", payload, body, stream=not remote,
-                                      client_key=client_key(session_key=self.scope["session"].session_key))
+        served = await self._serve(plan, "image_edit" if edit else "image", payload, body, stream=not remote)
         result = json.loads(served.body) if remote else None
         if not remote:
             try:
@@ -172,10 +168,13 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         urls = await database_sync_to_async(services.store_images)(
             user=self.scope["user"], engine_name=plan.name, payload=payload, seed=seed,
             pngs=[base64.b64decode(image) for image in images])
-        attempts = entry["attempts"]
         await self.send_json({"type": "images", "id": ident, "urls": urls, "seed": seed,
-                              "ms": round((time.monotonic() - started) * 1000, 1),
-                              "target": attempts[-1]["target"] if attempts else plan.name})
+                              "ms": round((time.monotonic() - started) * 1000, 1), "target": _served_by(entry, plan)})
+
+
+def _served_by(entry, plan):
+    """The target that answered (the request's last attempt), else the model named."""
+    return entry["attempts"][-1]["target"] if entry["attempts"] else plan.name
 
 
 async def _texts(served):
