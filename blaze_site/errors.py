@@ -40,6 +40,12 @@ class MethodNotAllowed(ApplicationError):
     kind = "method_not_allowed"
 
 
+class RateLimited(ApplicationError):
+    """Over a rate-limit policy (`ratelimits`); the message says when to try again."""
+
+    kind = "rate_limited"
+
+
 class TargetFailed(ApplicationError):
     """The target (a worker's engine, a remote host) failed: another may answer."""
 

@@ -70,6 +70,16 @@ def note_text(prompt=None, answer=None):
             entry["answer"] = answer[:TEXT_LIMIT]
 
 
+def note_prompt(payload):
+    """What the client asked (a request's payload: messages, a prompt or an input), if the entry's
+    route keeps prompts."""
+    if payload.get("messages"):
+        text = "\n".join(f"{m['role']}: {m['content']}" for m in payload["messages"])
+    else:
+        text = payload.get("prompt") or payload.get("input") or ""
+    note_text(prompt=text if isinstance(text, str) else "\n".join(text))
+
+
 def finish(entry, *, status, **fields):
     """The answer is complete: the entry goes out with the next flush."""
     entry.update(fields, status=status, seconds=round(time.time() - entry["t"], 4))

@@ -150,16 +150,8 @@ async def _validated(request, endpoint):
                      keep_prompts=bool(plan.route and plan.route.keep_prompts))
     serializer = serializer_class(data=body, context={"engine": plan.engine})
     serializer.is_valid(raise_exception=True)
-    request_log.note_text(prompt=_prompt_text(serializer.validated_data["payload"]))
+    request_log.note_prompt(serializer.validated_data["payload"])
     return plan, serializer.validated_data, body
-
-
-def _prompt_text(payload):
-    """What the client asked, as the request log keeps it (for routes that keep prompts)."""
-    if payload.get("messages"):
-        return "\n".join(f"{m['role']}: {m['content']}" for m in payload["messages"])
-    text = payload.get("prompt") or payload.get("input") or ""
-    return text if isinstance(text, str) else "\n".join(text)
 
 
 async def _serve(request, endpoint, plan, data, body, stream=False):

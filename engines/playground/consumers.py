@@ -11,6 +11,8 @@ Messages out: {"type": "token", "id", "text"} · {"type": "done", "id", "finish_
               {"type": "progress", "id", "step", "total"} · {"type": "images", "id", "urls", "seed", "ms", "target"} ·
               {"type": "stopped", "id"} · {"type": "error", "id", "message", "field"}
 
+Each prompt counts against the rate limits as the /v1 request it stands for (V1_PATHS).
+
 Several chats may run at once on one socket (the compare view sends one per pane).
 """
 
@@ -33,8 +35,11 @@ from engines.serving import failover
 from engines.serving import plan as plans
 from engines.serving.router import client_key
 from monitoring import metrics, request_log
+from ratelimits import admission
 
 REFUSED = 4403
+V1_PATHS = {"chat": "/v1/chat/completions", "embed": "/v1/embeddings", "image": "/v1/images/generations",
+            "image_edit": "/v1/images/edits"}  # what each message counts as against the rate limits
 FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop")
 
 
@@ -63,11 +68,25 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "id": ident, "message": "type: expected chat, embed, image or "
                                   "stop.", "field": "type"})
 
+    async def _admitted(self, content):
+        """Counted against the rate limits as the /v1 request this message stands for, for the signed-in
+        user and their IP; over a limit: RateLimited (a delay policy waits here, as over HTTP)."""
+        kind = "image_edit" if content["type"] == "image" and content.get("image") else content["type"]
+        client = self.scope.get("client") or (None,)
+
+        async def signed_in():
+            return self.scope["user"]
+
+        verdict = await admission.averdict(admission.counted_as(V1_PATHS[kind], client[0]), signed_in)
+        if verdict.refused_by is not None:
+            raise errors.RateLimited(verdict.message, code="rate_limit_exceeded")
+
     async def _run(self, ident, content, work):
         entry = request_log.begin(request_id=f"playground-{ident}-{time.time_ns()}", endpoint="/ws/playground/",
                                   client=f"user {self.scope['user'].username} (playground)")
         status = 200
         try:
+            await self._admitted(content)
             await work(ident, content, entry)
         except asyncio.CancelledError:
             status = 499  # nginx's "client closed request": the user pressed Stop
@@ -89,9 +108,11 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         """(plan, validated data) of a request, as /v1 checks it: the model named, of that kind, and the
         body against the caps of its engine."""
         plan = await database_sync_to_async(plans.resolve)(body["model"], kind)
-        request_log.note(model=plan.name, route=plan.route.name if plan.route else None)
+        request_log.note(model=plan.name, route=plan.route.name if plan.route else None,
+                         keep_prompts=bool(plan.route and plan.route.keep_prompts))
         serializer = serializer_class(data=body, context={"engine": plan.engine})
         serializer.is_valid(raise_exception=True)
+        request_log.note_prompt(serializer.validated_data["payload"])
         return plan, serializer.validated_data
 
     async def _serve(self, plan, endpoint, payload, body, stream=False):
@@ -104,13 +125,15 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         plan, data = await self._validated(Engine.Kind.LLM, ChatCompletionSerializer, body)
         started = time.monotonic()
         served = await self._serve(plan, "chat", data["payload"], body, stream=True)
-        times, finish, counted = [], None, None
+        times, pieces, finish, counted = [], [], None, None
         async for text, reason, tokens in _texts(served):
             finish, counted = reason or finish, tokens or counted
             if text:
                 times.append(time.monotonic())
+                pieces.append(text)
                 await self.send_json({"type": "token", "id": ident, "text": text})
         ended = time.monotonic()
+        request_log.note_text(answer="".join(pieces))
         attempts = entry["attempts"]  # the last one answered
         tokens = counted or len(times)  # the engine's count; a remote stream's pieces otherwise
         request_log.note(tokens=tokens, ttft_seconds=round(times[0] - started, 4) if times else None)

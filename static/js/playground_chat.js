@@ -42,21 +42,6 @@
             ...params};
   }
 
-  // The request as curl and as Python with the official openai client, with a placeholder key, never a real one.
-  function showCode() {
-    const request = settings(), base = `${location.origin}/v1`;
-    const body = {model: request.model, messages: request.messages};
-    for (const name of ["temperature", "top_p", "max_tokens", "seed", "stop"]) if (request[name] != null) body[name] = request[name];
-    $("pg-curl").textContent = `curl ${base}/chat/completions \\\n  -H "Authorization: Bearer $BLAZE_KEY" ` +
-      `-H "Content-Type: application/json" \\\n  -d '${JSON.stringify(body).replaceAll("'", "'\\''")}'`;
-    const extras = Object.entries(body).filter(([name]) => !["model", "messages"].includes(name))
-      .map(([name, value]) => `,\n    ${name}=${JSON.stringify(value)}`).join("");
-    $("pg-python").textContent = `import os\nfrom openai import OpenAI\n\n` +
-      `client = OpenAI(base_url="${base}", api_key=os.environ["BLAZE_KEY"])\n` +
-      `answer = client.chat.completions.create(\n    model=${JSON.stringify(body.model)},\n` +
-      `    messages=${JSON.stringify(body.messages)}${extras},\n)\nprint(answer.choices[0].message.content)`;
-  }
-
   function ask() {
     if (running || !socket.ready()) return;
     errorBox.hidden = true;
@@ -71,6 +56,7 @@
 
   function finish(note) {
     if (note && running) running.answer.stats.textContent = note;
+    showCode();
     running = null;
     send.disabled = false;
     stop.disabled = true;
@@ -119,6 +105,6 @@
     while (turns.length) turns.pop().node.remove();
     regenerate.disabled = true;
   });
-  $("pg-code").addEventListener("toggle", showCode);
-  $("chat-settings").addEventListener("input", () => $("pg-code").open && showCode());
+  // Copy as code: the conversation so far, as the next request to /v1 would send it.
+  const showCode = window.playground.offerCode(() => ({kind: "chat", bodies: [settings()]}), $("chat-settings"), turnsBox);
 })();

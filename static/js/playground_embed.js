@@ -23,10 +23,12 @@
          font: {size: 12}}, {displaylogo: false, responsive: true});
   }
 
+  const texts = () => $("em-texts").value.split("\n").map((line) => line.trim()).filter(Boolean);
   $("em-go").addEventListener("click", function () {
-    const texts = $("em-texts").value.split("\n").map((line) => line.trim()).filter(Boolean);
     $("em-error").hidden = true;
     if (!socket.ready()) return;
-    socket.send({type: "embed", id: `embed-${++counter}`, model: $("em-model").value, texts});
+    socket.send({type: "embed", id: `embed-${++counter}`, model: $("em-model").value, texts: texts()});
   });
+  window.playground.offerCode(() => ({kind: "embeddings", bodies: [{model: $("em-model").value, input: texts()}]}),
+                              $("embed"));
 })();

@@ -1,6 +1,6 @@
 // The playground's images mode: text-to-image, or image-to-image from an uploaded file; a progress bar
-// fed by the worker's per-step events; each result kept in this page's gallery with its seed and a
-// button to use that seed again.
+// fed by the worker's per-step events, and Stop, which makes the worker skip the remaining steps; each
+// result kept in this page's gallery with its seed and a button to use that seed again.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -34,16 +34,31 @@
         card.append(image, el("figcaption", "muted", `seed ${seed}`), again);
         $("gallery").prepend(card);
       }
-      running = null;
-      $("img-go").disabled = false;
-    } else if (message.type === "error" || message.type === "stopped") {
-      $("img-error").textContent = message.message || "stopped";
+      idle();
+    } else if (message.type === "error") {
+      $("img-error").textContent = message.message;
       $("img-error").hidden = false;
       $("img-progress").hidden = true;
       $("img-status").textContent = "";
-      running = null;
-      $("img-go").disabled = false;
+      idle();
+    } else if (message.type === "stopped") {
+      $("img-progress").hidden = true;
+      $("img-status").textContent = "stopped: the worker skipped the remaining steps";
+      idle();
     }
+  }
+
+  function idle() {
+    running = null;
+    $("img-go").disabled = false;
+    $("img-stop").disabled = true;
+  }
+
+  function fields() {
+    const data = new FormData($("img-form"));
+    return {model: data.get("model"), prompt: data.get("prompt"), negative_prompt: data.get("negative_prompt"),
+            size: data.get("size"), steps: Number(data.get("steps")) || null,
+            guidance_scale: Number(data.get("guidance_scale")), seed: data.get("seed") === "" ? null : Number(data.get("seed"))};
   }
 
   function read(file) {
@@ -58,7 +73,6 @@
   $("img-form").addEventListener("submit", async function (event) {
     event.preventDefault();
     if (running || !socket.ready()) return;
-    const data = new FormData($("img-form"));
     const file = $("img-image").files[0];
     if (file && file.size > 20 * 1024 * 1024) {
       $("img-error").textContent = "image: the file is larger than 20 MB.";
@@ -66,15 +80,19 @@
       return;
     }
     $("img-error").hidden = true;
-    const message = {type: "image", id: `image-${++counter}`, model: data.get("model"), prompt: data.get("prompt"),
-                     negative_prompt: data.get("negative_prompt"), size: data.get("size"),
-                     steps: Number(data.get("steps")) || null, guidance_scale: Number(data.get("guidance_scale")),
-                     seed: data.get("seed") === "" ? null : Number(data.get("seed"))};
-    if (file) Object.assign(message, {image: await read(file), strength: Number(data.get("strength"))});
+    const message = {type: "image", id: `image-${++counter}`, ...fields()};
+    if (file) Object.assign(message, {image: await read(file), strength: Number($("img-strength").value)});
     running = message.id;
     $("img-go").disabled = true;
+    $("img-stop").disabled = false;
     progress(0, 1);
     $("img-status").textContent = "waiting for the worker…";
     socket.send(message);
   });
+  $("img-stop").addEventListener("click", () => running && socket.send({type: "stop", id: running}));
+  window.playground.offerCode(() => {
+    const upload = $("img-image").files.length > 0;
+    const body = {...fields(), ...(upload ? {strength: Number($("img-strength").value)} : {})};
+    return {kind: upload ? "image_edit" : "image", bodies: [body]};
+  }, $("img-form"));
 })();

@@ -62,5 +62,75 @@ window.playground = (function () {
             stop: stop.length ? stop : null};
   }
 
-  return {el, connect, showStats, parameters};
+  // Copy as code: a request as curl and as Python with the official openai client, always with the
+  // placeholder key $BLAZE_KEY, never a real one. Blaze's own fields (diffusion steps, seed…) travel
+  // in the client's extra_body.
+  const CALLS = {
+    chat: {path: "chat/completions", method: "chat.completions.create", fields: ["messages", "temperature", "top_p",
+           "max_tokens", "seed", "stop"], show: "print(answer.choices[0].message.content)"},
+    embeddings: {path: "embeddings", method: "embeddings.create", fields: ["input"],
+                 show: "print([len(item.embedding) for item in answer.data])"},
+    image: {path: "images/generations", method: "images.generate", fields: ["prompt", "n", "size"],
+            show: 'open("image.png", "wb").write(base64.b64decode(answer.data[0].b64_json))'},
+    image_edit: {path: "images/edits", method: "images.edit", fields: ["prompt", "n", "size"], upload: true,
+                 show: 'open("image.png", "wb").write(base64.b64decode(answer.data[0].b64_json))'},
+  };
+  const shell = (text) => `'${String(text).replaceAll("'", "'\\''")}'`;
+
+  function py(value) {
+    if (value === null) return "None";
+    if (typeof value === "boolean") return value ? "True" : "False";
+    if (Array.isArray(value)) return `[${value.map(py).join(", ")}]`;
+    if (typeof value === "object") return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${py(v)}`).join(", ")}}`;
+    return JSON.stringify(value);
+  }
+
+  // code(kind, bodies) → {curl, python}: one request per body (compare sends several, one per model).
+  function code(kind, bodies) {
+    const call = CALLS[kind], base = `${location.origin}/v1`;
+    const sent = bodies.map((body) => Object.fromEntries(Object.entries(body).filter(([, v]) => v != null && v !== "")));
+    const curl = sent.map((body) => {
+      const head = `curl ${base}/${call.path} \\\n  -H "Authorization: Bearer $BLAZE_KEY"`;
+      if (call.upload) {
+        const forms = Object.entries(body).map(([name, value]) => `-F ${name}=${shell(value)}`);
+        return `${head} \\\n  -F image=@input.png ${forms.join(" ")}`;
+      }
+      return `${head} -H "Content-Type: application/json" \\\n  -d ${shell(JSON.stringify(body))}`;
+    }).join("\n\n");
+    const unnamed = (body) => Object.fromEntries(Object.entries(body).filter(([name]) => name !== "model"));
+    const [first] = sent, rest = unnamed(first);
+    const alike = sent.every((body) => JSON.stringify(unnamed(body)) === JSON.stringify(rest));
+    const known = Object.entries(rest).filter(([name]) => call.fields.includes(name));
+    const extra = Object.fromEntries(Object.entries(rest).filter(([name]) => !call.fields.includes(name)));
+    const named = (model) => [`model=${model}`, ...(call.upload ? ['image=open("input.png", "rb")'] : []),
+                              ...known.map(([name, value]) => `${name}=${py(value)}`),
+                              ...(Object.keys(extra).length ? [`extra_body=${py(extra)}`] : [])];
+    const calling = (args) => `answer = client.${call.method}(\n${args.map((a) => `    ${a},`).join("\n")}\n)\n${call.show}`;
+    const looped = (head, body) => `${head}\n    ${body.replaceAll("\n", "\n    ")}`;
+    const program = sent.length === 1 ? calling(named(py(first.model)))
+      : alike ? looped(`for model in ${py(sent.map((body) => body.model))}:\n    print(model)`, calling(named("model")))
+        : looped(`for request in ${py(sent)}:\n    print(request["model"])`, calling(["**request"]));
+    const python = `${call.show.includes("base64") ? "import base64\n" : ""}import os\n\nfrom openai import OpenAI\n\n` +
+      `client = OpenAI(base_url="${base}", api_key=os.environ["BLAZE_KEY"])\n${program}`;
+    return {curl, python};
+  }
+
+  // Fill the page's "Copy as code" panel (templates/playground/_code.html) with the code of
+  // `request()` → {kind, bodies} whenever the panel is open and one of `forms` changes.
+  function offerCode(request, ...forms) {
+    const panel = document.getElementById("pg-code");
+    if (!panel) return;
+    const refresh = () => {
+      if (!panel.open) return;
+      const {kind, bodies} = request();
+      const shown = code(kind, bodies);
+      document.getElementById("pg-curl").textContent = shown.curl;
+      document.getElementById("pg-python").textContent = shown.python;
+    };
+    panel.addEventListener("toggle", refresh);
+    for (const form of forms) { form.addEventListener("input", refresh); form.addEventListener("change", refresh); }
+    return refresh;
+  }
+
+  return {el, connect, showStats, parameters, offerCode};
 })();

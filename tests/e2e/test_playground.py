@@ -2,6 +2,10 @@
 generation in the worker, a model's markup is shown as text and runs nothing, and a viewer may use it
 but not the admin pages. Screenshots under var/screenshots/."""
 
+import os
+import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -46,8 +50,17 @@ def last_answer(browser):
     return browser.find_elements(By.CSS_SELECTOR, ".turn.assistant")[-1]
 
 
-def test_a_viewer_s_answer_streams_in_pieces_and_its_stats_show(live_blaze, engine_worker, browser, tiny_llm_path):
-    make_user("vera", "viewer")
+def run_copied(python, key, cwd):
+    """The "Copy as code" Python, run as its reader would: with their key in BLAZE_KEY. Its output."""
+    done = subprocess.run([sys.executable, "-c", python], env={**os.environ, "BLAZE_KEY": key}, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_viewer_s_answer_streams_in_pieces_and_its_stats_show(live_blaze, engine_worker, browser, tiny_llm_path,
+                                                                key_for, tmp_path):
+    vera = make_user("vera", "viewer")
     Engine.objects.create(name="tiny-chat", kind="llm", model=tiny_llm_path, config={"max_new_tokens": 64})
     open_playground(browser, live_blaze, "vera", "tiny-chat")
     browser.execute_script(COUNT_UPDATES)
@@ -62,6 +75,8 @@ def test_a_viewer_s_answer_streams_in_pieces_and_its_stats_show(live_blaze, engi
     curl, python = text_of(browser, "#pg-curl"), text_of(browser, "#pg-python")
     assert '"model":"tiny-chat"' in curl and "Bearer $BLAZE_KEY" in curl and "the cat sat" in curl
     assert 'OpenAI(base_url="' in python and 'os.environ["BLAZE_KEY"]' in python and "blz_" not in python + curl
+    _, raw = key_for(vera, scopes=("inference",))
+    assert run_copied(python, raw, tmp_path).strip()  # the copied code asks /v1 the same and gets an answer
     screenshot(browser, "playground")
     browser.get(f"{live_blaze}/users/")  # an admin page: a viewer is refused
     assert browser.title.startswith("Not allowed")
@@ -118,11 +133,27 @@ def test_compare_streams_two_panes_at_once(live_blaze, engine_worker, browser, t
     assert "served by tiny-left" in served[0] and "served by tiny-right" in served[1]
     screenshot(browser, "playground-compare")
 
+    browser.find_element(By.ID, "cmp-sync").click()  # each pane its own parameters: the right one stops at 3 tokens
+    right = browser.find_elements(By.CSS_SELECTOR, ".pane")[1]
+    right.find_element(By.CSS_SELECTOR, ".pane-params summary").click()
+    own = right.find_element(By.NAME, "max_tokens")
+    own.clear()
+    own.send_keys("3")
+    browser.find_element(By.ID, "cmp-send").click()
+    wait.until(lambda b: all("tok/s" in pane.text for pane in b.find_elements(By.CSS_SELECTOR, ".pane .stats")))
+    left, right = (int(re.search(r"(\d+) tokens", pane.text)[1])
+                   for pane in browser.find_elements(By.CSS_SELECTOR, ".pane .stats"))
+    assert right == 3 and left > 3
+    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    python = text_of(browser, "#pg-python")
+    assert '"model": "tiny-right"' in python and '"max_tokens": 3' in python and '"max_tokens": 128' in python
+    screenshot(browser, "playground-compare-own-parameters")
 
-def test_the_similarity_matrix_of_three_texts_is_drawn(live_blaze, engine_worker, browser):
+
+def test_the_similarity_matrix_of_three_texts_is_drawn(live_blaze, engine_worker, browser, key_for, tmp_path):
     from engines.demo import minilm_path
 
-    make_user("emma", "viewer")
+    emma = make_user("emma", "viewer")
     Engine.objects.create(name="minilm-pg", kind="embedding", model=minilm_path(), config={"normalize": True})
     browser.delete_all_cookies()
     sign_in(browser, live_blaze, "emma", PASSWORD)
@@ -133,6 +164,9 @@ def test_the_similarity_matrix_of_three_texts_is_drawn(live_blaze, engine_worker
     matrix = browser.execute_script("return document.getElementById('em-heatmap').data[0].z")
     assert len(matrix) == 3 and matrix[0][0] == pytest.approx(1, abs=1e-3)
     assert matrix[0][1] > matrix[0][2]  # cat is nearer kitten than car
+    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    _, raw = key_for(emma, scopes=("inference",))
+    assert run_copied(text_of(browser, "#pg-python"), raw, tmp_path).strip() == "[384, 384, 384]"
     screenshot(browser, "playground-embeddings")
 
 
@@ -172,3 +206,32 @@ def test_an_image_s_progress_advances_then_it_shows_and_img2img_starts_from_an_u
     browser.find_element(By.ID, "img-go").click()
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery img")) == 2)
     assert "served by tiny-paint" in text_of(browser, "#img-status")
+    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    python = text_of(browser, "#pg-python")
+    assert "client.images.edit(" in python and 'image=open("input.png", "rb")' in python and '"steps": 20' in python
+
+
+def test_stop_ends_an_image_s_steps_in_the_worker(live_blaze, engine_worker, browser, tiny_diffusion_path):
+    make_user("ivan", "viewer")
+    Engine.objects.create(name="tiny-stop", kind="diffusion", model=tiny_diffusion_path,
+                          config={"max_size": 256, "max_steps": 500, "safety_checker": False})
+    browser.delete_all_cookies()
+    sign_in(browser, live_blaze, "ivan", PASSWORD)
+    browser.get(f"{live_blaze}/playground/?mode=images")
+    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    browser.find_element(By.ID, "img-prompt").send_keys("a very slow cat")
+    for field, value in (("img-steps", "500"), ("img-size", "256x256")):
+        browser.find_element(By.ID, field).clear()
+        browser.find_element(By.ID, field).send_keys(value)
+    browser.find_element(By.ID, "img-go").click()
+    step = re.compile(r"step (\d+) of")
+    WebDriverWait(browser, 90).until(lambda b: int((step.match(text_of(b, "#img-status")) or [0, 0])[1]) >= 3)
+    browser.find_element(By.ID, "img-stop").click()
+    WebDriverWait(browser, 5).until(lambda b: text_of(b, "#img-status").startswith("stopped"))
+    screenshot(browser, "playground-images-stopped")
+    # The worker skipped the rest: a picture asked for next is drawn now, not after the 500 steps.
+    steps = browser.find_element(By.ID, "img-steps")
+    steps.clear()
+    steps.send_keys("2")
+    browser.find_element(By.ID, "img-go").click()
+    WebDriverWait(browser, 20).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery img")) == 1)

@@ -80,7 +80,11 @@ def test_the_snapshot_shows_routes_engines_and_open_breakers(db):
     assert any(s.name == "breaker_open" and s.value == 1 and s.labels == {"target": "far"} for s in samples)
 
 
-def test_only_one_producer_holds_the_lease():
+def test_only_one_producer_holds_the_lease(monkeypatch):
+    # A lease of its own: the session's live-feed producer (tests/conftest.py) may hold the real one.
+    lease_key = shared_state.key("feed", "producer", uuid.uuid4().hex)
+    monkeypatch.setattr(shared_state, "feed_producer_key", lambda: lease_key)
+
     async def race():
         return [await live._elected("a", 5), await live._elected("b", 5), await live._elected("a", 5)]
 

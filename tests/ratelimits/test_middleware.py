@@ -191,7 +191,7 @@ def test_requests_pass_when_redis_is_down(make_policy, client_for, viewer_user, 
     make_policy(limit=1)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     client = client_for(viewer_user)
-    with caplog.at_level(logging.WARNING, logger="ratelimits.middleware"):
+    with caplog.at_level(logging.WARNING, logger="ratelimits.admission"):
         assert [client.get("/api/me/").status_code for _ in range(3)] == [200, 200, 200]
     assert "Redis does not answer" in caplog.text
 

@@ -20,6 +20,8 @@ class DiffusionRuntime:
     {"images": [base64 PNG, ...], "seed": seed} (base64: results travel as JSON). Image j of a request is
     drawn from seed + j, so a request gives the same images alone or batched. Progress is emitted per
     denoising step as {"type": "progress", "step": k, "total": steps run} (img2img runs steps × strength).
+    A request may carry "cancelled", a callable true once its client gave up: when every request of a
+    batch has, the remaining steps are skipped.
     """
 
     def __init__(self, spec, device):
@@ -129,10 +131,13 @@ class DiffusionRuntime:
         if not rows:
             return results
 
+        drawing = sorted({index for index, _ in rows})
+
         def report_progress(pipe, step_index, timestep, callback_kwargs):
-            for index in range(len(requests)):
-                if "error" not in results[index]:
-                    emit(index, {"type": "progress", "step": step_index + 1, "total": pipe.num_timesteps})
+            for index in drawing:
+                emit(index, {"type": "progress", "step": step_index + 1, "total": pipe.num_timesteps})
+            if all((requests[index].get("cancelled") or _never)() for index in drawing):
+                pipe._interrupt = True  # every client gave up: diffusers skips the remaining steps
             return callback_kwargs
 
         arguments = {
@@ -176,6 +181,10 @@ class DiffusionRuntime:
 
     def health(self):
         return {"device": self.device, "dtype": self.precision}
+
+
+def _never():
+    return False
 
 
 def _decode_image(data, size):

@@ -84,6 +84,26 @@ def test_progress_is_reported_per_step_for_each_request(tiny):
     assert all(event["type"] == "progress" for _, event in events)
 
 
+def test_a_batch_whose_clients_all_gave_up_skips_its_remaining_steps(tiny):
+    events, gave_up = [], {0: False, 1: False}
+
+    def emit(index, event):
+        events.append((index, event))
+        if event["step"] == 2:
+            gave_up[index] = True  # both clients press Stop after the second step
+
+    tiny.run_batch([request(steps=8, cancelled=lambda: gave_up[0]),
+                    request(seed=2, steps=8, cancelled=lambda: gave_up[1])], emit)
+    assert [event["step"] for i, event in events if i == 0] == [1, 2]
+
+
+def test_one_client_giving_up_does_not_cut_its_batch_mate_short(tiny):
+    events = []
+    tiny.run_batch([request(steps=4, cancelled=lambda: True), request(seed=2, steps=4)],
+                   lambda index, event: events.append((index, event)))
+    assert [event["step"] for i, event in events if i == 1] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("size", [(72, 200), (60, 64)])
 def test_size_beyond_max_or_off_the_8_pixel_grid_is_refused(tiny, size):
     with pytest.raises(InvalidInput) as error:

@@ -1,0 +1,161 @@
+"""The playground's socket (engines/playground/consumers.py) without a browser: answers stream with
+their stats, prompts count against the same rate limits as /v1 for the signed-in user, bad input is
+answered inline naming the field, and nobody signed out gets in. A remote engine on a loopback
+upstream answers, so no worker is needed."""
+
+import asyncio
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from accounts.audit import Actor
+from blaze_site.asgi import application
+from engines import services
+from monitoring import request_log
+from ratelimits import selectors as ratelimit_selectors
+from ratelimits import services as ratelimit_services
+from tests.conftest import make_user
+from tests.upstream import OpenAIUpstream, run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HI = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture
+def upstream():
+    server = OpenAIUpstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def far(upstream):
+    return services.engine_create(actor=Actor.system("test"), name="far", kind="llm", backend="remote", model="up",
+                                  base_url=upstream.base_url("ok"), config={"max_new_tokens": 64})
+
+
+def signed_in(user):
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def playground(cookie=None):
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    if cookie is not None:
+        headers.append((b"cookie", cookie.encode()))
+    return WebsocketCommunicator(application, "/ws/playground/", headers=headers)
+
+
+async def answer(socket, message):
+    """The messages for `message`'s id, up to its last (done, error or stopped)."""
+    await socket.send_json_to(message)
+    received = []
+    while not received or received[-1]["type"] not in ("done", "error", "stopped", "similarity", "images"):
+        reply = await socket.receive_json_from(timeout=10)
+        if reply["id"] == message["id"]:
+            received.append(reply)
+    return received
+
+
+def conversation(user, *messages, settle=0.0):
+    """What the playground answered each of `messages`, over one socket (kept open `settle` seconds more)."""
+    cookie = signed_in(user)
+
+    async def talk():
+        socket = playground(cookie)
+        connected, _ = await socket.connect()
+        assert connected
+        try:
+            return [await answer(socket, message) for message in messages]
+        finally:
+            await asyncio.sleep(settle)
+            await socket.disconnect()
+
+    return run(talk())
+
+
+def test_an_answer_streams_as_tokens_then_its_stats_name_the_target(far):
+    [replies] = conversation(make_user("vera", "viewer"), {"type": "chat", "id": "1", "model": "far", "messages": HI})
+    tokens, done = replies[:-1], replies[-1]
+    assert [t["type"] for t in tokens] == ["token"] * len(tokens) and len(tokens) > 1
+    assert "".join(t["text"] for t in tokens) == "Hello from upstream."
+    assert done["type"] == "done" and done["stats"]["target"] == "far" and done["stats"]["ttft_ms"] is not None
+
+
+def test_a_route_that_keeps_prompts_logs_the_playground_s_prompt_and_answer(far):
+    actor = Actor.system("test")
+    route = services.route_create(actor=actor, name="chat", keep_prompts=True)
+    services.route_target_add(actor=actor, route=route, engine=far)
+    conversation(make_user("vera", "viewer"), {"type": "chat", "id": "1", "model": "chat", "messages": HI},
+                 settle=0.5)  # the log is written a moment after the answer
+    [entry] = request_log.entries(route="chat")
+    assert (entry["client"], entry["status"]) == ("user vera (playground)", 200)
+    assert (entry["prompt"], entry["answer"]) == ("user: Hi", "Hello from upstream.")
+
+
+def test_prompts_count_against_the_same_per_user_limit_as_v1(far, key_for):
+    vera = make_user("vera", "viewer")
+    ratelimit_services.policy_create(actor=Actor.system("test"), name="chat per user", scope="user",
+                                     endpoint="/v1/chat/completions", algorithm="fixed_window", limit=2,
+                                     period_seconds=60)
+    ratelimit_selectors.forget_active_policies()
+    _, raw = key_for(vera, scopes=("inference",))
+    api = Client(headers={"Authorization": f"Bearer {raw}"})
+    chat = {"model": "far", "messages": HI}
+
+    [first] = conversation(vera, {"type": "chat", "id": "1", **chat})
+    assert first[-1]["type"] == "done"
+    assert api.post("/v1/chat/completions", chat, content_type="application/json").status_code == 200
+    [refused] = conversation(vera, {"type": "chat", "id": "2", **chat})  # vera's third chat, by either way
+    assert refused == [{"type": "error", "id": "2", "field": None,
+                        "message": refused[0]["message"]}]
+    assert refused[0]["message"].startswith("Rate limit exceeded (chat per user: 2 requests per 60 s)")
+    assert api.post("/v1/chat/completions", chat, content_type="application/json").status_code == 429
+    [others] = conversation(make_user("otto", "viewer"), {"type": "chat", "id": "3", **chat})
+    assert others[-1]["type"] == "done"  # another user's count is their own
+
+
+@pytest.mark.parametrize(("message", "field", "words"), [
+    ({"type": "chat", "model": "far", "messages": []}, "messages", ""),
+    ({"type": "chat", "model": "far", "messages": HI, "max_tokens": 100_000}, "max_tokens", "64"),
+    ({"type": "chat", "model": "nowhere", "messages": HI}, "model", "nowhere"),
+    ({"type": "chat", "model": "far", "messages": HI, "temperature": 9}, "temperature", ""),
+    ({"type": "embed", "model": "far", "texts": ["only one"]}, "texts", "2 to 16"),
+    ({"type": "embed", "model": "far", "texts": ["a", "b"]}, "model", "far"),  # not an embedding engine
+    ({"type": "dance"}, "type", "expected chat"),
+])
+def test_bad_input_is_answered_inline_naming_the_field(far, message, field, words):
+    [replies] = conversation(make_user("vera", "viewer"), {"id": "1", **message})
+    [error] = replies
+    assert error["type"] == "error" and error["field"] == field and words in error["message"], error
+
+
+def test_stop_while_a_delay_policy_holds_the_prompt_stops_it(far):
+    ratelimit_services.policy_create(actor=Actor.system("test"), name="slow lane", scope="user",
+                                     endpoint="/v1/chat/completions", algorithm="fixed_window", limit=1,
+                                     period_seconds=10, action="delay", max_delay=20)
+    ratelimit_selectors.forget_active_policies()
+    cookie = signed_in(make_user("vera", "viewer"))
+
+    async def talk():
+        socket = playground(cookie)
+        await socket.connect()
+        first = await answer(socket, {"type": "chat", "id": "1", "model": "far", "messages": HI})
+        await socket.send_json_to({"type": "chat", "id": "2", "model": "far", "messages": HI})
+        await asyncio.sleep(0.5)  # waiting for its turn, up to 10 s
+        stopped = await answer(socket, {"type": "stop", "id": "2"})
+        await socket.disconnect()
+        return first, stopped
+
+    first, stopped = run(talk())
+    assert first[-1]["type"] == "done" and stopped == [{"type": "stopped", "id": "2"}]
+
+
+def test_a_signed_out_socket_is_refused():
+    async def knock():
+        connected, code = await playground().connect()
+        return connected, code
+
+    assert run(knock()) == (False, 4403)
