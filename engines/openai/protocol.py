@@ -185,11 +185,11 @@ class ImageSerializer(RequestSerializer):
 class ImageInputField(serializers.Field):
     """The img2img input: an uploaded PNG/JPEG file, or the same as a base64 string (data URLs too)."""
 
+    MAX_BYTES = 20 * 1024 * 1024
+
     def to_internal_value(self, value):
         if hasattr(value, "read"):
-            if value.size > 20 * 1024 * 1024:
-                raise serializers.ValidationError("The image is larger than 20 MB.")
-            data = value.read()
+            data = value.read() if value.size <= self.MAX_BYTES else None
         elif isinstance(value, str):
             try:
                 data = base64.b64decode(value.split(",", 1)[-1], validate=True)
@@ -197,6 +197,8 @@ class ImageInputField(serializers.Field):
                 raise serializers.ValidationError("Not valid base64.") from exc
         else:
             raise serializers.ValidationError("Upload a PNG or JPEG file, or send it base64-encoded.")
+        if data is None or len(data) > self.MAX_BYTES:
+            raise serializers.ValidationError(f"The image is larger than {self.MAX_BYTES // 2**20} MB.")
         from PIL import Image, UnidentifiedImageError
 
         try:

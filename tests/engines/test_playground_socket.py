@@ -4,6 +4,8 @@ answered inline naming the field, and nobody signed out gets in. A remote engine
 upstream answers, so no worker is needed."""
 
 import asyncio
+import base64
+import time
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -159,3 +161,42 @@ def test_a_signed_out_socket_is_refused():
         return connected, code
 
     assert run(knock()) == (False, 4403)
+
+
+@pytest.mark.slow
+def test_a_socket_dropped_mid_stream_frees_the_worker_s_slot(engine_worker, smollm2_path):
+    from engines.heartbeats import worker_info
+
+    services.engine_create(actor=Actor.system("test"), name="smol-drop", kind="llm", model=smollm2_path,
+                           config={"max_new_tokens": 512})
+    cookie = signed_in(make_user("vera", "viewer"))
+
+    async def drop_mid_stream():
+        socket = playground(cookie)
+        await socket.connect()
+        await socket.send_json_to({"type": "chat", "id": "1", "model": "smol-drop", "max_tokens": 400,
+                                   "messages": [{"role": "user", "content": "Tell a long story."}]})
+        first = await socket.receive_json_from(timeout=120)  # the model loads first
+        busy = worker_info(engine_worker.hostname)["in_flight"]
+        await socket.disconnect()  # the tab closes
+        dropped = time.monotonic()
+        while worker_info(engine_worker.hostname)["in_flight"] and time.monotonic() - dropped < 5:
+            await asyncio.sleep(0.1)
+        return first, busy, time.monotonic() - dropped
+
+    first, busy, freed_after = run(drop_mid_stream())
+    assert first["type"] == "token" and busy == 1
+    assert freed_after < 2  # the worker let go of it (its heartbeat runs every 0.5 s here)
+
+
+def test_an_image_too_large_or_unreadable_is_refused_naming_the_field(tiny_diffusion_path, monkeypatch):
+    from engines.openai.protocol import ImageInputField
+
+    services.engine_create(actor=Actor.system("test"), name="paint", kind="diffusion", model=tiny_diffusion_path)
+    monkeypatch.setattr(ImageInputField, "MAX_BYTES", 1024)
+    big = "data:image/png;base64," + base64.b64encode(b"\0" * 2048).decode()
+    image = {"type": "image", "model": "paint", "prompt": "a cat", "size": "64x64"}
+    [[too_large], [unreadable]] = conversation(make_user("vera", "viewer"), {"id": "1", **image, "image": big},
+                                               {"id": "2", **image, "image": "data:image/png;base64,aGVsbG8="})
+    assert too_large["field"] == "image" and too_large["message"].startswith("image: The image is larger than")
+    assert (unreadable["field"], unreadable["message"]) == ("image", "image: Not a readable image (PNG or JPEG).")
