@@ -59,12 +59,11 @@ def worker_detail(request, worker_id):
 @permission_classes([ScopePermission])
 def worker_cache(request, worker_id):
     """GET: the worker's cache. POST {"action": "load"|"unload"|"evict", "engine": name}: change it."""
-    _require(request, "engines.view_engine")
-    info = _worker_or_404(worker_id)
+    _require(request, "engines.view_engine" if request.method == "GET" else "engines.manage_cache")
+    info = _worker_or_404(worker_id)  # after the permission: who may not act learns nothing of the worker
     if request.method == "GET":
         return Response({"budget_bytes": info["cache_budget_bytes"], "used_bytes": info["cache_used_bytes"],
                          "models": info["cache"]})
-    _require(request, "engines.manage_cache")
     body = CacheActionSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     actor, action = Actor.from_request(request), body.validated_data["action"]
