@@ -302,7 +302,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = BLAZE_MAX_REQUEST_BYTES
 BLAZE_AUTOBLOCK_DETECTIONS = int(os.environ.get("BLAZE_AUTOBLOCK_DETECTIONS", "5"))  # 0: never block automatically
 BLAZE_AUTOBLOCK_WINDOW_SECONDS = int(os.environ.get("BLAZE_AUTOBLOCK_WINDOW_SECONDS", "300"))
 BLAZE_AUTOBLOCK_SECONDS = int(os.environ.get("BLAZE_AUTOBLOCK_SECONDS", "900"))
-BLAZE_BLOCK_EXEMPT_IPS = env_list("BLAZE_BLOCK_EXEMPT_IPS")  # addresses or CIDR networks never blocked
+# Addresses or CIDR networks never blocked: by default the host Blaze runs on, where its operator (and
+# its own health checks) come from, as fail2ban's ignoreip. Set it empty to exempt nobody.
+BLAZE_BLOCK_EXEMPT_IPS = env_list("BLAZE_BLOCK_EXEMPT_IPS", "127.0.0.1/32,::1/128")
 
 # Resilience (engines/resilience/): calls to remote hosts, circuit breakers and health checks.
 # Per-phase timeouts of one upstream attempt; read is long because an LLM may think for minutes.

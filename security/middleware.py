@@ -13,9 +13,11 @@ from monitoring import metrics
 from . import blocklist, services
 from .detection import detect
 
-# Liveness answers anyone without asking Redis or the database: load balancers must learn whether
-# the process is up whatever its dependencies do, and a blocked client learns nothing from it.
-UNBLOCKABLE_PATHS = {"/health"}
+# Health checks are never blocked: liveness answers anyone without asking Redis or the database (load
+# balancers must learn whether the process is up whatever its dependencies do, and a blocked client
+# learns nothing from it); detailed health is the monitoring system's, which its own credential or
+# address admits (monitoring.permissions).
+UNBLOCKABLE_PATHS = {"/health", "/health/detailed"}
 
 
 class ThreatProtectionMiddleware(DualModeMiddleware):

@@ -63,3 +63,25 @@ def test_zero_detections_setting_turns_automatic_blocks_off(client_at, settings,
     attack(attacker, 6)
 
     assert attacker.get("/login/").status_code == 200
+
+
+def test_the_operator_s_own_host_is_never_blocked_unless_configured_so(client_at, settings, security_events):
+    settings.BLAZE_AUTOBLOCK_DETECTIONS = 2
+    operator = client_at("127.0.0.1")  # the default exemption, as fail2ban's ignoreip
+
+    attack(operator, 3)
+    assert operator.get("/login/").status_code == 200
+    assert "security.ip_blocked" not in security_events()
+
+    settings.BLAZE_BLOCK_EXEMPT_IPS = []  # configured otherwise: loopback is an address like any
+    attack(operator, 2)
+    assert operator.get("/login/").status_code == 403
+
+
+def test_health_checks_answer_a_blocked_address(client_at, settings, db):
+    settings.BLAZE_AUTOBLOCK_DETECTIONS, settings.BLAZE_METRICS_ALLOW_IPS = 2, ["203.0.113.0/24"]
+    checker = client_at("203.0.113.50")
+    attack(checker, 2)
+    assert checker.get("/login/").status_code == 403
+    assert checker.get("/health").status_code == 200
+    assert checker.get("/health/detailed").status_code in (200, 503)  # answered: its own verdict on the stack
