@@ -46,6 +46,13 @@ class RateLimited(ApplicationError):
     kind = "rate_limited"
 
 
+class ServiceUnavailable(ApplicationError):
+    """Blaze's own Redis or database does not answer: no target is at fault, so none is tried instead
+    and no breaker counts it; the client may retry shortly."""
+
+    kind = "service_unavailable"
+
+
 class TargetFailed(ApplicationError):
     """The target (a worker's engine, a remote host) failed: another may answer."""
 

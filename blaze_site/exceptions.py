@@ -1,6 +1,9 @@
 """Where errors meet HTTP: each `blaze_site.errors` class's status, and the native API's JSON shape
 {"error": msg, "fields": {...}} (the /v1 views give the same statuses in OpenAI's shape)."""
 
+import kombu.exceptions
+import redis
+from django import db
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -10,8 +13,21 @@ from blaze_site import errors
 HTTP_STATUS = {
     errors.InvalidInput: 400, errors.NotAuthenticated: 401, errors.PermissionDenied: 403, errors.NotFound: 404,
     errors.MethodNotAllowed: 405, errors.RateLimited: 429, errors.TargetFailed: 500, errors.UpstreamFailed: 502,
-    errors.Unavailable: 503, errors.TimedOut: 504, errors.OutOfMemory: 507,
+    errors.Unavailable: 503, errors.ServiceUnavailable: 503, errors.TimedOut: 504, errors.OutOfMemory: 507,
 }
+
+
+# Blaze's own dependencies not answering: Redis (also as Celery's broker) and the database.
+OUTAGES = (redis.RedisError, kombu.exceptions.OperationalError, db.OperationalError, db.InterfaceError)
+RETRY_AFTER_SECONDS = 5
+
+
+def outage(exc):
+    """The ServiceUnavailable a dependency's failure (one of OUTAGES) is answered with."""
+    if isinstance(exc, db.Error):
+        return errors.ServiceUnavailable("The database does not answer; try again in a few seconds.",
+                                         code="database_unavailable")
+    return errors.ServiceUnavailable("Redis does not answer; try again in a few seconds.", code="redis_unavailable")
 
 
 def http_status(exc):
@@ -44,6 +60,10 @@ def error_body(message, fields=None):
 
 
 def api_exception_handler(exc, context):
+    if isinstance(exc, OUTAGES):
+        response = Response(error_body(outage(exc).message), status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     if isinstance(exc, errors.InvalidInput):
         exc = exceptions.ValidationError({exc.field or "non_field_errors": [exc.message]})
     elif isinstance(exc, errors.ApplicationError):

@@ -27,7 +27,7 @@ from accounts.audit import client_ip
 from accounts.authentication import bearer_api_key, check_key, find_key, mark_used, stale_last_used
 from accounts.models import ApiKey
 from blaze_site import errors, logs, lookups
-from blaze_site.exceptions import flatten, http_status
+from blaze_site.exceptions import OUTAGES, RETRY_AFTER_SECONDS, flatten, http_status, outage
 from blaze_site.views import openai_error
 from engines import contract, services
 from engines.models import Engine, Route
@@ -108,6 +108,9 @@ def v1_endpoint(view):
             response = await view(request, *args, **kwargs)
         except errors.ApplicationError as exc:
             response = JsonResponse({"error": _openai_error(exc)}, status=http_status(exc))
+        except OUTAGES as exc:
+            response = JsonResponse({"error": _openai_error(outage(exc))}, status=503,
+                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         except ValidationError as exc:
             fields = flatten(exc.detail)
             param, messages = next(iter(fields.items()))

@@ -27,7 +27,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from blaze_site import errors
-from blaze_site.exceptions import flatten, http_status
+from blaze_site.exceptions import OUTAGES, flatten, http_status, outage
 from engines import contract, services
 from engines.models import Engine
 from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer, ImageEditSerializer, ImageSerializer
@@ -91,7 +91,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         except asyncio.CancelledError:
             status = 499  # nginx's "client closed request": the user pressed Stop
             await self.send_json({"type": "stopped", "id": ident})
-        except errors.ApplicationError as exc:
+        except (errors.ApplicationError, *OUTAGES) as exc:
+            exc = outage(exc) if isinstance(exc, OUTAGES) else exc
             status = http_status(exc)
             await self.send_json({"type": "error", "id": ident, "message": exc.message, "field": exc.field})
         except ValidationError as exc:
