@@ -75,6 +75,12 @@ class UpstreamFailed(TargetFailed):
     kind = "upstream_failed"
 
 
+class StorageFull(ApplicationError):
+    """Blaze's own store (generated images) cannot take what it was asked to keep."""
+
+    kind = "storage_full"
+
+
 class OutOfMemory(TargetFailed):
     """The model does not fit in the worker's model cache."""
 

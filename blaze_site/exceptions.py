@@ -14,6 +14,7 @@ HTTP_STATUS = {
     errors.InvalidInput: 400, errors.NotAuthenticated: 401, errors.PermissionDenied: 403, errors.NotFound: 404,
     errors.MethodNotAllowed: 405, errors.RateLimited: 429, errors.TargetFailed: 500, errors.UpstreamFailed: 502,
     errors.Unavailable: 503, errors.ServiceUnavailable: 503, errors.TimedOut: 504, errors.OutOfMemory: 507,
+    errors.StorageFull: 507,
 }
 
 

@@ -8,6 +8,7 @@ import uuid
 from functools import partial
 
 import redis
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.urls import reverse
@@ -123,16 +124,24 @@ def unload_everywhere(engine_name):
         log.exception("could not broadcast unload of %s", engine_name)
 
 
+@transaction.atomic
 def store_images(*, user, engine_name, payload, seed, pngs):
-    """Save each generated PNG (MEDIA_ROOT) with a row; returns the URL path of each."""
+    """Save each generated PNG (MEDIA_ROOT) with a row; returns the URL path of each. All or none: a
+    store that cannot take them (a full disk) raises StorageFull and keeps neither files nor rows."""
     params = {k: v for k, v in payload.items() if k not in ("image", "prompt")}
-    urls = []
-    for index, png in enumerate(pngs):
-        image = GeneratedImage(user=user, engine=engine_name, prompt=payload["prompt"], params=params,
-                               seed=seed + index)
-        image.file.save(f"{uuid.uuid4().hex}.png", ContentFile(png), save=True)
-        urls.append(reverse("engines:image", args=[image.pk]))
-    return urls
+    images = []
+    try:
+        for index, png in enumerate(pngs):
+            image = GeneratedImage(user=user, engine=engine_name, prompt=payload["prompt"], params=params,
+                                   seed=seed + index)
+            image.file.save(f"{uuid.uuid4().hex}.png", ContentFile(png), save=True)
+            images.append(image)
+    except OSError as exc:
+        for image in images:
+            image.file.delete(save=False)
+        raise errors.StorageFull(f"The image store cannot keep the pictures ({exc.strerror or exc}): free space "
+                                 f"under {settings.MEDIA_ROOT}.") from exc
+    return [reverse("engines:image", args=[image.pk]) for image in images]
 
 
 def _forget_on_commit(forget, *args):

@@ -7,6 +7,9 @@ router tests and in bench/router.py. Its behaviour is the first path segment of 
     server.base_url("fail")  → 500 on every call
     server.base_url("bad")   → 400 on every call (the client's fault: never to be retried)
     server.base_url("slow")  → answers after `slow_seconds` (longer than the timeouts the tests set)
+    server.base_url("reset")      → the connection reset, nothing answered
+    server.base_url("garbage")    → 200 with a body that is not JSON
+    server.base_url("truncated")  → a body cut short (a stream: two chunks, then the connection drops)
 
 `hits[behaviour]` counts the POSTs each behaviour received. A refused connection needs no server:
 use `refused_base_url()`.
@@ -15,12 +18,14 @@ use `refused_base_url()`.
 import asyncio
 import json
 import socket
+import struct
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 WORDS = ["Hello", " from", " upstream", "."]
+GARBAGE = b"<html>502 Bad gateway</html>"
 # What a hostile or broken model may answer (behaviour "markup"): it must reach a page as text only.
 MARKUP = ["<script>window.__pwned = 1</script>", ' <img src=x onerror="window.__pwned = 2">',
           " [click](javascript:window.__pwned=3)"]
@@ -102,7 +107,15 @@ class OpenAIUpstream:
                 if rest.endswith("chat/completions"):
                     words = MARKUP if behaviour == "markup" else WORDS
                     if body.get("stream"):
-                        return self._stream(body, words)
+                        return self._stream(body, words, cut_after=2 if behaviour == "truncated" else None)
+                    if behaviour == "truncated":
+                        whole = json.dumps(chat_answer(body, "".join(words))).encode()
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(whole)))
+                        self.end_headers()
+                        self.wfile.write(whole[:len(whole) // 2])
+                        return self._reset()
                     return self._json(200, chat_answer(body, "".join(words)))
                 if rest.endswith("completions"):
                     return self._json(200, {"id": "cmpl-upstream", "object": "text_completion",
@@ -129,14 +142,33 @@ class OpenAIUpstream:
                     time.sleep(upstream.slow_seconds)
                     self._json(200, chat_answer({}, "late"))
                     return True
+                if behaviour == "reset":
+                    self._reset()
+                    return True
+                if behaviour == "garbage":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(GARBAGE)))
+                    self.end_headers()
+                    self.wfile.write(GARBAGE)
+                    return True
                 return False
 
-            def _stream(self, body, words=WORDS):
+            def _reset(self):
+                """Close with a TCP reset (SO_LINGER 0), as a crashed proxy does."""
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+
+            def _stream(self, body, words=WORDS, cut_after=None):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 for index, word in enumerate(words):
+                    if index == cut_after:
+                        time.sleep(0.2)  # the chunks sent reach the client before the reset discards the rest
+                        return self._reset()
                     chunk = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "model": body.get("model"),
                              "choices": [{"index": 0, "delta": {"content": word},
                                           "finish_reason": "stop" if index == len(words) - 1 else None}]}

@@ -225,6 +225,8 @@ async def _texts(served):
             if not data or data == b"[DONE]":
                 continue
             chunk = json.loads(data)
+            if "error" in chunk:  # the host's stream broke off (failover.Served.chunks says so)
+                raise errors.UpstreamFailed(chunk["error"]["message"])
             choice = (chunk.get("choices") or [{}])[0]
             usage = chunk.get("usage") or {}
             yield (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason"), usage.get(

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 import redis
 from django.conf import settings
 
@@ -60,6 +61,11 @@ class Served:
         except (aiohttp.ClientError, TimeoutError) as exc:
             ok = False
             log.warning("stream from %s broke off: %s", self.engine.name, exc or type(exc).__name__)
+            # Its status went out with the first chunk: the client learns of the break from an error
+            # event, in OpenAI's streaming shape, rather than from a stream that merely stops.
+            yield orjson.dumps({"error": {
+                "message": f"The upstream host's stream broke off ({exc or type(exc).__name__}).",
+                "type": "server_error", "param": None, "code": "upstream_failed"}}).join((b"data: ", b"\n\n"))
         finally:
             self.response.release() if ok else self.response.close()
             await self._done(ok)
@@ -268,5 +274,11 @@ async def _remote(attempt, endpoint, body, stream, files, ends):
     except (aiohttp.ClientError, TimeoutError) as exc:
         response.close()
         raise errors.UpstreamFailed(f"The host's answer broke off ({exc or type(exc).__name__}).") from exc
+    if response.status < 300:
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as exc:  # a proxy's error page, say: the host failed, not the client
+            raise errors.UpstreamFailed(f"The host answered {response.status} with a body that is not JSON: "
+                                        f"{body[:80].decode(errors='replace')!r}") from exc
     await attempt.aend(True)
     return Served(engine=attempt.engine, response=response, body=body)
