@@ -1,11 +1,13 @@
 """Error pages: JSON under /api/ and /v1/, HTML elsewhere."""
 
+import sys
+
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 
-from .exceptions import error_body
+from .exceptions import OUTAGES, RETRY_AFTER_SECONDS, error_body, outage
 
 API_PREFIXES = ("/api/", "/v1/")
 
@@ -58,6 +60,13 @@ def forbidden(request, exception=None):
 
 
 def server_error(request):
+    """An exception no view or middleware answered. Redis or the database not answering is a 503 that
+    says which, and when to try again (Django keeps the exception current here, in sync and async
+    handlers alike); anything else, a 500."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, OUTAGES):
+        return refusal(request, 503, outage(exc).message, code=outage(exc).code,
+                       headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if _is_api(request):
         return JsonResponse(error_body("Internal error; the X-Request-ID header finds it in the logs."), status=500)
     return render(request, "500.html", status=500)

@@ -138,3 +138,64 @@ def start_redis(log_dir, port=None):
     wait_for(lambda: listening(port), 20, "redis-server listening", process)
     process.port, process.url = port, f"redis://127.0.0.1:{port}/0"
     return process
+
+
+class TcpProxy:
+    """A TCP proxy on a loopback port of its own to 127.0.0.1:`target_port`: point a process at it, then
+    `cut()` it (the listener and every connection through it close: the service is gone, as far as that
+    process can tell) and `restore()` it on the same port."""
+
+    def __init__(self, target_port):
+        import socketserver
+        import threading
+
+        proxy = self
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self):
+                upstream = socket.create_connection(("127.0.0.1", target_port))
+                proxy.open.update({self.request, upstream})
+                pumps = [threading.Thread(target=_pump, args=pair, daemon=True)
+                         for pair in ((self.request, upstream), (upstream, self.request))]
+                for pump in pumps:
+                    pump.start()
+                for pump in pumps:
+                    pump.join()
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address, daemon_threads = True, True
+
+        self._server_class, self._handler, self.open = Server, Pipe, set()
+        self.port = free_port()
+        self.restore()
+
+    def restore(self):
+        import threading
+
+        self.server = self._server_class(("127.0.0.1", self.port), self._handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def cut(self):
+        self.server.shutdown()
+        self.server.server_close()
+        for sock in list(self.open):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.open.clear()
+
+
+def _pump(source, sink):
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

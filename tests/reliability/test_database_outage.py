@@ -1,0 +1,78 @@
+"""The database stops answering during traffic: pages, the native API and /v1 fail fast with a 503
+that names it (or answer from what is cached), and all recover without a restart when it returns.
+Its own daphne reaches PostgreSQL through a TCP proxy the test cuts; the suite's stay connected."""
+
+import time
+
+import httpx
+import pytest
+from django.db import connection
+
+from accounts import services as account_services
+from accounts.audit import Actor
+from engines import services
+from tests.conftest import PASSWORD, make_user
+from tests.servers import TcpProxy, database_url, start_daphne, wait_for
+from tests.upstream import OpenAIUpstream
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def web_behind_proxy(tmp_path):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL): an SQLite file cannot be cut off")
+    proxy = TcpProxy(int(connection.settings_dict["PORT"] or 5432))
+    url = database_url().replace(f":{connection.settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
+    web = start_daphne(tmp_path, DATABASE_URL=url)
+    yield web, proxy
+    web.stop()
+    proxy.cut()
+
+
+@pytest.mark.e2e  # signs in through a server process: the real password hasher (tests/conftest.py)
+def test_requests_fail_fast_while_the_database_is_away_and_recover_when_it_returns(web_behind_proxy):
+    web, proxy = web_behind_proxy
+    upstream = OpenAIUpstream()
+    try:
+        services.engine_create(actor=Actor.system("test"), name="far", kind="llm", backend="remote", model="up",
+                               base_url=upstream.base_url("ok"))
+        user = make_user("vera", "viewer")
+        _, raw = account_services.api_key_create(actor=Actor.system("test"), user=user, name="app",
+                                                 scopes=["inference", "read"])
+        key = {"Authorization": f"Bearer {raw}"}
+        browser = httpx.Client(base_url=web.url, timeout=30)
+        browser.get("/login/")
+        signed_in = browser.post("/login/", data={"username": "vera", "password": PASSWORD,
+                                                  "csrfmiddlewaretoken": browser.cookies["csrftoken"]})
+        assert signed_in.status_code == 302, signed_in.text[-1500:]
+
+        def calls():
+            started = time.monotonic()
+            answers = {
+                "page": browser.get("/engines/"),
+                "api": httpx.get(f"{web.url}/api/engines/", headers=key, timeout=30),
+                "v1": httpx.post(f"{web.url}/v1/chat/completions", headers=key, timeout=30,
+                                 json={"model": "far", "messages": [{"role": "user", "content": "hi"}]}),
+            }
+            return answers, time.monotonic() - started
+
+        before, _ = calls()
+        assert {name: r.status_code for name, r in before.items()} == {"page": 200, "api": 200, "v1": 200}
+
+        proxy.cut()
+        during, seconds = calls()
+        assert seconds < 15  # three requests, none waiting on a database that is not there
+        assert during["page"].status_code == 503 and "database does not answer" in during["page"].text
+        assert during["api"].status_code == 503
+        assert during["api"].json()["error"] == "The database does not answer; try again in a few seconds."
+        # /v1 answers from its cached key and plan, or says the database is away: never a 500.
+        assert during["v1"].status_code in (200, 503), during["v1"].text
+        assert all(r.status_code != 503 or r.headers["Retry-After"] == "5" for r in during.values())
+
+        proxy.restore()
+        wait_for(lambda: calls()[0]["api"].status_code == 200, 20, "the API back after the database returns")
+        after, _ = calls()
+        assert {name: r.status_code for name, r in after.items()} == {"page": 200, "api": 200, "v1": 200}
+    finally:
+        upstream.stop()
