@@ -83,7 +83,7 @@ class Traffic:
         self.pool.shutdown()
 
 
-def test_requests_fail_fast_while_redis_is_down_and_everything_recovers_when_it_returns(stack, tmp_path):
+def test_requests_fail_fast_while_redis_is_down_and_everything_recovers_when_it_returns(stack, tmp_path, request):
     redis, worker, web, feed, headers = stack
     assert embed(web, headers).status_code == 200 and chat(web, headers).status_code == 200  # models loaded
     traffic = Traffic(web, headers)
@@ -102,6 +102,7 @@ def test_requests_fail_fast_while_redis_is_down_and_everything_recovers_when_it_
         time.sleep(5)  # an outage of some seconds, as in a failover
 
         redis = start_redis(tmp_path, port=redis.port)  # back, and empty
+        request.addfinalizer(redis.stop)
         back = time.monotonic()
         wait_for(lambda: worker_info(worker.hostname) is not None, 20, "the worker's heartbeat in the new Redis")
         wait_for(lambda: embed(web, headers).status_code == 200, 30, "embeddings answered again")

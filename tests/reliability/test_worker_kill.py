@@ -1,5 +1,6 @@
-"""A worker SIGKILLed while it holds requests: one not yet answered is answered by another worker; a
-stream already under way ends with an explicit error event, within seconds, rather than hanging."""
+"""A worker SIGKILLed while it holds requests: another live worker answers them, a stream resuming
+where it stopped (same seed: no token repeated); with no other worker, a stream ends with an explicit
+error event within seconds rather than hanging."""
 
 import concurrent.futures
 import json
@@ -63,3 +64,33 @@ def test_a_stream_whose_worker_is_killed_ends_with_an_error_event(spare_workers,
     assert ended_after < 15  # the worker's loss is noticed (heartbeats stop: 3 s here) and the stream ends
     last = json.loads(events[-2] if events[-1] == "[DONE]" else events[-1])
     assert last["error"]["type"] == "server_error" and "worker" in last["error"]["message"].lower(), last
+
+
+def stream_text(base, key, body, kill=None):
+    """The streamed answer's text; `kill` (a worker) is SIGKILLed once the first tokens arrived."""
+    pieces = []
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json={**body, "stream": True}, timeout=120,
+                      headers={"Authorization": f"Bearer {key}"}) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line.removeprefix("data: "))
+            assert "error" not in event, event
+            pieces.append(event["choices"][0]["delta"].get("content") or "")
+            if kill is not None and len(pieces) == 5:
+                kill.kill()
+    return "".join(pieces)
+
+
+def test_a_stream_whose_worker_is_killed_resumes_on_another_without_repeating(
+        spare_workers, smollm2_path, live_blaze, openai_client, client_for, operator_user):
+    Engine.objects.create(name="smol-resume", kind="llm", model=smollm2_path, config={"max_new_tokens": 512})
+    doomed, _ = spare_workers("doomed-resume"), spare_workers("survivor-resume")
+    loaded = client_for(operator_user).post(f"/api/workers/{doomed.hostname}/cache/",
+                                            {"action": "load", "engine": "smol-resume"}, format="json")
+    assert loaded.status_code == 200, loaded.content
+    body = {"model": "smol-resume", "max_tokens": 60, "seed": 7, "temperature": 0.8,
+            "messages": [{"role": "user", "content": "Describe a lighthouse at night."}]}
+    whole = stream_text(live_blaze, openai_client.api_key, body)  # the doomed worker, warm, answers it
+    resumed = stream_text(live_blaze, openai_client.api_key, body, kill=doomed)
+    assert resumed == whole and len(whole) > 40
