@@ -1,8 +1,9 @@
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import generics, mixins, permissions, serializers, status, viewsets
+from rest_framework import generics, mixins, parsers, permissions, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
-from rest_framework.decorators import action, api_view, permission_classes
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.decorators import action, api_view, parser_classes, permission_classes
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -21,9 +22,12 @@ from .serializers import (
     UserSerializer,
 )
 
+# Username and password are flat strings, so the credential exchanges take a form as well as JSON.
+CREDENTIAL_PARSERS = [parsers.JSONParser, parsers.FormParser, parsers.MultiPartParser]
+
 
 def _signed_in_user(request):
-    credentials = CredentialsSerializer(data=request.data)
+    credentials = CredentialsSerializer(data=request.data, context={"request": request})
     credentials.is_valid(raise_exception=True)
     return services.sign_in_for_api(actor=Actor.from_request(request), **credentials.validated_data)
 
@@ -33,6 +37,7 @@ def _signed_in_user(request):
     responses=inline_serializer("JwtPair", {"refresh": serializers.CharField(), "access": serializers.CharField()}),
 )
 @api_view(["POST"])
+@parser_classes(CREDENTIAL_PARSERS)
 @permission_classes([permissions.AllowAny])
 def jwt_obtain(request):
     refresh = RefreshToken.for_user(_signed_in_user(request))
@@ -44,6 +49,7 @@ def jwt_obtain(request):
     responses=inline_serializer("DrfToken", {"token": serializers.CharField()}),
 )
 @api_view(["POST"])
+@parser_classes(CREDENTIAL_PARSERS)
 @permission_classes([permissions.AllowAny])
 def token_obtain(request):
     token, _ = Token.objects.get_or_create(user=_signed_in_user(request))
@@ -113,9 +119,9 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 @extend_schema(parameters=[
     OpenApiParameter("action", str, description="Exact action or dotted prefix (`engine`)"),
     OpenApiParameter("actor", str), OpenApiParameter("target", str),
-    OpenApiParameter("since", str, description="ISO 8601"), OpenApiParameter("until", str, description="ISO 8601"),
+    OpenApiParameter("since", OpenApiTypes.DATETIME), OpenApiParameter("until", OpenApiTypes.DATETIME),
     OpenApiParameter("export", str, enum=["csv"], description="`csv` streams the filtered log as CSV"),
-])
+], responses={(200, "application/json"): AuditEventSerializer(many=True), (200, "text/csv"): OpenApiTypes.STR})
 class AuditEventList(generics.ListAPIView):
     """The audit log, newest first (admins). Read-only: there is no way to change or delete an event."""
 
@@ -124,11 +130,15 @@ class AuditEventList(generics.ListAPIView):
     permission_classes = [RolePermission]
 
     def get_queryset(self):
-        filters = AuditFilterSerializer(data=self.request.query_params)
+        # A plain dict: in a QueryDict, DRF takes `?since=` for no filter rather than a date it cannot read.
+        filters = AuditFilterSerializer(data=self.request.query_params.dict())
         filters.is_valid(raise_exception=True)
         return audit_events(**filters.validated_data)
 
     def list(self, request, *args, **kwargs):
-        if request.query_params.get("export") == "csv":
+        export = request.query_params.get("export")
+        if export == "csv":
             return audit_csv_response(self.get_queryset())
+        if export is not None:
+            raise ValidationError({"export": ['Expected "csv", or no export at all.']})
         return super().list(request, *args, **kwargs)

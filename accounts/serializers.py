@@ -1,9 +1,11 @@
 from rest_framework import serializers
 
+from blaze_site.serializers import StrictInput
+
 from .models import ApiKey, AuditEvent, User
 
 
-class CredentialsSerializer(serializers.Serializer):
+class CredentialsSerializer(StrictInput, serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=1024, trim_whitespace=False)
     otp = serializers.CharField(max_length=12, required=False, allow_blank=True, default="")
@@ -25,7 +27,7 @@ class MeSerializer(serializers.ModelSerializer):
         return sorted(user.get_all_permissions())
 
 
-class UserSerializer(serializers.ModelSerializer):
+class UserSerializer(StrictInput, serializers.ModelSerializer):
     role = serializers.ChoiceField(["admin", "operator", "viewer"])
     password = serializers.CharField(write_only=True, required=False, min_length=8, max_length=1024)
 
@@ -44,9 +46,9 @@ class UserSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(StrictInput, serializers.ModelSerializer):
     scopes = serializers.ListField(
-        child=serializers.ChoiceField(ApiKey.SCOPES), allow_empty=False, max_length=len(ApiKey.SCOPES)
+        child=serializers.ChoiceField(ApiKey.SCOPES), min_length=1, max_length=len(ApiKey.SCOPES)
     )
     owner = serializers.CharField(source="user.username", read_only=True)
     state = serializers.CharField(read_only=True)
@@ -73,8 +75,8 @@ class AuditFilterSerializer(serializers.Serializer):
     action = serializers.CharField(required=False, allow_blank=True, max_length=100)
     actor = serializers.CharField(required=False, allow_blank=True, max_length=200)
     target = serializers.CharField(required=False, allow_blank=True, max_length=300)
-    since = serializers.DateTimeField(required=False, allow_null=True)
-    until = serializers.DateTimeField(required=False, allow_null=True)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
 
     def validate(self, attrs):
         if attrs.get("since") and attrs.get("until") and attrs["since"] > attrs["until"]:

@@ -19,7 +19,7 @@ urlpatterns = [
     path("me/", api.me, name="api-me"),
     path("audit/", api.AuditEventList.as_view(), name="api-audit"),
     path("token/", api.jwt_obtain, name="api-jwt"),
-    path("token/refresh/", TokenRefreshView.as_view(), name="api-jwt-refresh"),
+    path("token/refresh/", TokenRefreshView.as_view(parser_classes=api.CREDENTIAL_PARSERS), name="api-jwt-refresh"),
     path("auth/token/", api.token_obtain, name="api-token"),
     path("workers/", workers_api.worker_list, name="api-workers"),
     path("workers/<str:worker_id>/", workers_api.worker_detail, name="api-worker"),

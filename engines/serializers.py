@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from blaze_site.serializers import StrictInput
 from engines.contract import BATCH_DEFAULTS
 from engines.models import Engine, Route, RouteTarget
 
@@ -54,21 +56,9 @@ CONFIG_SERIALIZERS = {
 }
 
 
-class StrictSerializer(serializers.Serializer):
-    """Unknown fields are an error, not silently dropped: a typo in a config key should say so."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
-
-
 def validate_config(kind, config):
     """Defaults filled in and every value checked; raises ValidationError keyed by config field."""
-    serializer_class = type(f"Strict{CONFIG_SERIALIZERS[kind].__name__}",
-                            (StrictSerializer, CONFIG_SERIALIZERS[kind]), {})
+    serializer_class = type(f"Strict{CONFIG_SERIALIZERS[kind].__name__}", (StrictInput, CONFIG_SERIALIZERS[kind]), {})
     serializer = serializer_class(data=config)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -77,10 +67,16 @@ def validate_config(kind, config):
 RESERVED_NAMES = {"new", "workers", "images", "routes"}
 
 
-class EngineSerializer(serializers.ModelSerializer):
+@extend_schema_field({"type": "object", "description": "The settings of the engine's kind: LlmConfig, "
+                                                       "DiffusionConfig or EmbeddingConfig (engines/serializers.py)."})
+class ConfigField(serializers.JSONField):
+    """Checked by the serializer of the engine's kind (`validate_config`)."""
+
+
+class EngineSerializer(StrictInput, serializers.ModelSerializer):
     api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_api_key = serializers.SerializerMethodField()
-    config = serializers.JSONField(required=False)
+    config = ConfigField(required=False)
 
     class Meta:
         model = Engine
@@ -100,9 +96,6 @@ class EngineSerializer(serializers.ModelSerializer):
 
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
             # A client changing these here would expect it to work; say where it is done instead.
             hints = {"enabled": "Read-only here: POST …/enable/ or …/disable/.",
                      "status": "Read-only: set by the workers."}
@@ -148,7 +141,7 @@ class EngineSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class RouteTargetSerializer(StrictSerializer, serializers.ModelSerializer):
+class RouteTargetSerializer(StrictInput, serializers.ModelSerializer):
     """A route's target in and out, its engine by name. Engine and worker are fixed once added."""
 
     engine = serializers.SlugRelatedField(
@@ -175,7 +168,7 @@ class RouteTargetSerializer(StrictSerializer, serializers.ModelSerializer):
         return attrs
 
 
-class RouteSerializer(StrictSerializer, serializers.ModelSerializer):
+class RouteSerializer(StrictInput, serializers.ModelSerializer):
     """A route in and out, with its targets (changed under …/targets/)."""
 
     targets = RouteTargetSerializer(many=True, read_only=True)

@@ -4,20 +4,51 @@ should say so); the rules of each are its model's, applied by the services."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from blaze_site.serializers import StrictInput
 from monitoring import notify
-from monitoring.models import AlertReceiver, AlertRule, AlertSilence
+from monitoring.models import LABEL_NAME, AlertReceiver, AlertRule, AlertSilence
+from monitoring.series import SERIES
+
+# The JSON fields, which their model's clean() checks: these classes give the schema their shape.
+TEXTS = {"type": "object", "additionalProperties": {"type": "string"}}
 
 
-class StrictModelSerializer(serializers.ModelSerializer):
-    def to_internal_value(self, data):
-        if hasattr(data, "keys"):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+@extend_schema_field(TEXTS)
+class LabelsField(serializers.JSONField):
+    pass
 
 
-class AlertRuleSerializer(StrictModelSerializer):
+@extend_schema_field({**TEXTS, "properties": {"summary": {"type": "string", "pattern": r"\S"}},
+                      "required": ["summary"]})
+class AnnotationsField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field({"type": "array",
+                      "items": {"type": "string", "pattern": rf"^(?:\.\.\.|{LABEL_NAME.pattern})$"}})
+class GroupByField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field({"type": "array", "minItems": 1, "items": {
+    "type": "object", "additionalProperties": False, "required": ["name", "value"], "properties": {
+        "name": {"type": "string", "pattern": f"^{LABEL_NAME.pattern}$"}, "value": {"type": "string"},
+        "isRegex": {"type": "boolean"}, "isEqual": {"type": "boolean"},
+    },
+}})
+class SilenceMatchersField(serializers.JSONField):
+    pass
+
+
+class AlertRuleSerializer(StrictInput, serializers.ModelSerializer):
+    series = serializers.ChoiceField(
+        sorted(SERIES), help_text=AlertRule._meta.get_field("series").help_text,
+        error_messages={"invalid_choice": f"Unknown series {{input!r}}; known: {', '.join(sorted(SERIES))}."},
+    )
+    matchers = LabelsField(required=False, help_text=AlertRule._meta.get_field("matchers").help_text)
+    labels = LabelsField(required=False)
+    annotations = AnnotationsField()
+
     class Meta:
         model = AlertRule
         fields = [
@@ -39,11 +70,12 @@ class DeliverySerializer(serializers.Serializer):
     failing = serializers.BooleanField()
 
 
-class AlertReceiverSerializer(StrictModelSerializer):
+class AlertReceiverSerializer(StrictInput, serializers.ModelSerializer):
     """`delivery`: the last delivery's outcome (null when Redis does not answer). Roles that may not
     change receivers see only the URL's origin: webhook URLs often carry a secret."""
 
     delivery = serializers.SerializerMethodField()
+    group_by = GroupByField(required=False, help_text=AlertReceiver._meta.get_field("group_by").help_text)
 
     class Meta:
         model = AlertReceiver
@@ -66,11 +98,12 @@ class AlertReceiverSerializer(StrictModelSerializer):
         return DeliverySerializer(status).data if status is not None else None
 
 
-class AlertSilenceSerializer(StrictModelSerializer):
+class AlertSilenceSerializer(StrictInput, serializers.ModelSerializer):
     """Matchers as Alertmanager's: [{"name", "value", "isRegex", "isEqual"}]. `state`: pending, active
     or expired."""
 
     state = serializers.SerializerMethodField()
+    matchers = SilenceMatchersField()
 
     class Meta:
         model = AlertSilence

@@ -22,6 +22,7 @@ ALERTS_SCHEMA = inline_serializer("Alert", many=True, fields={
     "endsAt": serializers.CharField(), "generatorURL": serializers.URLField(),
     "silencedBy": serializers.ListField(child=serializers.IntegerField()),
 })
+ALERT_PACK_SCHEMA = inline_serializer("AlertPack", {"created": AlertRuleSerializer(many=True)})
 
 
 class AlertAccess(ScopePermission):
@@ -46,7 +47,7 @@ def alert_list(request):
 
 
 @extend_schema(operation_id="alerts_pack_create", request=None,
-               responses=inline_serializer("AlertPack", {"created": AlertRuleSerializer(many=True)}))
+               responses={201: ALERT_PACK_SCHEMA, 200: ALERT_PACK_SCHEMA})
 @api_view(["POST"])
 @permission_classes([AlertAccess])
 def alert_pack(request):

@@ -170,9 +170,10 @@ class AlertReceiver(models.Model):
         return self.name
 
     def origin(self):
-        """The URL without its path and query, for those who may not see a webhook's secret."""
+        """The URL without its path and query, for those who may not see a webhook's secret: `/...` in
+        their place (a URI still, as the API's schema says the URL is)."""
         parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/..."
 
     def clean(self):
         group_by = self.group_by

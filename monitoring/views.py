@@ -1,4 +1,5 @@
 import json
+import re
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
@@ -74,11 +75,13 @@ def errors_summary(request):
 @never_cache
 @extend_schema(
     parameters=[
-        OpenApiParameter("series", str, required=True, many=True,
+        OpenApiParameter("series", str, enum=sorted(SERIES), required=True, many=True,
                          description="One or more series names (monitoring/series.py): route_latency_p95_seconds."),
-        OpenApiParameter("seconds", int, description="How far back, 1 to 86400 (default 3600). Past the per-interval "
-                                                     "points' reach (an hour) the points are per-minute means."),
-        OpenApiParameter("route", str, description="Only this route's series (likewise engine, worker, target)."),
+        OpenApiParameter("seconds", {"type": "integer", "minimum": 1, "maximum": 86400},
+                         description="How far back, 1 to 86400 (default 3600). Past the per-interval points' reach "
+                                     "(an hour) the points are per-minute means."),
+        *(OpenApiParameter(label, str, description=f"Only this {label}'s series; a label of every series named.")
+          for label in sorted({label for series in SERIES.values() for label in series.labels})),
     ],
     responses=inline_serializer("MetricHistory", {"series": drf_serializers.ListField(),
                                                   "events": drf_serializers.ListField()}),
@@ -141,6 +144,9 @@ CHARTS = [
 ]
 
 
+STATUS_FILTER = re.compile(r"^(?:[245]xx|[0-9]{3})?$")
+
+
 def _request_filters(params):
     return {name: params.get(name, "").strip() for name in ("route", "engine", "status", "client")}
 
@@ -165,7 +171,9 @@ def request_detail(request, request_id):
 
 
 @never_cache
-@extend_schema(parameters=[OpenApiParameter(name, str) for name in ("route", "engine", "status", "client")],
+@extend_schema(parameters=[*(OpenApiParameter(name, str) for name in ("route", "engine", "client")),
+                           OpenApiParameter("status", {"type": "string", "pattern": STATUS_FILTER.pattern},
+                                            description="2xx, 4xx, 5xx or an exact code")],
                responses=inline_serializer("RequestLog", {"requests": drf_serializers.ListField()}))
 @api_view(["GET"])
 @authentication_classes(MONITORING_AUTHENTICATION)
@@ -173,6 +181,6 @@ def request_detail(request, request_id):
 def requests_api(request):
     """The Requests page's entries as JSON (`status`: 2xx, 4xx, 5xx or an exact code)."""
     filters = _request_filters(request.query_params)
-    if filters["status"] and not (filters["status"] in ("2xx", "4xx", "5xx") or filters["status"].isdigit()):
+    if not STATUS_FILTER.fullmatch(filters["status"]):
         return _bad("status", "Expected 2xx, 4xx, 5xx or a status code such as 503.")
     return JsonResponse({"requests": request_log.entries(**filters)})

@@ -39,7 +39,7 @@ class RateLimitPolicyViewSet(viewsets.ModelViewSet):
         "identity": serializers.CharField(), "used": serializers.IntegerField(), "limit": serializers.IntegerField(),
         "remaining": serializers.IntegerField(), "reset": serializers.FloatField(), "factor": serializers.FloatField(),
     }, many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def usage(self, request, pk=None):
         usage = policy_usage(self.get_object())
         if usage is None:

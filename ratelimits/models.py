@@ -4,6 +4,7 @@ from django.db import models
 from django.urls import reverse
 
 MAX_DELAY_SECONDS = 60
+ENDPOINT_RULE = "A path prefix starting with /, without spaces (e.g. /v1/); blank for every path."
 
 
 class RateLimitPolicy(models.Model):
@@ -79,7 +80,7 @@ class RateLimitPolicy(models.Model):
     def clean(self):
         errors = {}
         if self.endpoint and (not self.endpoint.startswith("/") or any(ch.isspace() for ch in self.endpoint)):
-            errors["endpoint"] = "A path prefix starting with /, without spaces (e.g. /v1/); blank for every path."
+            errors["endpoint"] = ENDPOINT_RULE
         if self.burst is not None and self.algorithm not in self.BURST_ALGORITHMS:
             errors["burst"] = "Only token_bucket and adaptive policies have a burst; leave it empty."
         if self.action == self.Action.DELAY and not self.max_delay:

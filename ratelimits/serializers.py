@@ -1,10 +1,13 @@
 from django.core.exceptions import ValidationError as ModelValidationError
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from .models import RateLimitPolicy
+from blaze_site.serializers import StrictInput
+
+from .models import ENDPOINT_RULE, RateLimitPolicy
 
 
-class RateLimitPolicySerializer(serializers.ModelSerializer):
+class RateLimitPolicySerializer(StrictInput, serializers.ModelSerializer):
     """A policy in and out. Unknown fields are an error (a typo should say so); the per-algorithm
     rules are the model's `clean()`, shared with the page's form."""
 
@@ -15,13 +18,8 @@ class RateLimitPolicySerializer(serializers.ModelSerializer):
             "max_delay", "enabled", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "created_at", "updated_at"]
-
-    def to_internal_value(self, data):
-        if hasattr(data, "keys"):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+        # The model's clean() has the rule; this states it in the schema too (clean() catches a trailing newline).
+        extra_kwargs = {"endpoint": {"validators": [RegexValidator(r"^/\S*$", ENDPOINT_RULE)]}}
 
     def validate(self, attrs):
         current = self.instance.audit_fields() if self.instance else {}

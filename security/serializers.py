@@ -1,15 +1,16 @@
 from rest_framework import serializers
 
 from accounts.serializers import AuditEventSerializer
+from blaze_site.serializers import StrictInput
 
 from .models import IpBlock
 
 
-class IpBlockSerializer(serializers.ModelSerializer):
+class IpBlockSerializer(StrictInput, serializers.ModelSerializer):
     """An active block. `network` takes an address or a CIDR network and answers it normalised."""
 
     network = serializers.CharField(max_length=64)
-    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = IpBlock

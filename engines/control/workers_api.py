@@ -1,3 +1,4 @@
+from drf_spectacular.plumbing import build_array_type, build_basic_type
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -7,13 +8,14 @@ from rest_framework.response import Response
 
 from accounts.audit import Actor
 from accounts.permissions import ScopePermission
+from blaze_site.serializers import StrictInput
 from engines import services
 from engines.contract import CacheRefusal, RuntimeLoadError
 from engines.heartbeats import live_workers, worker_info
 from engines.models import Engine
 
 
-class CacheActionSerializer(serializers.Serializer):
+class CacheActionSerializer(StrictInput, serializers.Serializer):
     action = serializers.ChoiceField(["load", "unload", "evict"])
     engine = serializers.SlugField(required=False)
 
@@ -28,7 +30,7 @@ def _require(request, perm):
         raise PermissionDenied("Your role does not allow this.")
 
 
-@extend_schema(operation_id="workers_list", responses=OpenApiTypes.OBJECT)
+@extend_schema(operation_id="workers_list", responses={200: build_array_type(build_basic_type(OpenApiTypes.OBJECT))})
 @api_view(["GET"])
 @permission_classes([ScopePermission])
 def worker_list(request):
@@ -64,7 +66,7 @@ def worker_cache(request, worker_id):
     if request.method == "GET":
         return Response({"budget_bytes": info["cache_budget_bytes"], "used_bytes": info["cache_used_bytes"],
                          "models": info["cache"]})
-    body = CacheActionSerializer(data=request.data)
+    body = CacheActionSerializer(data=request.data, context={"request": request})
     body.is_valid(raise_exception=True)
     actor, action = Actor.from_request(request), body.validated_data["action"]
     try:

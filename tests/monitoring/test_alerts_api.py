@@ -155,7 +155,7 @@ def test_a_receiver_shows_its_last_delivery(client_for, operator_user, settings)
 def test_viewers_see_a_receivers_origin_not_its_secret(client_for, viewer_user, operator_user):
     receiver = make_receiver(RECEIVER["url"])
     assert client_for(viewer_user).get(f"/api/alerts/receivers/{receiver.pk}/").json()["url"] == (
-        "https://hooks.example.com/…")
+        "https://hooks.example.com/...")
     assert client_for(operator_user).get(f"/api/alerts/receivers/{receiver.pk}/").json()["url"] == RECEIVER["url"]
 
 

@@ -69,4 +69,4 @@ def test_the_api_names_the_field_it_cannot_take(client_for, viewer_user):
 def test_the_api_needs_credentials(db, api, settings):
     settings.BLAZE_METRICS_ALLOW_IPS = []
     response = api.get("/api/metrics/history/?series=worker_up")
-    assert response.status_code == 403 and response.json()["error"] == "Authentication credentials were not provided."
+    assert response.status_code == 401 and response.json()["error"] == "Authentication credentials were not provided."

@@ -1,0 +1,28 @@
+"""What /api/schema/ says besides the views' own parts (blaze_site/schema.py): every refusal an
+operation can answer with, in the error shape, and request bodies without other properties."""
+
+import pytest
+
+
+@pytest.fixture
+def schema(api, db):
+    return api.get("/api/schema/?format=json").json()
+
+
+def test_every_operation_documents_its_refusals(schema):
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            expected = {"400", "401", "403", "413"} | ({"404"} if "{" in path else set())
+            assert expected <= operation["responses"].keys(), f"{method.upper()} {path}"
+            assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"}
+
+
+def test_a_429_is_documented_where_a_rate_limit_applies(schema):
+    assert "429" in schema["paths"]["/api/engines/"]["get"]["responses"]
+    assert "429" not in schema["paths"]["/api/ratelimits/"]["get"]["responses"]  # exempt: the way back
+
+
+def test_a_request_body_takes_no_other_properties(schema):
+    assert schema["components"]["schemas"]["RouteRequest"]["additionalProperties"] is False
+    assert schema["paths"]["/api/routes/"]["post"]["requestBody"]["content"].keys() == {"application/json"}
