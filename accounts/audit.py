@@ -83,6 +83,18 @@ def snapshot(fields):
     }
 
 
+def storable(value):
+    """`value` with each NUL character written out as `\\x00`: PostgreSQL stores none in text or JSON,
+    and an attack sample the threat screen caught may hold one."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
+
+
 def record(*, actor, action, target=None, target_repr=None, changes=None, data=None):
     """Append one event. `target` is a model instance (or None); `changes` a `diff(...)` result."""
     return AuditEvent.objects.create(
@@ -92,9 +104,9 @@ def record(*, actor, action, target=None, target_repr=None, changes=None, data=N
         action=action,
         target_type=target._meta.label_lower if target is not None else "",
         target_id=str(target.pk) if target is not None and target.pk is not None else "",
-        target=(target_repr if target_repr is not None else str(target) if target is not None else "")[:300],
-        changes=changes or {},
-        data=data or {},
+        target=storable(target_repr if target_repr is not None else str(target) if target is not None else "")[:300],
+        changes=storable(changes or {}),
+        data=storable(data or {}),
         ip=actor.ip,
         user_agent=actor.user_agent,
         request_id=actor.request_id,

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 SERVER_ENV = {
     "BLAZE_UPSTREAM_READ_TIMEOUT": "1", "BLAZE_RETRY_BASE_SECONDS": "0.01", "BLAZE_RETRY_MAX_DELAY_SECONDS": "0.05",
     "BLAZE_BREAKER_FAILURE_THRESHOLD": "3", "BLAZE_BREAKER_RESET_SECONDS": "2", "BLAZE_HEALTH_CHECK_INTERVAL": "5",
+    "BLAZE_BLOCK_EXEMPT_IPS": "",  # loopback, where the tests ask from, is exempt from blocks by default
 }
 HELLO = "Hello from upstream."
 

@@ -1,6 +1,7 @@
 """Chat and completions end to end with the official openai client, streaming included."""
 
 import concurrent.futures
+import time
 
 import pytest
 
@@ -66,6 +67,9 @@ def test_concurrent_chats_are_batched_and_each_gets_its_own_answer(engine_worker
     with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
         answers = dict(zip(prompts, pool.map(
             lambda p: chat(openai_client, p, max_tokens=6, temperature=0).choices[0].message.content, prompts)))
+    deadline = time.monotonic() + 5  # a batch's numbers are written just after its answers go out
+    while engine_stats("tiny")["requests"] - before["requests"] < len(prompts) and time.monotonic() < deadline:
+        time.sleep(0.05)
     after = engine_stats("tiny")
     assert all(answers[p] == alone[p] for p in alone)
     assert after["requests"] - before["requests"] == len(prompts)

@@ -1,6 +1,5 @@
 """A worker SIGKILLed while it holds requests: another live worker answers them, a stream resuming
-where it stopped (same seed: no token repeated); with no other worker, a stream ends with an explicit
-error event within seconds rather than hanging."""
+where it stopped (same seed: no token repeated)."""
 
 import concurrent.futures
 import json
@@ -39,31 +38,6 @@ def test_a_worker_killed_mid_request_is_replaced_by_another(spare_workers, tiny_
     answered_by = [w["id"] for w in live_workers()
                    if not w["lost"] and any(e["engine"] == "slow-pixels" for e in w["cache"])]
     assert answered_by and doomed.hostname not in answered_by
-
-
-def test_a_stream_whose_worker_is_killed_ends_with_an_error_event(spare_workers, smollm2_path, live_blaze,
-                                                                   openai_client, client_for, operator_user):
-    Engine.objects.create(name="smol-doomed", kind="llm", model=smollm2_path, config={"max_new_tokens": 512})
-    doomed = spare_workers("doomed-stream")
-    loaded = client_for(operator_user).post(f"/api/workers/{doomed.hostname}/cache/",
-                                            {"action": "load", "engine": "smol-doomed"}, format="json")
-    assert loaded.status_code == 200, loaded.content
-    body = {"model": "smol-doomed", "stream": True, "max_tokens": 400,
-            "messages": [{"role": "user", "content": "Tell a long story about a lighthouse."}]}
-    events = []
-    with httpx.stream("POST", f"{live_blaze}/v1/chat/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {openai_client.api_key}"}) as response:
-        lines = response.iter_lines()
-        for line in lines:
-            if line.startswith("data: ") and '"content"' in line:
-                break  # the first token: the worker holds the stream now
-        doomed.kill()
-        killed = time.monotonic()
-        events = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
-    ended_after = time.monotonic() - killed
-    assert ended_after < 15  # the worker's loss is noticed (heartbeats stop: 3 s here) and the stream ends
-    last = json.loads(events[-2] if events[-1] == "[DONE]" else events[-1])
-    assert last["error"]["type"] == "server_error" and "worker" in last["error"]["message"].lower(), last
 
 
 def stream_text(base, key, body, kill=None):

@@ -61,6 +61,16 @@ def test_async_path_refuses_and_records_a_detection(asgi_request, security_event
     assert security_events() == ["security.xss"]
 
 
+def test_a_nul_byte_in_a_json_body_is_refused_and_its_detection_recorded(client_at, db):
+    from accounts.models import AuditEvent
+
+    body = json.dumps({"model": "m", "a\u0000b": 1})  # PostgreSQL stores no NUL: the record escapes it
+    response = client_at("203.0.113.80").post("/v1/completions", body, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "threat_detected"
+    event = AuditEvent.objects.get(action="security.path_traversal")
+    assert "\\x00" in event.data["sample"] and "\x00" not in event.data["sample"]
+
+
 def test_blocked_network_gets_403_everywhere_but_health(client_at, db):
     block("198.51.100.0/24")
     client = client_at("198.51.100.7")
