@@ -82,6 +82,16 @@ def key_for():
     return build
 
 
+@pytest.fixture
+def upstream():
+    """A loopback OpenAI-compatible host (tests/upstream.py) for one test."""
+    from tests.upstream import OpenAIUpstream
+
+    server = OpenAIUpstream()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def live_blaze(django_db_setup, django_db_blocker, tmp_path_factory):
     """Base URL of a daphne process serving Blaze on a free port (the test database, this run's Redis)."""

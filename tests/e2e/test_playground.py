@@ -29,12 +29,13 @@ new MutationObserver(() => { window.__updates += 1; })
 """
 
 
-def open_playground(browser, base, username, model):
+def open_playground(browser, base, username, model=None, mode="chat"):
     browser.delete_all_cookies()
     sign_in(browser, base, username, PASSWORD)
-    browser.get(f"{base}/playground/")
+    browser.get(f"{base}/playground/?mode={mode}")
     WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
-    Select(browser.find_element(By.ID, "pg-model")).select_by_value(model)
+    if model is not None:
+        Select(browser.find_element(By.ID, "pg-model")).select_by_value(model)
 
 
 def ask(browser, text, max_tokens=None):
@@ -120,10 +121,7 @@ def test_compare_streams_two_panes_at_once(live_blaze, engine_worker, browser, t
     make_user("cora", "viewer")
     for name in ("tiny-left", "tiny-right"):
         Engine.objects.create(name=name, kind="llm", model=tiny_llm_path, config={"max_new_tokens": 128})
-    browser.delete_all_cookies()
-    sign_in(browser, live_blaze, "cora", PASSWORD)
-    browser.get(f"{live_blaze}/playground/?mode=compare")
-    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    open_playground(browser, live_blaze, "cora", mode="compare")
     browser.find_element(By.ID, "cmp-prompt").send_keys("the cat sat")
     browser.find_element(By.ID, "cmp-send").click()
     wait = WebDriverWait(browser, 60)
@@ -155,10 +153,7 @@ def test_the_similarity_matrix_of_three_texts_is_drawn(live_blaze, engine_worker
 
     emma = make_user("emma", "viewer")
     Engine.objects.create(name="minilm-pg", kind="embedding", model=minilm_path(), config={"normalize": True})
-    browser.delete_all_cookies()
-    sign_in(browser, live_blaze, "emma", PASSWORD)
-    browser.get(f"{live_blaze}/playground/?mode=embed")
-    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    open_playground(browser, live_blaze, "emma", mode="embed")
     browser.find_element(By.ID, "em-go").click()  # cat, kitten, car
     WebDriverWait(browser, 90).until(lambda b: "384 dimensions" in text_of(b, "#em-meta"))
     matrix = browser.execute_script("return document.getElementById('em-heatmap').data[0].z")
@@ -177,10 +172,7 @@ def test_an_image_s_progress_advances_then_it_shows_and_img2img_starts_from_an_u
     make_user("ivy", "viewer")
     Engine.objects.create(name="tiny-paint", kind="diffusion", model=tiny_diffusion_path,
                           config={"max_size": 128, "max_steps": 50, "safety_checker": False})
-    browser.delete_all_cookies()
-    sign_in(browser, live_blaze, "ivy", PASSWORD)
-    browser.get(f"{live_blaze}/playground/?mode=images")
-    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    open_playground(browser, live_blaze, "ivy", mode="images")
     browser.execute_script(  # every width the progress bar takes, from before the request
         "window.__widths = []; new MutationObserver(() => window.__widths.push("
         "document.querySelector('#img-progress .bar-fill').style.width)).observe("
@@ -215,10 +207,7 @@ def test_stop_ends_an_image_s_steps_in_the_worker(live_blaze, engine_worker, bro
     make_user("ivan", "viewer")
     Engine.objects.create(name="tiny-stop", kind="diffusion", model=tiny_diffusion_path,
                           config={"max_size": 256, "max_steps": 500, "safety_checker": False})
-    browser.delete_all_cookies()
-    sign_in(browser, live_blaze, "ivan", PASSWORD)
-    browser.get(f"{live_blaze}/playground/?mode=images")
-    WebDriverWait(browser, 15).until(lambda b: text_of(b, "#socket-state") == "ready")
+    open_playground(browser, live_blaze, "ivan", mode="images")
     browser.find_element(By.ID, "img-prompt").send_keys("a very slow cat")
     for field, value in (("img-steps", "500"), ("img-size", "256x256")):
         browser.find_element(By.ID, field).clear()

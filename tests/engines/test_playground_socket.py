@@ -18,17 +18,10 @@ from monitoring import request_log
 from ratelimits import selectors as ratelimit_selectors
 from ratelimits import services as ratelimit_services
 from tests.conftest import make_user
-from tests.upstream import OpenAIUpstream, run
+from tests.upstream import run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HI = [{"role": "user", "content": "Hi"}]
-
-
-@pytest.fixture
-def upstream():
-    server = OpenAIUpstream()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

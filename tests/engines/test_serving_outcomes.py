@@ -9,16 +9,9 @@ from engines.serving.failover import serve
 from engines.serving.plan import resolve
 from engines.serving.resilience import breaker, health
 from engines.serving.router import state
-from tests.upstream import OpenAIUpstream, run
+from tests.upstream import run
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}
-
-
-@pytest.fixture
-def upstream():
-    server = OpenAIUpstream()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

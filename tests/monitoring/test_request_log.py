@@ -10,17 +10,9 @@ from accounts.audit import Actor
 from engines import services
 from monitoring import request_log
 from tests.conftest import make_user
-from tests.upstream import OpenAIUpstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "What is the secret plan?"}]}
-
-
-@pytest.fixture
-def upstream():
-    server = OpenAIUpstream()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
