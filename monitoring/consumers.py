@@ -4,16 +4,13 @@ engines. The Origin is checked before this runs (blaze_site/asgi.py: AllowedHost
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from blaze_site.sockets import REFUSED, may_see_engines
 from monitoring import live
-
-REFUSED = 4403  # a WebSocket close code in the application range: "forbidden"
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not await database_sync_to_async(user.has_perm)(
-                "engines.view_engine"):
+        if not await may_see_engines(self.scope):
             await self.close(code=REFUSED)
             return
         await self.channel_layer.group_add(live.GROUP, self.channel_name)

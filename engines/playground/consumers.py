@@ -28,6 +28,7 @@ from rest_framework.exceptions import ValidationError
 
 from blaze_site import errors
 from blaze_site.exceptions import OUTAGES, flatten, http_status, outage
+from blaze_site.sockets import REFUSED, may_see_engines
 from engines import contract, services
 from engines.models import Engine
 from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer, ImageEditSerializer, ImageSerializer
@@ -37,7 +38,6 @@ from engines.serving.router import client_key
 from monitoring import metrics, request_log
 from ratelimits import admission
 
-REFUSED = 4403
 V1_PATHS = {"chat": "/v1/chat/completions", "embed": "/v1/embeddings", "image": "/v1/images/generations",
             "image_edit": "/v1/images/edits"}  # what each message counts as against the rate limits
 FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop")
@@ -45,10 +45,9 @@ FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop")
 
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     WORK = {"chat": "_stream", "embed": "_similarity", "image": "_images"}  # message type → its handler
+
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not await database_sync_to_async(user.has_perm)(
-                "engines.view_engine"):
+        if not await may_see_engines(self.scope):
             await self.close(code=REFUSED)
             return
         self.running = {}

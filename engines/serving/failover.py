@@ -63,9 +63,9 @@ class Served:
             log.warning("stream from %s broke off: %s", self.engine.name, exc or type(exc).__name__)
             # Its status went out with the first chunk: the client learns of the break from an error
             # event, in OpenAI's streaming shape, rather than from a stream that merely stops.
-            yield orjson.dumps({"error": {
-                "message": f"The upstream host's stream broke off ({exc or type(exc).__name__}).",
-                "type": "server_error", "param": None, "code": "upstream_failed"}}).join((b"data: ", b"\n\n"))
+            error = {"message": f"The upstream host's stream broke off ({exc or type(exc).__name__}).",
+                     "type": "server_error", "param": None, "code": "upstream_failed"}
+            yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
         finally:
             self.response.release() if ok else self.response.close()
             await self._done(ok)
