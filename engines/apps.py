@@ -6,6 +6,6 @@ class EnginesConfig(AppConfig):
 
     def ready(self):
         from blaze_site import lookups
-        from engines.models import Engine, Route, RouteTarget
+        from engines.models import Engine, Route, RouteFallback, RouteTarget
 
-        lookups.watch(Engine, Route, RouteTarget)  # /v1's model plans
+        lookups.watch(Engine, Route, RouteTarget, RouteFallback)  # /v1's model plans

@@ -124,10 +124,26 @@ class Route(models.Model):
         return reverse("engines:route", args=[self.name])
 
     def audit_fields(self):
+        """The fields an audit diff compares; `fallbacks` as their names in order, "a, b" (a text, so a
+        route without any records nothing, and the page's history reads it as it is written)."""
         return {
             "name": self.name, "strategy": self.strategy, "sticky_ttl_seconds": self.sticky_ttl_seconds,
             "enabled": self.enabled, "description": self.description, "keep_prompts": self.keep_prompts,
+            "fallbacks": ", ".join(self.fallback_names()),
         }
+
+    def fallback_names(self):
+        """The names of the route's fallbacks, in order (prefetched with the route, else read)."""
+        if "fallbacks" in getattr(self, "_prefetched_objects_cache", {}):
+            return [fallback.name for fallback in self.fallbacks.all()]
+        if self.pk is None:
+            return []
+        return [fallback.name for fallback in self.fallbacks.select_related("route_fallback", "engine_fallback")]
+
+    def target_kind(self):
+        """The kind of the route's targets (all are one kind), or None while it has none."""
+        target = self.targets.select_related("engine").first()
+        return target.engine.kind if target else None
 
 
 class RouteTarget(models.Model):
@@ -173,3 +189,70 @@ class RouteTarget(models.Model):
 
     def audit_fields(self):
         return {"engine": self.engine.name, "worker": self.worker, "weight": self.weight, "enabled": self.enabled}
+
+
+class RouteFallback(models.Model):
+    """Where a route's request goes when all its own targets have failed or are skipped: another route
+    (with its own targets, strategy and fallbacks) or an engine, tried in `position` order. A row per
+    fallback with foreign keys rather than a JSON list of names: a renamed fallback stays named, a
+    deleted one leaves the list with it (cascade), and the database keeps each named once.
+
+    `clean()` holds the rules every caller gets: one of a route or an engine, not the route itself, of
+    the route's kind, and no loop back to the route (A → B → A)."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="fallbacks")
+    position = models.PositiveSmallIntegerField()
+    route_fallback = models.ForeignKey(Route, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    engine_fallback = models.ForeignKey(Engine, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["route", "position"], name="unique_route_fallback_position"),
+            models.UniqueConstraint(fields=["route", "route_fallback"], name="unique_route_fallback_route"),
+            models.UniqueConstraint(fields=["route", "engine_fallback"], name="unique_route_fallback_engine"),
+            models.CheckConstraint(
+                condition=models.Q(route_fallback__isnull=False, engine_fallback__isnull=True)
+                | models.Q(route_fallback__isnull=True, engine_fallback__isnull=False),
+                name="route_fallback_one_of_route_or_engine",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def name(self):
+        return self.route_fallback.name if self.route_fallback_id else self.engine_fallback.name
+
+    def clean(self):
+        if (self.route_fallback_id is None) == (self.engine_fallback_id is None):
+            raise ValidationError({"fallbacks": "A fallback is a route or an engine."})
+        if self.route_fallback_id is not None and self.route_fallback_id == self.route_id:
+            raise ValidationError({"fallbacks": f"The route {self.route.name} cannot fall back to itself."})
+        kind = self.route.target_kind()
+        theirs = self.engine_fallback.kind if self.engine_fallback_id else self.route_fallback.target_kind()
+        if kind and theirs and kind != theirs:
+            raise ValidationError({"fallbacks": (
+                f"This route's targets are {kind} engines; {self.name} is {theirs}.")})
+        if self.route_fallback_id is not None:
+            loop = self._path_back()
+            if loop:
+                raise ValidationError({"fallbacks": (
+                    f"{self.name} falls back to {self.route.name} ({' → '.join(loop)}): a loop.")})
+
+    def _path_back(self):
+        """The names from the route through this fallback and back to the route, if its fallback
+        routes lead back to it; else []."""
+        paths, seen = [[self.route.name, self.route_fallback.name]], set()
+        while paths:
+            path = paths.pop(0)
+            if path[-1] in seen:
+                continue
+            seen.add(path[-1])
+            for name in RouteFallback.objects.filter(route__name=path[-1], route_fallback__isnull=False).values_list(
+                    "route_fallback__name", flat=True):
+                if name == self.route.name:
+                    return [*path, name]
+                paths.append([*path, name])
+        return []

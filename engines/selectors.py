@@ -1,8 +1,8 @@
 import redis
-from django.db.models import Count, Q
+from django.db.models import Count, Prefetch, Q
 
 from accounts.models import AuditEvent
-from engines.models import Engine, Route
+from engines.models import Engine, Route, RouteFallback
 
 
 def engine_list(*, kind="", enabled=None, search=""):
@@ -23,7 +23,8 @@ def engine_history(engine, limit=20):
 def route_list():
     return Route.objects.annotate(
         target_count=Count("targets"), enabled_target_count=Count("targets", filter=Q(targets__enabled=True)),
-    )
+    ).prefetch_related(Prefetch("fallbacks", queryset=RouteFallback.objects.select_related("route_fallback",
+                                                                                         "engine_fallback")))
 
 
 def route_history(route, limit=20):

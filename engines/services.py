@@ -19,7 +19,7 @@ from blaze_site.celery import CONTROL, app
 from blaze_site.errors import InvalidInput
 from engines import contract
 from engines.heartbeats import worker_info
-from engines.models import Engine, GeneratedImage, Route, RouteTarget
+from engines.models import Engine, GeneratedImage, Route, RouteFallback, RouteTarget
 from engines.serving.router import state as router_state
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def engine_delete(*, actor, engine):
     for target in engine.route_targets.select_related("route"):  # deleted with the engine: say so on each route
         _record_target(actor, "route.target_remove", target, audit.diff(target.audit_fields(), {}),
                        reason="engine deleted")
+    _record_fallback_gone(actor, RouteFallback.objects.filter(engine_fallback=engine), reason="engine deleted")
     _forget_on_commit(router_state.forget_targets, list(engine.route_targets.values_list("pk", flat=True)))
     name = engine.name
     engine.delete()
@@ -158,29 +159,64 @@ def _forget_on_commit(forget, *args):
 
 
 @transaction.atomic
-def route_create(*, actor, name, strategy=Route.Strategy.ROUND_ROBIN, **fields):
+def route_create(*, actor, name, strategy=Route.Strategy.ROUND_ROBIN, fallbacks=(), **fields):
     route = _checked(Route(name=name, strategy=strategy, **fields))
     route.save()
+    _set_fallbacks(route, fallbacks)
     audit.record(actor=actor, action="route.create", target=route, changes=audit.diff({}, route.audit_fields()))
     return route
 
 
 @transaction.atomic
-def route_update(*, actor, route, **fields):
+def route_update(*, actor, route, fallbacks=None, **fields):
+    """Change a route's settings; `fallbacks`, when given, replaces its fallbacks (names, in order)."""
     before = route.audit_fields()
     for name, value in fields.items():
         setattr(route, name, value)
     _checked(route).save()
+    if fallbacks is not None:
+        _set_fallbacks(route, fallbacks)
     changes = audit.diff(before, route.audit_fields())
     if changes:
         audit.record(actor=actor, action="route.update", target=route, changes=changes)
     return route
 
 
+def _set_fallbacks(route, names):
+    """The route's fallbacks become `names`, in order: each the route of that name, else the engine (as
+    a /v1 `model` reads a name), checked by RouteFallback's rules. Raises InvalidInput naming
+    `fallbacks`. Saved row by row: each save ends the cached /v1 plans (`lookups`)."""
+    repeated = [name for index, name in enumerate(names) if name in names[:index]]
+    if repeated:
+        raise InvalidInput(f"{repeated[0]} is named twice; name each fallback once.", field="fallbacks")
+    rows = []
+    for position, name in enumerate(names):
+        fallback_route = Route.objects.filter(name=name).first()
+        engine = None if fallback_route else Engine.objects.filter(name=name).first()
+        if fallback_route is None and engine is None:
+            raise InvalidInput(f"No route or engine named '{name}'.", field="fallbacks")
+        rows.append(_checked(RouteFallback(route=route, position=position, route_fallback=fallback_route,
+                                           engine_fallback=engine)))
+    route.fallbacks.all().delete()
+    for row in rows:
+        row.save()
+    getattr(route, "_prefetched_objects_cache", {}).pop("fallbacks", None)
+
+
+def _record_fallback_gone(actor, rows, *, reason):
+    """Each route that falls back to what is being deleted loses that fallback with it: say so on each."""
+    for gone in rows.select_related("route"):
+        names = gone.route.fallback_names()
+        left = [name for name in names if name != gone.name]
+        audit.record(actor=actor, action="route.update", target=gone.route, data={"reason": reason},
+                     changes={"fallbacks": [", ".join(names), ", ".join(left)]})
+
+
 @transaction.atomic
 def route_delete(*, actor, route):
     audit.record(actor=actor, action="route.delete", target=route, changes=audit.diff(route.audit_fields(), {}),
                  data={"targets": [str(target) for target in route.targets.select_related("engine")]})
+    _record_fallback_gone(actor, RouteFallback.objects.filter(route_fallback=route), reason="route deleted")
     route_id, target_ids = route.pk, list(route.targets.values_list("pk", flat=True))
     route.delete()
     _forget_on_commit(router_state.forget_route, route_id, target_ids)

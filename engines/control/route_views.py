@@ -2,6 +2,8 @@
 targets and a live table that polls …/status/ every second. Input is parsed by the API's serializers
 and written by the same services, so the page and the API agree on every rule."""
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
@@ -22,7 +24,10 @@ from engines.serializers import RouteSerializer, RouteTargetSerializer
 def _apply(serializer, write):
     """(result, {}) once the input parses and the write succeeds, else (None, {field: [message]})."""
     if not serializer.is_valid():
-        return None, flatten(serializer.errors)
+        errors = {}
+        for name, messages in flatten(serializer.errors).items():  # "fallbacks.2" shows under its field
+            errors.setdefault(name.partition(".")[0], []).extend(messages)
+        return None, errors
     try:
         return write(serializer.validated_data), {}
     except InvalidInput as exc:
@@ -30,8 +35,17 @@ def _apply(serializer, write):
 
 
 def _route_fields(post):
-    fields = {name: post[name] for name in ("name", "strategy", "sticky_ttl_seconds", "description") if name in post}
+    """The form's values as sent (shown again on an error); `_parsed` makes them the API's input."""
+    fields = {name: post[name] for name in ("name", "strategy", "sticky_ttl_seconds", "description", "fallbacks")
+              if name in post}
     return {**fields, "keep_prompts": "keep_prompts" in post}  # an unticked box sends nothing
+
+
+def _parsed(values):
+    """The fallbacks' text ("backup, far-llm", in order) as the API's list of names."""
+    if "fallbacks" not in values:
+        return values
+    return {**values, "fallbacks": [name for name in re.split(r"[\s,]+", values["fallbacks"]) if name]}
 
 
 @permission_required("engines.view_route", raise_exception=True)
@@ -41,7 +55,7 @@ def route_list(request):
         if not request.user.has_perm("engines.add_route"):
             raise PermissionDenied
         values = _route_fields(request.POST)
-        route, errors = _apply(RouteSerializer(data=values), lambda data: services.route_create(
+        route, errors = _apply(RouteSerializer(data=_parsed(values)), lambda data: services.route_create(
             actor=Actor.from_request(request), **data))
         if route:
             messages.success(request, f"Route {route.name} created. Add its targets.")
@@ -57,6 +71,7 @@ def _detail(request, route, status=200, **forms):
         "route": route, "rows": live["targets"], "live_error": live.get("error", ""),
         "strategies": Route.Strategy.choices, "engines": Engine.objects.order_by("name"),
         "workers": [] if live.get("error") else [worker["id"] for worker in live_workers() if not worker["lost"]],
+        "fallbacks": route.fallbacks.select_related("route_fallback", "engine_fallback"),
         "history": route_history(route), "values": route.audit_fields(), "errors": {},
         "target_values": {}, "target_errors": {}, **forms,
     }, status=status)
@@ -70,8 +85,8 @@ def route_detail(request, name):
     if not request.user.has_perm("engines.change_route"):
         raise PermissionDenied
     values = {**_route_fields(request.POST), "enabled": "enabled" in request.POST}
-    saved, errors = _apply(RouteSerializer(route, data=values, partial=True), lambda data: services.route_update(
-        actor=Actor.from_request(request), route=route, **data))
+    saved, errors = _apply(RouteSerializer(route, data=_parsed(values), partial=True),
+                           lambda data: services.route_update(actor=Actor.from_request(request), route=route, **data))
     if errors:
         route.refresh_from_db()
         return _detail(request, route, status=400, values={**route.audit_fields(), **values}, errors=errors)

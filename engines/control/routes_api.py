@@ -1,6 +1,7 @@
 """Routes over the native API: /api/routes/<name>/, its targets under …/targets/, its live state at
 …/status/. Viewers read; operators and admins change (every change audited by the services)."""
 
+from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import permissions, viewsets
@@ -11,7 +12,7 @@ from rest_framework.response import Response
 from accounts.audit import Actor
 from accounts.permissions import RolePermission
 from engines import services
-from engines.models import Route, RouteTarget
+from engines.models import Route, RouteFallback, RouteTarget
 from engines.selectors import route_status
 from engines.serializers import RouteSerializer, RouteTargetSerializer
 
@@ -19,7 +20,9 @@ from engines.serializers import RouteSerializer, RouteTargetSerializer
 class RouteViewSet(viewsets.ModelViewSet):
     """Routes by name: the model a client asks for, spread over targets by a strategy."""
 
-    queryset = Route.objects.prefetch_related("targets__engine")
+    queryset = Route.objects.prefetch_related(
+        "targets__engine", Prefetch("fallbacks", queryset=RouteFallback.objects.select_related("route_fallback",
+                                                                                           "engine_fallback")))
     serializer_class = RouteSerializer
     lookup_field = "name"
 

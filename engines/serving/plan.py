@@ -1,23 +1,31 @@
 """From the `model` a client names to a Plan: the route of that name (a route wins over an engine of
-the same name), else the engine. Unknown, disabled or wrong-kind models raise an ApplicationError."""
+the same name), else the engine. Unknown, disabled or wrong-kind models raise an ApplicationError.
+
+A route's fallbacks are resolved here too, each to its own Plan (a fallback route's own fallbacks
+with it), so that serving them reads nothing from the database. A fallback that cannot serve this
+request (disabled, of another kind, a loop back to a route already on the way) becomes a Plan with
+`unavailable` saying why, and serving passes over it."""
 
 from dataclasses import dataclass
 
 from django.db.models import Prefetch
 
 from blaze_site import errors
-from engines.models import Engine, Route, RouteTarget
+from engines.models import Engine, Route, RouteFallback, RouteTarget
 
 
 @dataclass
 class Plan:
     """What a `model` name resolves to: a route (its targets come prefetched with their engines), or
     an engine. `engine` validates the request: the engine itself, or the route's first enabled target
-    (a route's targets are all of one kind)."""
+    (a route's targets are all of one kind). `fallbacks`: a route's fallbacks' Plans, in order.
+    `unavailable`: why this Plan, a fallback, cannot serve the request ("" when it can)."""
 
     name: str
-    engine: Engine
+    engine: Engine | None
     route: Route | None = None
+    fallbacks: tuple = ()
+    unavailable: str = ""
 
 
 def resolve(name, kind):
@@ -25,26 +33,56 @@ def resolve(name, kind):
     thread-sensitive)."""
     if not isinstance(name, str) or not name:
         raise errors.InvalidInput("model: This field is required.", field="model")
-    route = (
-        Route.objects.filter(name=name)
-        .prefetch_related(Prefetch("targets", queryset=RouteTarget.objects.select_related("engine")))
-        .first()
-    )
+    route = _routes().filter(name=name).first()
     if route is not None:
-        if not route.enabled:
-            raise errors.NotFound(f"The route '{name}' is disabled.", field="model", code="model_not_found")
-        targets = route.targets.all()
-        if not targets:
-            raise errors.Unavailable(f"The route '{name}' has no targets.", field="model")
-        engine = next((t.engine for t in targets if t.enabled and t.engine.enabled), targets[0].engine)
-        _check_kind(name, engine.kind, kind)
-        return Plan(name=name, engine=engine, route=route)
+        return _route_plan(route, kind, path=())
     engine = Engine.objects.filter(name=name).first()
     if engine is None or not engine.enabled:
         raise errors.NotFound(f"The model '{name}' does not exist or is disabled.", field="model",
                               code="model_not_found")
-    _check_kind(name, engine.kind, kind)
-    return Plan(name=name, engine=engine)
+    return _engine_plan(engine, kind)
+
+
+def _routes():
+    return Route.objects.prefetch_related(
+        Prefetch("targets", queryset=RouteTarget.objects.select_related("engine")),
+        Prefetch("fallbacks", queryset=RouteFallback.objects.select_related("route_fallback", "engine_fallback")),
+    )
+
+
+def _route_plan(route, kind, path):
+    """`path`: the routes whose fallbacks led here, so that a loop ends instead of recursing."""
+    name = route.name
+    if not route.enabled:
+        raise errors.NotFound(f"The route '{name}' is disabled.", field="model", code="model_not_found")
+    fallbacks = tuple(_fallback_plan(row, kind, (*path, name)) for row in route.fallbacks.all())
+    targets = route.targets.all()
+    engines = [t.engine for t in targets if t.enabled and t.engine.enabled] or [t.engine for t in targets]
+    engines += [fallback.engine for fallback in fallbacks if not fallback.unavailable]
+    if not engines:
+        raise errors.Unavailable(f"The route '{name}' has no targets.", field="model")
+    _check_kind(name, engines[0].kind, kind)
+    return Plan(name=name, engine=engines[0], route=route, fallbacks=fallbacks)
+
+
+def _engine_plan(engine, kind):
+    _check_kind(engine.name, engine.kind, kind)
+    return Plan(name=engine.name, engine=engine)
+
+
+def _fallback_plan(row, kind, path):
+    """A fallback's Plan; one that cannot serve this request says why in `unavailable`."""
+    name = row.name
+    try:
+        if row.engine_fallback_id is not None:
+            if not row.engine_fallback.enabled:
+                return Plan(name=name, engine=None, unavailable=f"engine {name} disabled")
+            return _engine_plan(row.engine_fallback, kind)
+        if name in path:  # the rules refuse loops; two edits at once could still make one
+            return Plan(name=name, engine=None, unavailable=f"a loop ({' → '.join((*path, name))})")
+        return _route_plan(_routes().get(pk=row.route_fallback_id), kind, path)
+    except errors.ApplicationError as exc:
+        return Plan(name=name, engine=None, unavailable=exc.message)
 
 
 def _check_kind(name, found, wanted):

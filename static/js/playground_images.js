@@ -21,7 +21,7 @@
       progress(message.step, message.total);
     } else if (message.type === "images") {
       progress(1, 1);
-      $("img-status").textContent = `done in ${Math.round(message.ms)} ms · served by ${message.target} · seed ${message.seed}`;
+      $("img-status").textContent = `done in ${Math.round(message.ms)} ms · served by ${window.playground.servedBy(message)} · seed ${message.seed}`;
       for (const [index, url] of message.urls.entries()) {
         const seed = message.seed + index;
         const image = el("img");

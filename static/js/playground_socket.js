@@ -31,12 +31,17 @@ window.playground = (function () {
     };
   }
 
+  // "fallback X (target)" when the route's fallback answered: degradation is shown, never silent.
+  function servedBy(answer) {
+    return answer.fallback ? `fallback ${answer.fallback} (${answer.target})` : answer.target;
+  }
+
   function showStats(box, stats, finishReason) {
     const parts = [
       `first token ${stats.ttft_ms == null ? "—" : `${Math.round(stats.ttft_ms)} ms`}`,
       `${stats.tokens_per_second == null ? "—" : stats.tokens_per_second} tok/s`,
       `${stats.tokens} tokens${finishReason ? ` (${finishReason})` : ""}`,
-      `served by ${stats.target}${stats.worker ? ` on ${stats.worker}` : ""}`,
+      `served by ${servedBy(stats)}${stats.worker ? ` on ${stats.worker}` : ""}`,
     ];
     const skipped = Object.entries(stats.skipped || {}).map(([target, why]) => `${target}: ${why}`);
     if (skipped.length) parts.push(`skipped ${skipped.join("; ")}`);
@@ -132,5 +137,5 @@ window.playground = (function () {
     return refresh;
   }
 
-  return {el, connect, showStats, parameters, offerCode};
+  return {el, connect, servedBy, showStats, parameters, offerCode};
 })();

@@ -79,7 +79,10 @@ UNSTATED_RULES = {
         "name": UNIQUE, "burst": "token_bucket and adaptive policies only",
         "max_delay": "required by the delay action, only there",
     },
-    "/api/routes/": {"name": UNIQUE},
+    "/api/routes/": {
+        "name": UNIQUE,
+        "fallbacks": "routes or engines that exist, of the route's kind, not the route itself, no loop, each once",
+    },
     "/api/routes/{route_name}/targets/": {
         "engine": "an engine that exists, of the route's kind, once per worker; fixed once added",
         "worker": "a local engine's only, without spaces; fixed once added",

@@ -90,6 +90,19 @@ def test_a_route_that_keeps_prompts_logs_the_playground_s_prompt_and_answer(far)
     assert (entry["prompt"], entry["answer"]) == ("user: Hi", "Hello from upstream.")
 
 
+def test_an_answer_from_a_routes_fallback_says_so_in_its_stats(far, upstream):
+    actor = Actor.system("test")
+    route = services.route_create(actor=actor, name="chat")
+    dead = services.engine_create(actor=actor, name="dead", kind="llm", backend="remote", model="up",
+                                  base_url=upstream.base_url("fail"))
+    services.route_target_add(actor=actor, route=route, engine=dead)
+    services.route_update(actor=actor, route=route, fallbacks=["far"])
+    [replies] = conversation(make_user("vera", "viewer"), {"type": "chat", "id": "1", "model": "chat", "messages": HI})
+    done = replies[-1]
+    assert done["type"] == "done" and "".join(r["text"] for r in replies[:-1]) == "Hello from upstream."
+    assert (done["stats"]["fallback"], done["stats"]["target"]) == ("far", "far")
+
+
 def test_prompts_count_against_the_same_per_user_limit_as_v1(far, key_for):
     vera = make_user("vera", "viewer")
     ratelimit_services.policy_create(actor=Actor.system("test"), name="chat per user", scope="user",

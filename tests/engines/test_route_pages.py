@@ -147,3 +147,38 @@ def test_operator_resets_an_open_breaker_from_the_page_and_it_is_audited(operato
 
 def test_viewer_cannot_reset_a_breaker(viewer, route):
     assert viewer.post(f"/engines/routes/chat/targets/{far_id(route)}/reset-breaker/").status_code == 403
+
+
+def test_operator_sets_the_fallbacks_in_order_and_the_page_shows_them(operator, route):
+    Route.objects.create(name="backup")
+    response = operator.post("/engines/routes/chat/", {"strategy": "round_robin", "sticky_ttl_seconds": "300",
+                                                       "enabled": "on", "fallbacks": "backup, tiny"})
+    assert response.status_code == 302
+    assert route.fallback_names() == ["backup", "tiny"]
+    page = operator.get("/engines/routes/chat/").content.decode()
+    assert 'name="fallbacks" value="backup, tiny"' in page
+    assert ('<a href="/engines/routes/backup/">backup</a> <span class="muted">(route)</span> → '
+            '<a href="/engines/tiny/">tiny</a> <span class="muted">(engine)</span>') in page
+    assert "backup → tiny" in operator.get("/engines/routes/").content.decode()
+    [event] = AuditEvent.objects.filter(action="route.update")
+    assert event.changes == {"fallbacks": ["", "backup, tiny"]}
+
+
+def test_a_bad_fallback_on_the_page_is_a_400_saying_why_and_keeps_what_was_typed(operator, route):
+    response = operator.post("/engines/routes/chat/", {"strategy": "round_robin", "sticky_ttl_seconds": "300",
+                                                       "enabled": "on", "fallbacks": "tiny, chat"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "The route chat cannot fall back to itself." in page and 'value="tiny, chat"' in page
+    assert route.fallback_names() == []
+
+
+def test_viewer_sees_the_fallbacks_but_no_field_to_change_them(viewer, route):
+    from engines.models import RouteFallback
+
+    RouteFallback.objects.create(route=route, position=0, engine_fallback=Engine.objects.get(name="tiny"))
+    page = viewer.get("/engines/routes/chat/").content.decode()
+    assert "requests go to:" in page and '<a href="/engines/tiny/">tiny</a>' in page
+    assert 'name="fallbacks"' not in page
+    assert viewer.post("/engines/routes/chat/", {"fallbacks": ""}).status_code == 403
+    assert route.fallback_names() == ["tiny"]

@@ -227,3 +227,73 @@ def test_reset_a_targets_breaker_over_the_api(operator, viewer, chat):
     assert response.status_code == 200 and response.json() == {"id": chat["far"], "breaker": "closed"}
     assert operator.get("/api/routes/chat/status/").json()["targets"][1]["breaker"] == "closed"
     assert events("route.breaker_reset")[0].changes == {"breaker": ["open", "closed"]}
+
+
+@pytest.fixture
+def backup(operator, engines):
+    """Route `backup` over `far`, a fallback for `chat`."""
+    assert operator.post("/api/routes/", {"name": "backup"}, format="json").status_code == 201
+    assert operator.post("/api/routes/backup/targets/", {"engine": "far"}, format="json").status_code == 201
+
+
+def test_fallbacks_are_read_and_written_as_names_in_order_and_audited(operator, chat, backup):
+    response = operator.patch("/api/routes/chat/", {"fallbacks": ["backup", "far"]}, format="json")
+    assert response.status_code == 200 and response.json()["fallbacks"] == ["backup", "far"]
+    assert operator.get("/api/routes/chat/").json()["fallbacks"] == ["backup", "far"]
+    operator.patch("/api/routes/chat/", {"fallbacks": ["far", "backup"]}, format="json")
+    assert operator.get("/api/routes/chat/").json()["fallbacks"] == ["far", "backup"]
+    assert operator.patch("/api/routes/chat/", {"strategy": "random"}, format="json").json()["fallbacks"] == [
+        "far", "backup"]  # a change of something else keeps them
+    assert [e.changes for e in events("route.update")][:2] == [
+        {"fallbacks": ["", "backup, far"]}, {"fallbacks": ["backup, far", "far, backup"]}]
+    assert operator.patch("/api/routes/chat/", {"fallbacks": []}, format="json").json()["fallbacks"] == []
+
+
+def test_a_route_is_created_with_its_fallbacks(operator, engines):
+    response = operator.post("/api/routes/", {"name": "chat", "fallbacks": ["far"]}, format="json")
+    assert response.status_code == 201 and response.json()["fallbacks"] == ["far"]
+    [created] = events("route.create")
+    assert created.changes["fallbacks"] == [None, "far"]
+
+
+@pytest.mark.parametrize("fallbacks, message", [
+    (["nope"], "No route or engine named 'nope'."),
+    (["minilm"], "This route's targets are llm engines; minilm is embedding."),
+    (["chat"], "The route chat cannot fall back to itself."),
+    (["far", "far"], "far is named twice; name each fallback once."),
+    ("far", "Expected a list."),
+    ([""], "This field may not be blank."),
+])
+def test_bad_fallbacks_are_a_400_naming_fallbacks(operator, chat, fallbacks, message):
+    response = operator.patch("/api/routes/chat/", {"fallbacks": fallbacks}, format="json")
+    assert response.status_code == 400
+    [(field, messages)] = response.json()["fields"].items()
+    assert field.split(".")[0] == "fallbacks" and messages == [message]
+    assert operator.get("/api/routes/chat/").json()["fallbacks"] == []
+
+
+def test_a_loop_of_fallbacks_is_refused(operator, chat, backup):
+    operator.post("/api/routes/", {"name": "third", "fallbacks": ["chat"]}, format="json")
+    assert operator.patch("/api/routes/backup/", {"fallbacks": ["third"]}, format="json").status_code == 200
+    response = operator.patch("/api/routes/chat/", {"fallbacks": ["far", "backup"]}, format="json")
+    assert response.status_code == 400
+    assert response.json()["fields"]["fallbacks"] == [
+        "backup falls back to chat (chat → backup → third → chat): a loop."]
+    assert operator.get("/api/routes/chat/").json()["fallbacks"] == []  # nothing of the list was kept
+
+
+def test_deleting_a_fallback_takes_it_off_the_list_on_the_record(operator, chat, backup):
+    operator.patch("/api/routes/chat/", {"fallbacks": ["backup", "far"]}, format="json")
+    assert operator.delete("/api/routes/backup/").status_code == 204
+    assert operator.get("/api/routes/chat/").json()["fallbacks"] == ["far"]
+    assert operator.delete("/api/engines/far/").status_code == 204
+    assert operator.get("/api/routes/chat/").json()["fallbacks"] == []
+    gone = [(e.changes, e.data) for e in events("route.update") if e.data.get("reason")]
+    assert gone == [({"fallbacks": ["backup, far", "far"]}, {"reason": "route deleted"}),
+                    ({"fallbacks": ["far", ""]}, {"reason": "engine deleted"})]
+
+
+def test_viewer_reads_fallbacks_but_cannot_set_them(viewer, operator, chat):
+    operator.patch("/api/routes/chat/", {"fallbacks": ["far"]}, format="json")
+    assert viewer.get("/api/routes/chat/").json()["fallbacks"] == ["far"]
+    assert viewer.patch("/api/routes/chat/", {"fallbacks": []}, format="json").status_code == 403
