@@ -2,10 +2,12 @@ import hashlib
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 
 ROLES = ("admin", "operator", "viewer")
+MAX_PRIORITY = 9
 
 
 class User(AbstractUser):
@@ -15,6 +17,11 @@ class User(AbstractUser):
     def role(self):
         names = {group.name for group in self.groups.all()}
         return next((role for role in ROLES if role in names), None)
+
+    @property
+    def priority(self):
+        """The scheduling priority of this user's requests (BLAZE_ROLE_PRIORITY by role; 0 without one)."""
+        return settings.BLAZE_ROLE_PRIORITY.get(self.role, 0)
 
 
 class RolePolicy(models.Model):
@@ -45,6 +52,10 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    priority = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(MAX_PRIORITY)],
+        help_text="0-9, 9 first: the default and the most its requests may ask for. Blank: its owner's role's.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -52,6 +63,10 @@ class ApiKey(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def effective_priority(self):
+        return self.user.priority if self.priority is None else self.priority
 
     @staticmethod
     def hash(raw_key):

@@ -56,7 +56,7 @@ class ApiKeySerializer(StrictInput, serializers.ModelSerializer):
     class Meta:
         model = ApiKey
         fields = [
-            "id", "name", "prefix", "owner", "scopes", "state",
+            "id", "name", "prefix", "owner", "scopes", "state", "priority",
             "created_at", "expires_at", "last_used_at", "revoked_at",
         ]
         read_only_fields = ["id", "prefix", "owner", "state", "created_at", "last_used_at", "revoked_at"]

@@ -194,9 +194,13 @@ def role_policy_set(*, actor, role, mfa_required):
 
 
 @transaction.atomic
-def api_key_create(*, actor, user, name, scopes, expires_at=None):
-    """Create a key; returns `(api_key, raw_key)`. The raw key exists only in this return value."""
+def api_key_create(*, actor, user, name, scopes, expires_at=None, priority=None):
+    """Create a key; returns `(api_key, raw_key)`. The raw key exists only in this return value.
+    `priority` (None: the owner's role's) may exceed the owner's role's only when an admin creates it."""
     scopes = sorted(set(scopes))
+    if priority is not None and priority > user.priority and actor.user is not None and actor.user.role != "admin":
+        raise InvalidInput(f"Must be at most {user.priority}, your role's priority; an admin may set more.",
+                           field="priority")
     unknown = [scope for scope in scopes if scope not in ApiKey.SCOPES]
     if not scopes or unknown:
         raise InvalidInput(f"Choose one or more of: {', '.join(ApiKey.SCOPES)}.", field="scopes")
@@ -205,12 +209,12 @@ def api_key_create(*, actor, user, name, scopes, expires_at=None):
     raw_key = f"blz_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
         user=user, name=name, prefix=raw_key[:12], key_hash=ApiKey.hash(raw_key), scopes=scopes,
-        expires_at=expires_at,
+        expires_at=expires_at, priority=priority,
     )
     audit.record(
         actor=actor, action="apikey.create", target=key,
         changes=audit.diff({}, {"name": name, "owner": user.username, "scopes": scopes,
-                                "expires_at": expires_at.isoformat() if expires_at else None}),
+                                "expires_at": expires_at.isoformat() if expires_at else None, "priority": priority}),
     )
     return key, raw_key
 

@@ -75,6 +75,29 @@ class UpstreamFailed(TargetFailed):
     kind = "upstream_failed"
 
 
+class Overloaded(TargetFailed):
+    """A target is full (a bulkhead's cap): another target may answer, and the client may retry after
+    `retry_after` seconds. The target did not fail: no breaker or health record counts it."""
+
+    kind = "overloaded"
+
+    def __init__(self, message, *, retry_after=1, field=None, code=None):
+        super().__init__(message, field=field, code=code or self.kind)
+        self.retry_after = retry_after
+
+
+class QueueFull(Overloaded):
+    """The engine's waiting line (its `max_queue`) is full."""
+
+    kind = "queue_full"
+
+
+class WorkerBusy(Overloaded):
+    """The worker already runs its most requests at once (BLAZE_WORKER_MAX_IN_FLIGHT)."""
+
+    kind = "worker_busy"
+
+
 class StorageFull(ApplicationError):
     """Blaze's own store (generated images) cannot take what it was asked to keep."""
 
@@ -102,5 +125,5 @@ def checked(instance, **full_clean_options):
 
 KINDS = {cls.kind: cls for cls in (
     InvalidInput, NotAuthenticated, PermissionDenied, NotFound, MethodNotAllowed,
-    TargetFailed, Unavailable, TimedOut, UpstreamFailed, OutOfMemory,
+    TargetFailed, Unavailable, TimedOut, UpstreamFailed, OutOfMemory, Overloaded, QueueFull, WorkerBusy,
 )}

@@ -14,7 +14,7 @@ HTTP_STATUS = {
     errors.InvalidInput: 400, errors.NotAuthenticated: 401, errors.PermissionDenied: 403, errors.NotFound: 404,
     errors.MethodNotAllowed: 405, errors.RateLimited: 429, errors.TargetFailed: 500, errors.UpstreamFailed: 502,
     errors.Unavailable: 503, errors.ServiceUnavailable: 503, errors.TimedOut: 504, errors.OutOfMemory: 507,
-    errors.StorageFull: 507,
+    errors.StorageFull: 507, errors.Overloaded: 503, errors.QueueFull: 429, errors.WorkerBusy: 503,
 }
 
 
@@ -69,7 +69,10 @@ def api_exception_handler(exc, context):
         exc = exceptions.ValidationError({exc.field or "non_field_errors": [exc.message]})
     elif isinstance(exc, errors.ApplicationError):
         fields = {exc.field: [exc.message]} if exc.field else None
-        return Response(error_body(exc.message, fields), status=http_status(exc))
+        response = Response(error_body(exc.message, fields), status=http_status(exc))
+        if isinstance(exc, errors.Overloaded):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     response = exception_handler(exc, context)
     if response is None:
         return None

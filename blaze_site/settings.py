@@ -178,6 +178,14 @@ BLAZE_HEARTBEAT_SECONDS = float(os.environ.get("BLAZE_HEARTBEAT_SECONDS", "2"))
 BLAZE_WORKER_LOST_SECONDS = float(os.environ.get("BLAZE_WORKER_LOST_SECONDS", "8"))
 BLAZE_LOAD_ATTEMPTS = int(os.environ.get("BLAZE_LOAD_ATTEMPTS", "3"))  # a failed model load is retried
 BLAZE_REQUEST_TIMEOUT_SECONDS = float(os.environ.get("BLAZE_REQUEST_TIMEOUT_SECONDS", "300"))
+# Bulkheads and admission (docs/configuration.md): a worker refuses requests beyond this many at once
+# (503; 0: its threads less an eighth, so a refusal is immediate rather than a wait in the broker); an
+# engine's own cap on waiting requests is its `max_queue` config (429).
+BLAZE_WORKER_MAX_IN_FLIGHT = int(os.environ.get("BLAZE_WORKER_MAX_IN_FLIGHT", "0"))
+# Priorities 0-9 (9 first): a request's default is its API key's `priority`, else its role's here; it may
+# ask for less, never more. A waiting request gains one level per BLAZE_PRIORITY_AGEING_SECONDS.
+BLAZE_ROLE_PRIORITY = {"viewer": 4, "operator": 4, "admin": 4}
+BLAZE_PRIORITY_AGEING_SECONDS = float(os.environ.get("BLAZE_PRIORITY_AGEING_SECONDS", "2"))
 
 # Monitoring: who may read /metrics, /metrics/prometheus and /health/detailed without signing in.
 BLAZE_METRICS_TOKEN = os.environ.get("BLAZE_METRICS_TOKEN", "")

@@ -12,6 +12,11 @@ Both sides import this module and nothing of each other (an import-linter contra
   `blaze_site.errors` (`error_event` / `error_from`).
 - A request given up before its final event has its cancel key set (`request_cancelled`): the worker
   stops decoding it within CANCEL_POLL_SECONDS and frees its slot.
+- A payload may carry `priority` (0-9, orders admission to an LLM's running batch) and `deadline`
+  (epoch seconds: a request still waiting then is answered `timed_out` without running). A worker
+  over BLAZE_WORKER_MAX_IN_FLIGHT answers `worker_busy`, an engine whose waiting line is at its
+  `max_queue` answers `queue_full`; both carry `retry_after` seconds. A `done` result carries
+  `queue_seconds`, the time the request waited in the worker for its slot.
 - An embedding group: the payload `{"group": [request, ...]}` runs as one batcher arrival and is
   answered by one `done` event `{"results": [...]}`, a refused request holding `{"error", "param"}`.
 - The batch window: both the worker's batcher and the web side's embedding grouping gather what
@@ -46,6 +51,7 @@ BATCH_DEFAULTS = {
     "embedding": {"max_batch_size": 32, "batch_wait_ms": 5},
     "diffusion": {"max_batch_size": 4, "batch_wait_ms": 10},
 }
+MAX_QUEUE_DEFAULT = 256  # requests that may wait for an engine's slot on one worker (its `max_queue`)
 
 
 def worker_queue(hostname):
@@ -94,12 +100,18 @@ class EngineSpec:
 
 def error_event(exc):
     """The `error` event for an ApplicationError raised in the worker."""
-    return {"type": ERROR, "error": type(exc).kind, "message": str(exc), "param": exc.field}
+    event = {"type": ERROR, "error": type(exc).kind, "message": str(exc), "param": exc.field}
+    if isinstance(exc, errors.Overloaded):
+        event["retry_after"] = exc.retry_after
+    return event
 
 
 def error_from(event):
     """The ApplicationError an `error` event stands for (an unknown kind: the target failed)."""
-    return errors.KINDS.get(event["error"], errors.TargetFailed)(event["message"], field=event.get("param"))
+    kind = errors.KINDS.get(event["error"], errors.TargetFailed)
+    if issubclass(kind, errors.Overloaded):
+        return kind(event["message"], retry_after=event.get("retry_after") or 1)
+    return kind(event["message"], field=event.get("param"))
 
 
 class RuntimeLoadError(errors.Unavailable):

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from blaze_site.serializers import StrictInput
-from engines.contract import BATCH_DEFAULTS
+from engines.contract import BATCH_DEFAULTS, MAX_QUEUE_DEFAULT
 from engines.models import Engine, Route, RouteTarget
 
 
@@ -15,12 +15,19 @@ class BatchingConfig(serializers.Serializer):
                                               default=BATCH_DEFAULTS["llm"]["max_batch_size"])
     batch_wait_ms = serializers.IntegerField(min_value=0, max_value=1000,
                                              default=BATCH_DEFAULTS["llm"]["batch_wait_ms"])
+    max_queue = serializers.IntegerField(
+        min_value=1, max_value=100_000, default=MAX_QUEUE_DEFAULT,
+        help_text="Requests that may wait for a slot on each worker; more are refused at once (429).")
 
 
 class LlmConfig(BatchingConfig):
     precision = serializers.ChoiceField(["fp32", "fp16", "bf16"], default="fp32")
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=32768, default=512)
     quantization = serializers.ChoiceField(["none", "8bit", "4bit"], default="none")
+    scheduler = serializers.ChoiceField(
+        ["continuous", "dynamic"], default="continuous",
+        help_text="continuous: requests join and leave the running batch at every decode step; dynamic: one "
+                  "generate per batch, newcomers wait for it to end.")
 
 
 class DiffusionConfig(BatchingConfig):
@@ -168,13 +175,32 @@ class RouteTargetSerializer(StrictInput, serializers.ModelSerializer):
         return attrs
 
 
+MAX_FALLBACKS = 16
+
+
+class FallbacksField(serializers.ListField):
+    """A route's fallbacks by name, in the order they are tried: each a route, else an engine (as a /v1
+    `model` names one). Written whole; the names are checked by the service (RouteFallback's rules)."""
+
+    child = serializers.SlugField(max_length=64)
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=MAX_FALLBACKS, **kwargs)
+
+    def get_attribute(self, route):
+        return route.fallback_names()
+
+
 class RouteSerializer(StrictInput, serializers.ModelSerializer):
-    """A route in and out, with its targets (changed under …/targets/)."""
+    """A route in and out, with its targets (changed under …/targets/) and its fallbacks."""
 
     targets = RouteTargetSerializer(many=True, read_only=True)
+    fallbacks = FallbacksField(required=False, help_text=(
+        "Routes or engines (names, in order) tried when every target of this route has failed or is "
+        "skipped; an answer from one carries the header X-Blaze-Fallback."))
 
     class Meta:
         model = Route
         fields = ["id", "name", "strategy", "sticky_ttl_seconds", "enabled", "description", "keep_prompts", "targets",
-                  "created_at", "updated_at"]
+                  "fallbacks", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]

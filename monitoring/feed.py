@@ -26,7 +26,7 @@ from monitoring.series import Sample
 COUNTERS = {"blaze_tokens_generated_total", "blaze_model_cache_events_total"}
 HISTOGRAMS = {
     "blaze_model_request_duration_seconds", "blaze_time_to_first_token_seconds", "blaze_inter_token_seconds",
-    "blaze_batch_size",
+    "blaze_batch_size", "blaze_queue_wait_seconds",
 }
 GAUGES = {"blaze_queue_depth"}
 
@@ -188,6 +188,12 @@ class Feed:
             ttft, itl, batch = (of(metric, name) for metric in (
                 "blaze_time_to_first_token_seconds", "blaze_inter_token_seconds", "blaze_batch_size"))
             tokens = counters.get(("blaze_tokens_generated_total", (("engine", name),)), 0.0)
+            waits = [entry for (metric, labels), entry in deltas.items()  # summed over priorities
+                     if metric == "blaze_queue_wait_seconds" and ("engine", name) in labels]
+            waited = {}
+            for entry in waits:
+                for bound, count in entry["buckets"].items():
+                    waited[bound] = waited.get(bound, 0.0) + count
             numbers = {
                 "ttft_p50_seconds": _round(quantile(ttft["buckets"], 0.5)),
                 "ttft_p95_seconds": _round(quantile(ttft["buckets"], 0.95)),
@@ -196,6 +202,7 @@ class Feed:
                 "tokens_per_second": _round(tokens / seconds if seconds else 0.0, 2),
                 "batch_size_mean": _round(batch["sum"] / batch["count"] if batch["count"] else None, 2),
                 "queue_depth": current.get(("blaze_queue_depth", (("engine", name),)), 0.0),
+                "queue_wait_p95_seconds": _round(quantile(waited, 0.95)),
                 "failed": 1 if engine.status == Engine.Status.FAILED else 0,
             }
             labels = {"engine": name}

@@ -50,8 +50,17 @@ TOKENS_PER_SECOND = Gauge(
     multiprocess_mode="mostrecent",
 )
 BATCH_SIZE = Histogram(
-    "blaze_batch_size", "Requests merged into one batched call.", ["engine"],
+    "blaze_batch_size", "Requests merged into one batched call (continuous scheduling: rows per decode step).",
+    ["engine"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+QUEUE_WAIT = Histogram(
+    "blaze_queue_wait_seconds", "Time a request waited in its worker for a batch slot, by priority.",
+    ["engine", "priority"], buckets=(0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+REFUSED = Counter(
+    "blaze_requests_refused_total", "Requests a worker refused at once: its engine's queue or itself was full.",
+    ["engine", "reason"],
 )
 QUEUE_DEPTH = Gauge(
     "blaze_queue_depth", "Requests waiting in an engine's batcher.", ["engine"], multiprocess_mode="livesum",
@@ -86,3 +95,7 @@ ROUTE_REQUESTS = Counter(
     ["route", "target", "outcome"],
 )
 ROUTE_FAILOVERS = Counter("blaze_route_failovers_total", "Requests moved to another target after a failure.", ["route"])
+ROUTE_FALLBACKS = Counter(
+    "blaze_route_fallbacks_total", "Requests a route's fallback answered, its own targets exhausted.",
+    ["route", "fallback"],
+)

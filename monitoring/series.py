@@ -51,6 +51,8 @@ SERIES = {
     "engine_tokens_per_second": Series("1/s", "Completion tokens generated per second.", ("engine",)),
     "engine_batch_size_mean": Series("count", "Mean requests per batched call.", ("engine",)),
     "engine_queue_depth": Series("count", "Requests waiting in the engine's batchers.", ("engine",)),
+    "engine_queue_wait_p95_seconds": Series(
+        "s", "95th percentile time a request waited in its worker for a batch slot.", ("engine",)),
     "engine_failed": Series("bool", "1 while the engine's status is FAILED.", ("engine",)),
     # Per circuit breaker (a target's resilience id: `engine` or `engine@worker`).
     "breaker_open": Series("bool", "1 while the target's circuit breaker is open.", ("target",)),

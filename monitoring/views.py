@@ -139,6 +139,7 @@ CHARTS = [
     ("chart-tokens", "Tokens per second, by engine", "engine_tokens_per_second", "engine", "tok/s"),
     ("chart-batch", "Mean batch size, by engine", "engine_batch_size_mean", "engine", "requests"),
     ("chart-queue", "Queue depth, by engine", "engine_queue_depth", "engine", "requests"),
+    ("chart-queue-wait", "Queue wait p95, by engine", "engine_queue_wait_p95_seconds", "engine", "s"),
     ("chart-cpu", "CPU, by worker", "worker_cpu_percent", "worker", "% of a core"),
     ("chart-memory", "Resident memory, by worker", "worker_memory_bytes", "worker", "bytes"),
 ]

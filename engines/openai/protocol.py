@@ -12,6 +12,7 @@ import secrets
 
 from rest_framework import serializers
 
+from accounts.models import MAX_PRIORITY
 from engines.models import Engine
 
 MAX_SEED = 2**32 - 1
@@ -72,9 +73,17 @@ class GenerationSerializer(RequestSerializer):
     stream = serializers.BooleanField(required=False, default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
     user = serializers.CharField(required=False, allow_blank=True)
+    # Blaze's own: the order a local LLM admits waiting requests in (9 first), at most the caller's own
+    # (its API key's, else its role's; the context's `priority`), which is also the default.
+    priority = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_PRIORITY)
 
     def validate(self, attrs):
         engine = self.context["engine"]
+        allowed = self.context.get("priority", 0)
+        priority = attrs.get("priority")
+        if priority is not None and priority > allowed:
+            raise serializers.ValidationError(
+                {"priority": [f"Must be at most {allowed}, the priority of your API key or role."]})
         # A remote engine's host sets its own limit unless the operator set one here.
         cap = engine.config.get("max_new_tokens", 512 if engine.backend == Engine.Backend.LOCAL else None)
         max_tokens = attrs.get("max_completion_tokens") or attrs.get("max_tokens") or min(256, cap or 256)
@@ -92,6 +101,7 @@ class GenerationSerializer(RequestSerializer):
             "stop": attrs.get("stop") or [],
             # A seed chosen here makes a retried request (another worker) produce the same tokens.
             "seed": attrs["seed"] if attrs.get("seed") is not None else secrets.randbelow(MAX_SEED),
+            "priority": allowed if priority is None else priority,
         }
         attrs["include_usage"] = bool((attrs.get("stream_options") or {}).get("include_usage"))
         return attrs

@@ -37,6 +37,8 @@ from engines.serving import plan as plans
 from engines.serving.router import client_key
 from monitoring import metrics, request_log
 
+BLAZE_FIELDS = ("priority",)  # Blaze's own request fields: a remote host is not sent them
+
 
 def error_response(status, message, param=None, code=None):
     return JsonResponse({"error": openai_error(status, message, param, code)}, status=status)
@@ -48,9 +50,9 @@ def _openai_error(exc):
 
 
 def _key_and_permission(raw):
-    """(the API key `raw` names, whether its owner may use engines), or None for an unknown key."""
+    """(the API key `raw` names, whether its owner may use engines, its priority), or None for an unknown key."""
     key = find_key(raw)
-    return None if key is None else (key, key.user.has_perm("engines.view_engine"))
+    return None if key is None else (key, key.user.has_perm("engines.view_engine"), key.effective_priority)
 
 
 def _token_user(request):
@@ -62,8 +64,8 @@ def _token_user(request):
             raise errors.NotAuthenticated(str(exc.detail), code="invalid_api_key") from exc
         if result is not None:
             user = result[0]
-            return user, user.has_perm("engines.view_engine")
-    return None, False
+            return user, user.has_perm("engines.view_engine"), user.priority
+    return None, False, 0
 
 
 async def _authenticate(request, generation):
@@ -71,8 +73,8 @@ async def _authenticate(request, generation):
     ip_hash keeps sticky); raises an ApplicationError."""
     raw, api_key_id = bearer_api_key(request), None
     if raw is not None:
-        key, may_use = await lookups.cached("api_key", ApiKey.hash(raw), generation,
-                                            partial(_key_and_permission, raw)) or (None, False)
+        key, may_use, priority = await lookups.cached("api_key", ApiKey.hash(raw), generation,
+                                                      partial(_key_and_permission, raw)) or (None, False, 0)
         try:
             check_key(key)
         except drf_exceptions.AuthenticationFailed as exc:
@@ -84,17 +86,21 @@ async def _authenticate(request, generation):
         user, api_key_id = key.user, key.pk
         request_log.note(client=str(key))
     else:
-        user, may_use = await sync_to_async(_token_user)(request)
+        user, may_use, priority = await sync_to_async(_token_user)(request)
         if user is None:
             raise errors.NotAuthenticated("Send an API key: Authorization: Bearer blz_…", code="missing_api_key")
         request_log.note(client=f"user {user.username}")
     if not may_use:
         raise errors.PermissionDenied("Your account has no role that may use engines.")
-    return user, client_key(api_key_id=api_key_id, ip=client_ip(request))
+    return user, client_key(api_key_id=api_key_id, ip=client_ip(request)), priority
+
+
+FALLBACK_HEADER = "X-Blaze-Fallback"  # on an answer a route's fallback gave: that fallback's name
 
 
 def v1_endpoint(view):
-    """Authenticate; answer ApplicationErrors and validation errors in OpenAI's shape."""
+    """Authenticate; answer ApplicationErrors and validation errors in OpenAI's shape; mark an answer
+    a route's fallback gave (FALLBACK_HEADER)."""
 
     @csrf_exempt
     @wraps(view)
@@ -104,10 +110,13 @@ def v1_endpoint(view):
         try:
             if not hasattr(request, "lookups_generation"):  # read by the block list's middleware, as a rule
                 request.lookups_generation = await lookups.generation()
-            request.v1_user, request.v1_client = await _authenticate(request, request.lookups_generation)
+            request.v1_user, request.v1_client, request.v1_priority = await _authenticate(
+                request, request.lookups_generation)
             response = await view(request, *args, **kwargs)
         except errors.ApplicationError as exc:
             response = JsonResponse({"error": _openai_error(exc)}, status=http_status(exc))
+            if isinstance(exc, errors.Overloaded):  # a full queue or worker: say when a slot may be free
+                response["Retry-After"] = str(exc.retry_after)
         except OUTAGES as exc:
             response = JsonResponse({"error": _openai_error(outage(exc))}, status=503,
                                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -115,6 +124,9 @@ def v1_endpoint(view):
             fields = flatten(exc.detail)
             param, messages = next(iter(fields.items()))
             response = error_response(400, f"{param}: {messages[0]}", param=param)
+        fallback = getattr(request, "v1_fallback", None)
+        if fallback is not None:  # degradation is never silent: JSON or stream, local or remote
+            response[FALLBACK_HEADER] = fallback
         model = getattr(request, "v1_model", None)  # set once the name resolved: junk names make no series
         if model is not None:
             metrics.observe_model_request(model, response.status_code, time.monotonic() - started)
@@ -151,7 +163,7 @@ async def _validated(request, endpoint):
     request.v1_model = plan.name
     request_log.note(model=plan.name, route=plan.route.name if plan.route else None,
                      keep_prompts=bool(plan.route and plan.route.keep_prompts))
-    serializer = serializer_class(data=body, context={"engine": plan.engine})
+    serializer = serializer_class(data=body, context={"engine": plan.engine, "priority": request.v1_priority})
     serializer.is_valid(raise_exception=True)
     request_log.note_prompt(serializer.validated_data["payload"])
     return plan, serializer.validated_data, body
@@ -159,9 +171,11 @@ async def _validated(request, endpoint):
 
 async def _serve(request, endpoint, plan, data, body, stream=False):
     files = {k: v for k, v in body.items() if hasattr(v, "read")} if endpoint == "image_edit" else None
-    return await failover.serve(plan, endpoint, data["payload"],
-                                {k: v for k, v in body.items() if k not in (files or {})},
-                                stream=stream, client_key=request.v1_client, files=files)
+    served = await failover.serve(plan, endpoint, data["payload"],
+                                  {k: v for k, v in body.items() if k not in (files or {}) and k not in BLAZE_FIELDS},
+                                  stream=stream, client_key=request.v1_client, files=files)
+    request.v1_fallback = served.fallback
+    return served
 
 
 def _relayed(served):

@@ -108,9 +108,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         """(plan, validated data) of a request, as /v1 checks it: the model named, of that kind, and the
         body against the caps of its engine."""
         plan = await database_sync_to_async(plans.resolve)(body["model"], kind)
+        priority = await database_sync_to_async(lambda: self.scope["user"].priority)()
         request_log.note(model=plan.name, route=plan.route.name if plan.route else None,
                          keep_prompts=bool(plan.route and plan.route.keep_prompts))
-        serializer = serializer_class(data=body, context={"engine": plan.engine})
+        serializer = serializer_class(data=body, context={"engine": plan.engine, "priority": priority})
         serializer.is_valid(raise_exception=True)
         request_log.note_prompt(serializer.validated_data["payload"])
         return plan, serializer.validated_data
@@ -141,7 +142,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "ttft_ms": round((times[0] - started) * 1000, 1) if times else None, "tokens": tokens,
             "tokens_per_second": round((tokens - 1) / (ended - times[0]), 1) if len(times) > 1 else None,
             "itl_ms": [round((b - a) * 1000, 1) for a, b in zip(times, times[1:])],
-            "target": _served_by(entry, plan),
+            "target": _served_by(entry, plan), "fallback": served.fallback,
             "worker": (attempts[-1].get("worker") if attempts else None) or entry.get("worker"),
             "skipped": entry["skipped"],
         }})
@@ -162,6 +163,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "type": "similarity", "id": ident, "texts": data["input"],
             "matrix": numpy.round(matrix @ matrix.T, 4).tolist(), "dimension": matrix.shape[1],
             "ms": round((time.monotonic() - started) * 1000, 1), "target": _served_by(entry, plan),
+            "fallback": served.fallback,
         })
 
     async def _images(self, ident, content, entry):
@@ -171,8 +173,9 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         serializer_class = ImageEditSerializer if edit else ImageSerializer
         plan, data = await self._validated(Engine.Kind.DIFFUSION, serializer_class, body)
         payload, started = data["payload"], time.monotonic()
-        remote = plan.engine.backend == Engine.Backend.REMOTE
-        served = await self._serve(plan, "image_edit" if edit else "image", payload, body, stream=not remote)
+        # Streamed for a local engine's progress; a remote host (the route's or a fallback's) answers whole.
+        served = await self._serve(plan, "image_edit" if edit else "image", payload, body, stream=True)
+        remote = served.response is not None
         result = json.loads(served.body) if remote else None
         if not remote:
             try:
@@ -192,7 +195,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             user=self.scope["user"], engine_name=plan.name, payload=payload, seed=seed,
             pngs=[base64.b64decode(image) for image in images])
         await self.send_json({"type": "images", "id": ident, "urls": urls, "seed": seed,
-                              "ms": round((time.monotonic() - started) * 1000, 1), "target": _served_by(entry, plan)})
+                              "ms": round((time.monotonic() - started) * 1000, 1), "target": _served_by(entry, plan),
+                              "fallback": served.fallback})
 
 
 def _served_by(entry, plan):

@@ -26,6 +26,14 @@ def pick_worker(engine_name, exclude=()):
     return heartbeats.rank_workers(candidates, engine_name)[0]["id"]
 
 
+def _another_worker(engine_name, tried):
+    """A live worker not yet tried (after one refused the request as busy), or None."""
+    try:
+        return pick_worker(engine_name, exclude=tried)
+    except errors.Unavailable:
+        return None
+
+
 def _send(request_id, spec, payload, engine_name, worker_id=None, exclude=()):
     """Queue the request for `worker_id`, or for the best live worker not in `exclude` (one trip to
     the thread pool for both); returns the worker's id."""
@@ -41,6 +49,7 @@ async def run(engine, payload, worker_id=None, timeout=None):
     seconds left to the request (default BLAZE_REQUEST_TIMEOUT_SECONDS). Raises errors.Unavailable
     when no worker can take it, errors.TimedOut when the deadline passes."""
     timeout = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if timeout is None else timeout
+    payload = {**payload, "deadline": time.time() + timeout}  # queue time counts against it in the worker too
     request_id = uuid.uuid4().hex
     arrived = time.monotonic()
     spec = contract.EngineSpec.from_engine(engine).as_dict()
@@ -55,6 +64,7 @@ async def run(engine, payload, worker_id=None, timeout=None):
     deadline = time.monotonic() + timeout
     relayed, attempt_tokens, last_token_at = 0, 0, arrived
     started = finished = False
+    worker_queue = 0.0
     try:
         while True:
             if time.monotonic() > deadline:
@@ -74,8 +84,9 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     if started and event["worker"] != worker_id:
                         continue  # a late start from a worker we gave up on
                     started, attempt_tokens = True, 0
+                    worker_queue = time.monotonic() - sent_at  # in the broker; the worker adds its own wait
                     if logged:
-                        request_log.note(queue_seconds=round(time.monotonic() - sent_at, 4), worker=event["worker"])
+                        request_log.note(queue_seconds=round(worker_queue, 4), worker=event["worker"])
                 elif kind == contract.TOKEN:
                     attempt_tokens += 1
                     if attempt_tokens <= relayed:
@@ -90,8 +101,19 @@ async def run(engine, payload, worker_id=None, timeout=None):
                         metrics.INTER_TOKEN_LATENCY.labels(engine.name).observe(now - last_token_at)
                     last_token_at = now
                     yield event
+                elif kind == contract.ERROR and event["error"] == errors.WorkerBusy.kind and relayed == 0:
+                    retry = await sync_to_async(_another_worker, thread_sensitive=False)(engine.name, tried)
+                    if retry is None:
+                        finished = True
+                        yield event
+                        return
+                    worker_id = await sync_to_async(_send, thread_sensitive=False)(
+                        request_id, spec, payload, engine.name, retry)
+                    tried.append(worker_id)
                 elif kind in contract.FINAL:
                     finished = True
+                    if logged and kind == contract.DONE and "queue_seconds" in event["result"]:
+                        request_log.note(queue_seconds=round(event["result"]["queue_seconds"] + worker_queue, 4))
                     yield event
                     return
                 else:

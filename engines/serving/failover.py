@@ -13,6 +13,12 @@ retries (moving on is the retry); the last target left, and an engine called by 
 the retry policy of `resilience.retry` within the deadline. Streams commit to a target when its first
 event (local) or its response headers (remote) arrive: a failure after that ends the stream with an
 error, since the client already holds part of the answer.
+
+Fallbacks: when a route's own targets are exhausted (none available, or every one failed) and it
+names fallbacks, each is tried in order within the same deadline: a fallback route with its own
+targets, strategy and fallbacks, a fallback engine directly. The client's own errors never go to a
+fallback. An answer from one says so (`Served.fallback`: the /v1 header X-Blaze-Fallback, the
+request log, `blaze_route_fallbacks_total`); when all fail, the error lists why each did.
 """
 
 import logging
@@ -42,13 +48,15 @@ class Served:
     """One target's answer. Local: `result` (the worker's result) or, streaming, `events` (the worker's
     events, the first included). Remote: `response`, the upstream's aiohttp.ClientResponse (2xx or
     4xx) and its `body`, unless streaming: a streamed one is read through `chunks()`. `engine`: the
-    engine that answered."""
+    engine that answered; `fallback`: the fallback of the requested route that answered, None when
+    the route's own target (or the engine asked for) did."""
 
     engine: Engine
     result: dict | None = None
     events: object = None
     response: aiohttp.ClientResponse | None = None
     body: bytes | None = None
+    fallback: str | None = None
     _done: object = field(default=None, repr=False)
 
     async def chunks(self):
@@ -145,18 +153,72 @@ class _Attempt:
 
 
 async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", files=None):
-    """The first answer a target of the plan gives (see the module's docstring). `payload`: the
-    validated request a local engine runs; `body`: the client's JSON as sent, for a remote one."""
+    """The first answer a target of the plan gives, else one of its fallbacks (see the module's
+    docstring). `payload`: the validated request a local engine runs; `body`: the client's JSON as
+    sent, for a remote one."""
     ends = time.monotonic() + settings.BLAZE_REQUEST_TIMEOUT_SECONDS
+
+    async def own(each):
+        return await _own_targets(each, endpoint, payload, body, stream, client_key, files, ends)
+
+    served = await _with_fallbacks(plan, own, ends, tried=set())
+    if served.fallback is not None:
+        request_log.note(fallback=served.fallback)
+    return served
+
+
+async def _with_fallbacks(plan, own, ends, tried):
+    """The answer of the plan's own targets (`own(plan)`), else of its fallbacks in order, each with
+    its own fallbacks. `tried`: the routes and engines this request has been to; none is tried twice,
+    so fallbacks that meet again (or a loop) end."""
+    tried.add((plan.route is not None, plan.name))
+    try:
+        return await own(plan)
+    except errors.TargetFailed as exc:
+        if not plan.fallbacks:
+            raise
+        reasons = {plan.name: exc.message}
+        log.warning("route %s: no target answered, trying its fallbacks: %s", plan.name, exc)
+    for fallback in plan.fallbacks:
+        if time.monotonic() >= ends:
+            raise errors.TimedOut(f"Neither route '{plan.name}' nor its fallbacks answered within the deadline "
+                                  f"({_listed(reasons)}).")
+        if fallback.unavailable or (fallback.route is not None, fallback.name) in tried:
+            reasons[fallback.name] = fallback.unavailable or "already tried for this request"
+            continue
+        try:
+            served = await _with_fallbacks(fallback, own, ends, tried)
+        except errors.TargetFailed as exc:
+            reasons[fallback.name] = exc.message
+            continue
+        served.fallback = fallback.name
+        metrics.ROUTE_FALLBACKS.labels(plan.name, fallback.name).inc()
+        log.warning("route %s answered through its fallback %s", plan.name, fallback.name)
+        return served
+    raise errors.Unavailable(f"Neither route '{plan.name}' nor its fallbacks could answer ({_listed(reasons)}).",
+                             code="no_target_available")
+
+
+def _listed(reasons):
+    return "; ".join(f"{label}: {reason}" for label, reason in reasons.items())
+
+
+async def _own_targets(plan, endpoint, payload, body, stream, client_key, files, ends):
+    """The answer of the plan's engine, or of the first of its route's targets that gives one."""
     if plan.route is None:
         return await _try(_Attempt(engine=plan.engine), endpoint, payload, body, stream, files, ends)
-    tried, failures = [], {}
+    if not plan.route.targets.all():  # a route of fallbacks only
+        raise errors.Unavailable(str(NoTargetAvailable(plan.route, {})), code="no_target_available")
+    tried, failures, full = [], {}, []
     while True:
         try:
             candidate, lease, permit = await alease_target(plan.route, client_key, exclude=tried)
         except NoTargetAvailable as exc:
             request_log.note_skipped(exc.reasons)
             reasons = {**exc.reasons, **failures}
+            if full and len(full) == len(reasons):  # every target is full: the client may retry shortly
+                raise type(full[-1])(f"Every target of route '{plan.name}' is full ({_listed(reasons)}).",
+                                     retry_after=min(each.retry_after for each in full)) from exc
             raise errors.Unavailable(str(NoTargetAvailable(plan.route, reasons)), code="no_target_available") from exc
         except redis.RedisError as exc:  # the routes' shared counts, breakers and health live there
             log.error("route %s: Redis is unreachable: %s", plan.name, exc)
@@ -171,11 +233,16 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
             return await _try(attempt, endpoint, payload, body, stream, files, ends)
         except errors.TargetFailed as exc:
             failures[str(candidate.target)] = str(exc)
+            if isinstance(exc, errors.Overloaded):
+                full.append(exc)
             metrics.ROUTE_FAILOVERS.labels(plan.route.name).inc()
             log.warning("route %s: target %s failed, trying the next: %s", plan.name, candidate.target, exc)
         if time.monotonic() >= ends:
-            listed = "; ".join(f"{label}: {reason}" for label, reason in failures.items())
-            raise errors.TimedOut(f"No target of route '{plan.name}' answered within the deadline ({listed}).")
+            raise errors.TimedOut(f"No target of route '{plan.name}' answered within the deadline "
+                                  f"({_listed(failures)}).")
+
+
+STREAMED = ("chat", "completion")  # what a remote host streams; images and embeddings come whole
 
 
 async def _try(attempt, endpoint, payload, body, stream, files, ends):
@@ -183,9 +250,13 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
         if attempt.route is not None and attempt.permit is None:
             raise errors.Unavailable(f"The circuit breaker for '{attempt.target}' refused the call.")
         if attempt.engine.backend == Engine.Backend.REMOTE:
-            served = await _remote(attempt, endpoint, body, stream, files, ends)
+            served = await _remote(attempt, endpoint, body, stream and endpoint in STREAMED, files, ends)
         else:
             served = await _local(attempt, payload, stream, ends)
+    except errors.Overloaded as exc:  # full, not failing: counted by nobody, and the next target may take it
+        await attempt.aabandon()
+        attempt.logged("full", str(exc))
+        raise
     except errors.TargetFailed as exc:
         await attempt.aend(False)
         attempt.logged("failed", str(exc))

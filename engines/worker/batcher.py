@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import Future
 
+from blaze_site.errors import TimedOut
 from engines.contract import WINDOW_WAITS
 
 
@@ -39,14 +40,15 @@ class DynamicBatcher:
     """
 
     def __init__(self, run_batch, *, max_batch_size, max_wait_ms, batch_key=None, batch_size=None, name="batcher",
-                 on_batch=None):
+                 on_batch=None, on_admit=None):
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.batch_key = batch_key or (lambda request: None)
         self.batch_size = batch_size or (lambda request: 1)
-        self.on_batch = on_batch
+        self.on_batch, self.on_admit = on_batch, on_admit
         self.batch_sizes = collections.deque(maxlen=1000)
+        self.batch_seconds = collections.deque(maxlen=50)
         self._queue = queue.Queue()
         self._held = collections.deque()
         self._closed = False
@@ -74,6 +76,11 @@ class DynamicBatcher:
     @property
     def pending(self):
         return self._queue.qsize() + len(self._held)
+
+    def retry_after(self):
+        """Seconds until a waiting request may expect to run: the batches queued ahead × recent batch time."""
+        held = sum(self.batch_seconds) / len(self.batch_seconds) if self.batch_seconds else 1.0
+        return max(1, min(60, round(held * (1 + self.pending / self.max_batch_size))))
 
     def close(self):
         self._closed = True
@@ -130,6 +137,18 @@ class DynamicBatcher:
             item.future.set_exception(RuntimeError("The model was unloaded before this request ran; retry it."))
 
     def _run(self, batch):
+        now, wall = time.monotonic(), time.time()
+        late = [item for item in batch
+                if isinstance(item.request, dict) and (item.request.get("deadline") or wall) < wall]
+        for item in late:  # its client's deadline passed while it waited: running it helps nobody
+            item.future.set_exception(TimedOut(
+                f"The request waited {now - item.arrived:.1f} s for a batch and its deadline passed."))
+        batch = [item for item in batch if item not in late]
+        if not batch:
+            return
+        if self.on_admit:
+            for item in batch:
+                self.on_admit(item.request, now - item.arrived)
         self.batch_sizes.append(len(batch))
 
         def emit(index, event):
@@ -148,5 +167,6 @@ class DynamicBatcher:
             return
         for item, result in zip(batch, results):
             item.future.set_result(result)
+        self.batch_seconds.append(time.monotonic() - started)
         if self.on_batch:
             self.on_batch(len(batch), time.monotonic() - started, None)

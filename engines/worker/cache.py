@@ -1,6 +1,8 @@
 """The per-worker model cache: loaded runtimes, least recently used first out, under a byte budget.
 
-Each loaded model gets its DynamicBatcher, so concurrent requests for it share batched calls.
+Each loaded model gets its batcher, so concurrent requests for it share batched calls: a decoder-only
+LLM its ContinuousScheduler (rows join and leave between decode steps), any other model its
+DynamicBatcher (one call per batch).
 """
 
 import threading
@@ -14,13 +16,14 @@ from engines import contract
 from engines.contract import CacheRefusal
 from engines.worker.batcher import DynamicBatcher
 from engines.worker.runtimes import runtime_for
+from engines.worker.scheduler import ContinuousScheduler
 
 
 @dataclass
 class CacheEntry:
     spec: object
     runtime: object
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher | ContinuousScheduler
     estimated_bytes: int
     bytes: int
     loaded_at: float = field(default_factory=time.time)
@@ -32,7 +35,8 @@ class CacheEntry:
             "engine": self.spec.name, "kind": self.spec.kind, "model": self.spec.model,
             "bytes": self.bytes, "estimated_bytes": self.estimated_bytes,
             "loaded_at": self.loaded_at, "last_used": self.last_used, "hits": self.hits,
-            "batch_queue": self.batcher.pending,
+            "batch_queue": self.batcher.pending, "running": getattr(self.batcher, "running", None),
+            "scheduler": "continuous" if isinstance(self.batcher, ContinuousScheduler) else "dynamic",
         }
 
 
@@ -44,12 +48,15 @@ class ModelCache:
     the same engine from many threads loads it once.
     """
 
-    def __init__(self, *, budget_bytes, device, runtime_factory=runtime_for, on_change=None, on_batch=None):
+    def __init__(self, *, budget_bytes, device, runtime_factory=runtime_for, on_change=None, on_batch=None,
+                 on_admit=None, on_step=None):
         self.budget_bytes = budget_bytes
         self.device = device
         self.runtime_factory = runtime_factory
         self.on_change = on_change or (lambda event, entry: None)
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # (engine, requests, seconds, error) as requests finish
+        self.on_admit = on_admit  # (engine, request, seconds it waited) as a request starts running
+        self.on_step = on_step  # (engine, rows, seconds) per decode step of a continuous scheduler
         self._entries = OrderedDict()
         self._lock = threading.RLock()
         # One load at a time: transformers' from_pretrained is not safe in two threads at once (two
@@ -104,14 +111,7 @@ class ModelCache:
         self.on_change("loading", {"engine": spec.name, "estimated_bytes": estimate})
         with self._loading_one:
             runtime.load()
-        rows, wait = contract.batch_window(spec.kind, spec.config)
-        batcher = DynamicBatcher(
-            runtime.run_batch, max_batch_size=rows, max_wait_ms=wait * 1000,
-            batch_key=getattr(runtime, "batch_key", None), batch_size=getattr(runtime, "batch_size", None),
-            name=f"batcher-{spec.name}",
-            on_batch=(lambda size, seconds, error: self.on_batch(spec.name, size, seconds, error))
-            if self.on_batch else None,
-        )
+        batcher = self._batcher(spec, runtime)
         entry = CacheEntry(spec=spec, runtime=runtime, batcher=batcher, estimated_bytes=estimate,
                            bytes=runtime.loaded_bytes() or estimate)
         with self._lock:
@@ -119,6 +119,23 @@ class ModelCache:
         self._make_room(0, keep=spec.name)  # the measured size may exceed the estimate
         self.on_change("loaded", entry.describe())
         return entry
+
+    def _batcher(self, spec, runtime):
+        rows, wait = contract.batch_window(spec.kind, spec.config)
+
+        def bound(callback):
+            return (lambda *args: callback(spec.name, *args)) if callback else None
+
+        decoder = runtime.decoder() if hasattr(runtime, "decoder") else None
+        if decoder is not None:
+            return ContinuousScheduler(decoder, max_batch_size=rows, max_wait_ms=wait * 1000,
+                                       name=f"scheduler-{spec.name}", on_admit=bound(self.on_admit),
+                                       on_step=bound(self.on_step), on_done=bound(self.on_batch))
+        return DynamicBatcher(
+            runtime.run_batch, max_batch_size=rows, max_wait_ms=wait * 1000,
+            batch_key=getattr(runtime, "batch_key", None), batch_size=getattr(runtime, "batch_size", None),
+            name=f"batcher-{spec.name}", on_admit=bound(self.on_admit), on_batch=bound(self.on_batch),
+        )
 
     def _make_room(self, needed, keep):
         while True:

@@ -1,7 +1,9 @@
 """The engine host inside a Celery worker process: its device, model cache and heartbeat.
 
 One `EngineHost` per worker process. Requests run on the worker's threads and meet in the model's
-DynamicBatcher; events go back to the web process through a Redis stream per request.
+batcher (an LLM's ContinuousScheduler, else its DynamicBatcher); events go back to the web process
+through a Redis stream per request. Two bulkheads refuse at once rather than let requests pile up: the
+worker's BLAZE_WORKER_MAX_IN_FLIGHT (WorkerBusy, 503) and each engine's `max_queue` (QueueFull, 429).
 """
 
 import json
@@ -76,16 +78,20 @@ def publish(request_id, event):
 class EngineHost:
     """This process as an engine host: registers itself, beats, loads models and runs requests."""
 
-    def __init__(self, hostname):
+    def __init__(self, hostname, threads=None):
         self.hostname = hostname
+        # Below the worker's threads, so the refusal comes at once rather than after a wait in the broker.
+        threads = threads or settings.CELERY_WORKER_CONCURRENCY
+        self.max_in_flight = settings.BLAZE_WORKER_MAX_IN_FLIGHT or max(1, threads - max(1, threads // 8))
         self.device, self.total_bytes, _ = detect_device()
         self.cache = ModelCache(
             budget_bytes=default_budget(self.device, self.total_bytes), device=self.device,
-            on_change=self._cache_changed, on_batch=self._batch_done,
+            on_change=self._cache_changed, on_batch=self._batch_done, on_admit=self._admitted, on_step=self._stepped,
         )
         self.started_at = time.time()
         self._process = psutil.Process()
-        self.in_flight = 0
+        self.in_flight = 0  # requests (an embedding group counts each of its own)
+        self.tasks = 0  # infer tasks running, each holding one of the worker's threads
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beat_thread = None
@@ -153,8 +159,20 @@ class EngineHost:
     def _batch_done(self, engine_name, size, seconds, error):
         entry = self.cache.peek(engine_name)
         metrics.INFERENCE_LATENCY.labels(engine_name, entry.spec.kind if entry else "").observe(seconds)
-        metrics.BATCH_SIZE.labels(engine_name).observe(size)
+        if entry is None or not hasattr(entry.batcher, "running"):  # a continuous scheduler counts its steps
+            metrics.BATCH_SIZE.labels(engine_name).observe(size)
         status.batch_done(engine_name, size, seconds, error)
+
+    @staticmethod
+    def _admitted(engine_name, request, seconds):
+        if isinstance(request, dict):
+            request["queue_seconds"] = round(seconds, 4)  # the worker's part of the request's queue time
+        metrics.QUEUE_WAIT.labels(engine_name, str(request.get("priority", "") if isinstance(request, dict) else ""))\
+            .observe(seconds)
+
+    @staticmethod
+    def _stepped(engine_name, rows, seconds):
+        metrics.BATCH_SIZE.labels(engine_name).observe(rows)
 
     def model(self, spec):
         """The engine's cache entry, loading it if need be. A load that fails for a reason that may
@@ -190,15 +208,24 @@ class EngineHost:
         done_key = contract.request_done(request_id)
         if redis.exists(done_key):
             return  # a redelivered request another worker already answered
-        publish(request_id, {"type": contract.START, "worker": self.hostname})
-        started = time.monotonic()
         count = len(payload["group"]) if "group" in payload else 1
         with self._lock:
-            self.in_flight += count
+            busy = self.tasks >= self.max_in_flight
+            if not busy:
+                self.tasks += 1
+                self.in_flight += count
+        if busy:
+            metrics.REFUSED.labels(spec_dict["name"], "worker_busy").inc()
+            publish(request_id, contract.error_event(errors.WorkerBusy(
+                f"Worker {self.hostname} already runs {self.max_in_flight} requests, its most at once "
+                "(BLAZE_WORKER_MAX_IN_FLIGHT).", retry_after=1)))
+            return  # not marked done: the web side may send it to another worker
+        publish(request_id, {"type": contract.START, "worker": self.hostname})
+        started = time.monotonic()
         try:
             entry = self.model(EngineSpec(**spec_dict))
             if "group" in payload:
-                results = [future.result() for future in entry.batcher.submit_group(payload["group"])]
+                results = [future.result() for future in self._submit(entry, payload["group"], None)]
                 publish(request_id, {"type": contract.DONE, "result": {"results": results}})
                 for request, result in zip(payload["group"], results):
                     if "error" not in result:
@@ -207,16 +234,17 @@ class EngineHost:
             # Token events only travel when the client streams: they cost a Redis write each.
             wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != contract.TOKEN)
             cancelled = threading.Event()
-            future = entry.batcher.submit(
-                {**payload, "cancelled": cancelled.is_set},  # the runtime stops the request's row once set
-                on_event=lambda event: not cancelled.is_set() and wants(event) and publish(request_id, event),
-            )
+            request = {**payload, "cancelled": cancelled.is_set}  # the runtime stops the request's row once set
+            [future] = self._submit(entry, [request], lambda event: not cancelled.is_set() and wants(event)
+                                    and publish(request_id, event))
             result = self._result_unless_cancelled(future, request_id, cancelled)
             if result is None:
                 log.info("request %s was given up by its client: stopped", request_id)
                 return
             if "error" in result:
                 raise errors.InvalidInput(result["error"], field=result.get("param"))
+            if "queue_seconds" in request:
+                result = {**result, "queue_seconds": request["queue_seconds"]}
             publish(request_id, {"type": contract.DONE, "result": result})
             self._observe(entry.spec, payload, result, time.monotonic() - started)
         except RuntimeLoadError as exc:
@@ -228,8 +256,23 @@ class EngineHost:
             publish(request_id, contract.error_event(errors.TargetFailed(f"Inference failed: {exc}")))
         finally:
             with self._lock:
+                self.tasks -= 1
                 self.in_flight -= count
             redis.set(done_key, 1, ex=contract.STREAM_TTL_SECONDS)
+
+    def _submit(self, entry, requests, on_event):
+        """Futures for the requests, queued on the engine's batcher unless its waiting line is full
+        (its `max_queue`): then QueueFull, at once. A group joins whole or not at all."""
+        cap = entry.spec.config.get("max_queue", contract.MAX_QUEUE_DEFAULT)
+        with self._lock:  # the check and the queueing together: concurrent requests cannot both take the last place
+            if entry.batcher.pending + len(requests) > cap and entry.batcher.pending:
+                metrics.REFUSED.labels(entry.spec.name, "queue_full").inc(len(requests))
+                raise errors.QueueFull(
+                    f"Engine {entry.spec.name} already has {entry.batcher.pending} requests waiting on worker "
+                    f"{self.hostname} (its max_queue is {cap}).", retry_after=entry.batcher.retry_after())
+            if len(requests) == 1 and on_event is not None:
+                return [entry.batcher.submit(requests[0], on_event=on_event)]
+            return entry.batcher.submit_group(requests)
 
     @staticmethod
     def _result_unless_cancelled(future, request_id, cancelled):

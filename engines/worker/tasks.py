@@ -17,7 +17,7 @@ def _start_host(sender, instance, **kwargs):
     (so the web process can choose the worker) besides the shared and broadcast queues."""
     global HOST
     instance.app.amqp.queues.select_add(contract.worker_queue(sender))
-    HOST = EngineHost(sender)
+    HOST = EngineHost(sender, threads=instance.concurrency)
     HOST.start()
 
 

@@ -107,7 +107,8 @@
       el("td", {}, e.kind, e.backend === "remote" ? " · remote" : ""),
       el("td", {title: e.status_detail || ""}, badge(e.enabled ? e.status : "disabled", e.enabled ? e.status : "off")),
       el("td", {}, number(e.tokens_per_second, 1)),
-      el("td", {}, number(e.queue_depth, 0)))),
+      el("td", {}, number(e.queue_depth, 0)),
+      el("td", {}, ms(e.queue_wait_p95_seconds)))),
     "No engine yet: register one on the Engines page.");
 
     fill("alerts-table", alerts.map((a) => el("tr", {},

@@ -88,11 +88,13 @@ def test_viewer_reads_but_cannot_write(operator, viewer):
 
 
 @pytest.mark.parametrize("kind, config", [
-    ("llm", {"max_batch_size": 8, "batch_wait_ms": 10, "precision": "fp32", "max_new_tokens": 512,
-             "quantization": "none"}),
-    ("diffusion", {"max_batch_size": 4, "batch_wait_ms": 10, "precision": "fp32", "max_steps": 50, "max_size": 1024,
-                   "attention_slicing": False, "vae_slicing": False, "cpu_offload": "none", "safety_checker": True}),
-    ("embedding", {"max_batch_size": 32, "batch_wait_ms": 5, "normalize": True, "max_seq_length": 256}),
+    ("llm", {"max_batch_size": 8, "batch_wait_ms": 10, "max_queue": 256, "precision": "fp32", "max_new_tokens": 512,
+             "quantization": "none", "scheduler": "continuous"}),
+    ("diffusion", {"max_batch_size": 4, "batch_wait_ms": 10, "max_queue": 256, "precision": "fp32", "max_steps": 50,
+                   "max_size": 1024, "attention_slicing": False, "vae_slicing": False, "cpu_offload": "none",
+                   "safety_checker": True}),
+    ("embedding", {"max_batch_size": 32, "batch_wait_ms": 5, "max_queue": 256, "normalize": True,
+                   "max_seq_length": 256}),
 ])
 def test_defaults_are_filled_into_config(operator, kind, config):
     response = operator.post("/api/engines/", llm(kind=kind), format="json")

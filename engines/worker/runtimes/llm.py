@@ -1,4 +1,9 @@
-"""LLM runtime: a Hugging Face causal (or seq2seq) language model answering a batch of requests in one `generate`.
+"""LLM runtime: a Hugging Face causal (or seq2seq) language model.
+
+Two ways to batch, chosen by the engine's `scheduler` config: "continuous" (the default for decoder-only
+models: `decoder()` hands `engines.worker.scheduler` a `decoding.Decoder`, and rows join and leave
+between decode steps) or "dynamic" (`run_batch`: one `generate` for a whole batch; also what a
+seq2seq model, or one whose cache cannot be realigned, always gets).
 
 Requests are dicts the API has validated: {"prompt" or "messages", "max_tokens", "temperature", "top_p",
 "stop", "seed"}. Each result is {"text", "finish_reason", "prompt_tokens", "completion_tokens"}, and
@@ -26,6 +31,7 @@ from transformers.generation.streamers import BaseStreamer
 from blaze_site.errors import InvalidInput
 from engines.contract import RuntimeLoadError
 from engines.worker.runtimes import release_memory, tensor_bytes
+from engines.worker.runtimes.decoding import Decoder, RowSampler, RowText, choose, supports_running_batch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2, "8bit": 1, "4bit": 0.5}
@@ -33,7 +39,7 @@ BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2, "8bit": 1, "4bit": 0.5}
 
 class LlmRuntime:
     """One language model on one device. Config keys are those of `LlmConfig` (precision, max_new_tokens,
-    quantization); a request's max_tokens is capped at the engine's max_new_tokens."""
+    quantization, scheduler); a request's max_tokens is capped at the engine's max_new_tokens."""
 
     def __init__(self, spec, device):
         self.spec = spec
@@ -41,6 +47,7 @@ class LlmRuntime:
         self.precision = spec.config.get("precision", "fp32")
         self.quantization = spec.config.get("quantization", "none")
         self.max_new_tokens = spec.config.get("max_new_tokens", 512)
+        self.scheduler = spec.config.get("scheduler", "continuous")
         self.model = None
         self.tokenizer = None
 
@@ -90,6 +97,19 @@ class LlmRuntime:
     def batch_key(self, request):
         return None
 
+    def decoder(self):
+        """A Decoder for iteration-level scheduling, or None: the engine asks for the dynamic batcher,
+        or the model cannot have rows join its batch (seq2seq, sliding-window attention)."""
+        if self.scheduler != "continuous" or not supports_running_batch(self.model):
+            return None
+        return Decoder(self)
+
+    def token_limit(self, request, prompt_tokens):
+        """The most tokens a request may generate: its max_tokens, the engine's cap, the context left."""
+        limit = min(request.get("max_tokens") or self.max_new_tokens, self.max_new_tokens)
+        context = self._context_length()
+        return min(limit, context - prompt_tokens) if context else limit
+
     def health(self):
         return {
             "device": self.device,
@@ -102,7 +122,7 @@ class LlmRuntime:
         rows = []  # (request index, prompt ids)
         for index, request in enumerate(requests):
             try:
-                rows.append((index, self._prompt_ids(request)))
+                rows.append((index, self.prompt_ids(request)))
             except InvalidInput as exc:
                 results[index] = {"error": str(exc), "param": exc.field}
         if not rows:
@@ -119,25 +139,27 @@ class LlmRuntime:
             indexes=[index for index, _ in rows],
             limits=limits,
             stops=[[stop for stop in requests[index].get("stop") or [] if stop] for index, _ in rows],
-            eos_ids=self._eos_ids(),
+            eos_ids=self.eos_ids(),
             emit=emit,
             cancelled=[requests[index].get("cancelled") for index, _ in rows],
         )
         samplers = [
-            (row, requests[index]["temperature"], requests[index].get("top_p") or 1.0, requests[index].get("seed"))
-            for row, (index, _) in enumerate(rows) if requests[index].get("temperature")
+            RowSampler(requests[index].get("temperature"), requests[index].get("top_p"), requests[index].get("seed"),
+                       self.model.device)
+            for index, _ in rows
         ]
         batch = self.tokenizer.pad({"input_ids": [ids for _, ids in rows]}, return_tensors="pt").to(self.model.device)
         with torch.inference_mode():
             self.model.generate(
                 **batch,
                 max_new_tokens=max(limits),
-                do_sample=False,  # sampling rows are sampled by RowSampler, which hands generate a one-hot choice
-                logits_processor=LogitsProcessorList([RowSampler(samplers, self.model.device)] if samplers else []),
+                do_sample=False,  # each row's token is picked by its RowSampler, handed to generate as a one-hot choice
+                logits_processor=LogitsProcessorList(
+                    [Chosen(samplers)] if any(sampler.temperature for sampler in samplers) else []),
                 stopping_criteria=StoppingCriteriaList([RowsDone(streamer)]),
                 streamer=streamer,
                 pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=sorted(self._eos_ids()),
+                eos_token_id=sorted(self.eos_ids()),
             )
         for row, (index, ids) in enumerate(rows):
             results[index] = {
@@ -175,7 +197,7 @@ class LlmRuntime:
         except Exception as exc:
             raise RuntimeLoadError(f"Cannot read the model config at {model}: {exc}") from exc
 
-    def _prompt_ids(self, request):
+    def prompt_ids(self, request):
         """The request's prompt as token ids; InvalidInput when this model cannot take it."""
         messages = request.get("messages")
         if messages and self.tokenizer.chat_template:
@@ -207,7 +229,7 @@ class LlmRuntime:
             return None
         return getattr(self.model.config, "max_position_embeddings", None)
 
-    def _eos_ids(self):
+    def eos_ids(self):
         eos = self.model.generation_config.eos_token_id
         ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -220,64 +242,46 @@ def _model_class(config):
 
 
 class BatchStreamer(BaseStreamer):
-    """Follows every row of a batched `generate`: decodes each row's new tokens, emits the new text, and marks the
-    row finished at EOS ("stop"), a stop string ("stop", text cut before it) or its own token limit ("length").
-
-    Text that may still change (a partial UTF-8 character) or may be the start of a stop string is held back
-    until it is certain, so the emitted deltas of a row add up to exactly its final text.
-    """
+    """Follows every row of a batched `generate`, each through its own `RowText` (its text, stop strings,
+    EOS and token limit); a row whose client gave up is marked "cancelled" and sends nothing more."""
 
     def __init__(self, tokenizer, *, indexes, limits, stops, eos_ids, emit, cancelled=None):
-        self.tokenizer = tokenizer
-        self.indexes, self.limits, self.stops, self.eos_ids, self.emit = indexes, limits, stops, eos_ids, emit
+        self.rows = [
+            RowText(tokenizer, limit=limit, stops=row_stops, eos_ids=eos_ids,
+                    emit=lambda event, index=index: emit(index, event))
+            for index, limit, row_stops in zip(indexes, limits, stops, strict=True)
+        ]
+        self.limits = limits
         self.cancelled = cancelled or [None] * len(indexes)  # per row: a callable, true once its client gave up
-        self.ids = [[] for _ in indexes]
-        self.texts = [""] * len(indexes)
-        self.sent = [0] * len(indexes)
-        self.finish_reasons = [None] * len(indexes)
         self.prompt_length = None
+
+    @property
+    def finish_reasons(self):
+        return [row.finish_reason for row in self.rows]
+
+    @property
+    def texts(self):
+        return [row.text for row in self.rows]
+
+    @property
+    def ids(self):
+        return [row.ids for row in self.rows]
 
     def put(self, value):
         if self.prompt_length is None:  # generate hands over the prompt first
             self.prompt_length = value.shape[-1]
             return
-        for row, token in enumerate(value.reshape(-1).tolist()):
-            if self.finish_reasons[row] is None:
-                if self.cancelled[row] is not None and self.cancelled[row]():
-                    self.finish_reasons[row] = "cancelled"  # nothing more is sent: nobody listens
+        for row, cancelled, token in zip(self.rows, self.cancelled, value.reshape(-1).tolist(), strict=True):
+            if row.finish_reason is None:
+                if cancelled is not None and cancelled():
+                    row.finish_reason = "cancelled"  # nothing more is sent: nobody listens
                 else:
-                    self._add(row, token)
+                    row.add(token)
 
     def end(self):
-        for row, reason in enumerate(self.finish_reasons):
-            if reason is None:
-                self._finish(row, "length")
-
-    def _add(self, row, token):
-        if token in self.eos_ids:
-            return self._finish(row, "stop")
-        self.ids[row].append(token)
-        text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        found = [at for at in (text.find(stop) for stop in self.stops[row]) if at >= 0]
-        if found:
-            self.texts[row] = text[: min(found)]
-            return self._finish(row, "stop")
-        self.texts[row] = text
-        if len(self.ids[row]) >= self.limits[row]:
-            return self._finish(row, "length")
-        certain = text.rstrip("\ufffd")
-        held = max((k for stop in self.stops[row] for k in range(1, len(stop)) if certain.endswith(stop[:k])),
-                   default=0)
-        self._send(row, len(certain) - held)
-
-    def _finish(self, row, reason):
-        self.finish_reasons[row] = reason
-        self._send(row, len(self.texts[row]))
-
-    def _send(self, row, upto):
-        if upto > self.sent[row]:
-            self.emit(self.indexes[row], {"type": "token", "text": self.texts[row][self.sent[row]:upto]})
-            self.sent[row] = upto
+        for row in self.rows:
+            if row.finish_reason is None:
+                row.finish("length")
 
 
 class RowsDone(StoppingCriteria):
@@ -296,34 +300,14 @@ class RowsDone(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-class RowSampler(LogitsProcessor):
-    """Samples each sampling row with its own temperature, top_p and random generator (seeded when the request
-    gives a seed, so a seeded row gives the same text whatever else shares its batch), then leaves only the chosen
-    token possible so `generate`'s greedy pick takes it. Greedy rows (temperature 0) are left alone."""
+class Chosen(LogitsProcessor):
+    """Leaves only each row's RowSampler choice possible, so `generate`'s greedy pick takes it."""
 
-    def __init__(self, samplers, device):
-        self.rows = [row for row, *_ in samplers]
-        self.temperatures = torch.tensor([[temperature] for _, temperature, _, _ in samplers], device=device)
-        self.top_ps = torch.tensor([[top_p] for _, _, top_p, _ in samplers], device=device)
-        self.generators = []
-        for *_, seed in samplers:
-            generator = torch.Generator(device=device)
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(seed)
-            self.generators.append(generator)
+    def __init__(self, samplers):
+        self.samplers = samplers
 
     def __call__(self, input_ids, scores):
-        probs = torch.softmax(scores[self.rows] / self.temperatures, dim=-1)
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # top_p keeps the most likely tokens up to that much probability mass (always at least one)
-        sorted_probs[sorted_probs.cumsum(dim=-1) - sorted_probs >= self.top_ps] = 0
-        chosen = [
-            order[k, torch.multinomial(sorted_probs[k], 1, generator=generator)]
-            for k, generator in enumerate(self.generators)
-        ]
-        rows = torch.tensor(self.rows, device=scores.device)
-        scores[rows] = -float("inf")
-        scores[rows, torch.cat(chosen)] = 0
-        return scores
+        tokens = choose(scores, self.samplers)
+        chosen = torch.full_like(scores, -float("inf"))
+        chosen[torch.arange(scores.shape[0], device=scores.device), tokens] = 0
+        return chosen

@@ -1,0 +1,129 @@
+"""Raw decode loops on one model, no serving stack: why Blaze schedules over its own running batch.
+
+    python bench/decoding.py                  # SmolLM2-135M-Instruct (the demo LLM), 16 prompts × 32 tokens, CPU
+    python bench/decoding.py --quick          # the tiny random GPT-2: checks the bench runs
+    python bench/decoding.py --llm-dir DIR --precision fp16 --prompts 64   # e.g. on a GPU machine
+
+Three ways to decode the same prompts greedily, in this process, one after the other:
+- `generate`: one left-padded `model.generate` for all prompts (what the dynamic batcher runs);
+- `running_batch`: Blaze's `decoding.Decoder` (engines/worker/runtimes/decoding.py), all prompts
+  joined at once and stepped until every row is done (what the continuous scheduler runs);
+- `hf_continuous`: transformers' `generate_batch` (its ContinuousBatchingManager), default settings.
+Each is run once to warm up, then timed `--repeats` times; tokens/s counts the tokens generated.
+Prints one JSON line per way, then a summary line.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.batching import prompts  # noqa: E402
+
+
+class _Item:
+    def __init__(self, request):
+        self.request = request
+
+    def emit(self, event):
+        pass
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--llm-dir")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-hf", action="store_true", help="leave out transformers' generate_batch")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blaze_site.settings")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import django
+
+    django.setup()
+    import torch
+    from transformers import GenerationConfig
+
+    from engines.contract import EngineSpec
+    from engines.demo.build import build_tiny_llm, convert_smollm2
+    from engines.worker.host import detect_device
+    from engines.worker.runtimes.llm import LlmRuntime
+
+    device = detect_device()[0]
+    if args.llm_dir:
+        llm_dir, label = Path(args.llm_dir), Path(args.llm_dir).name
+    elif args.quick:
+        llm_dir, label = build_tiny_llm(Path(tempfile.mkdtemp()) / "tiny-llm"), "tiny-gpt2 (random)"
+    else:
+        llm_dir, label = convert_smollm2(ROOT / "var" / "models" / "smollm2-135m-instruct"), "SmolLM2-135M-Instruct"
+    runtime = LlmRuntime(EngineSpec(name="bench", kind="llm", model=str(llm_dir),
+                                    config={"precision": args.precision, "max_new_tokens": args.tokens}), device)
+    runtime.load()
+    # EOS never ends a row here: every way generates exactly --tokens tokens per prompt, the same work.
+    runtime.eos_ids = lambda: set()
+    model, tokenizer = runtime.model, runtime.tokenizer
+    requests = [{"prompt": None, "messages": [{"role": "user", "content": text}], "max_tokens": args.tokens,
+                 "temperature": 0.0, "top_p": 1.0, "stop": [], "seed": 0} for text in prompts(args.prompts)]
+    ids = [runtime.prompt_ids(request) for request in requests]
+
+    def generate():
+        batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        return (out.shape[1] - batch["input_ids"].shape[1]) * len(ids)
+
+    def running_batch():
+        decoder = runtime.decoder()
+        finished = decoder.join([_Item(request) for request in requests])[1]
+        done = len(finished)
+        decoder.keep([row for row in range(decoder.size) if row not in finished])
+        while decoder.size:
+            finished = decoder.step()
+            done += len(finished)
+            decoder.keep([row for row in range(decoder.size) if row not in finished])
+        return args.tokens * len(ids)
+
+    def hf_continuous():
+        config = GenerationConfig(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
+                                  eos_token_id=-1, pad_token_id=tokenizer.pad_token_id)
+        outputs = model.generate_batch(inputs=ids, generation_config=config, progress_bar=False)
+        return sum(len(output.generated_tokens) for output in outputs.values())
+
+    ways = {"generate": generate, "running_batch": running_batch}
+    if not args.skip_hf:
+        ways["hf_continuous"] = hf_continuous
+    figures = {}
+    for name, run in ways.items():
+        try:
+            run()  # warm-up
+            rates = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                tokens = run()
+                rates.append(tokens / (time.perf_counter() - started))
+        except Exception as exc:  # noqa: BLE001 - a way that cannot run here is reported, not fatal
+            print(json.dumps({"bench": "decoding", "way": name, "error": f"{type(exc).__name__}: {exc}"}))
+            continue
+        figures[name] = statistics.median(rates)
+        print(json.dumps({"bench": "decoding", "way": name, "model": label, "device": device,
+                          "precision": args.precision, "prompts": args.prompts, "tokens": args.tokens,
+                          "tok_s_median": round(figures[name], 1), "tok_s_runs": [round(r, 1) for r in rates]}))
+    base = figures.get("generate")
+    print(json.dumps({"bench": "decoding", "summary": True, "model": label, "device": device,
+                      **{f"{name}_vs_generate": round(rate / base, 3) for name, rate in figures.items() if base}}))
+
+
+if __name__ == "__main__":
+    main()

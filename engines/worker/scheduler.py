@@ -1,0 +1,222 @@
+"""Iteration-level (continuous) scheduling for a decoder-only LLM: one loop per loaded model that, at
+every decode step, admits waiting requests into the running batch and retires finished rows at once.
+
+A request arriving while others generate gets its first token after one prefill, not after the whole
+batch; a short answer leaves the batch when it is done instead of waiting for the longest row; a
+row whose client stopped or left stops decoding at the next step and frees its slot.
+
+Admission order: highest effective priority first, where a request's priority (0-9, from its API key
+or role, or its own `priority` up to that) rises by one for every BLAZE_PRIORITY_AGEING_SECONDS it
+has waited, so a low-priority request is never starved; equal ones go first come, first served.
+A request whose deadline passed while it waited is answered TimedOut without being run.
+
+The torch side (prefill, joined KV caches, per-row sampling, stop strings) is the runtime's
+`decoding.Decoder`; this module knows only requests, futures and time.
+"""
+
+import collections
+import threading
+import time
+from concurrent.futures import Future
+
+from django.conf import settings
+
+from blaze_site import errors
+from engines.contract import WINDOW_WAITS
+
+CANCELLED = {"text": "", "finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0}
+
+
+class Waiting:
+    """A submitted request: `request` (its payload), `on_event` (its stream), `future` (its result)."""
+
+    __slots__ = ("request", "on_event", "future", "arrived", "priority", "order")
+
+    def __init__(self, request, on_event, order):
+        self.request, self.on_event, self.order = request, on_event, order
+        self.future = Future()
+        self.arrived = time.monotonic()
+        self.priority = request.get("priority") or 0
+
+    def urgency(self, now, ageing):
+        return self.priority + (now - self.arrived) / ageing
+
+    def emit(self, event):
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def cancelled(self):
+        check = self.request.get("cancelled")
+        return check is not None and check()
+
+
+class ContinuousScheduler:
+    """Drives a `Decoder` on a thread of its own; `submit(request, on_event)` returns a Future with the
+    request's result. At most `max_batch_size` rows decode together. When nothing runs, a first
+    arrival waits up to `max_wait_ms` (restarted by each arrival, up to WINDOW_WAITS waits) for
+    others, so a burst is prefilled together.
+
+    `on_admit(request, waited_seconds)`, `on_step(rows, seconds)` and `on_done(count, seconds, error)`
+    (the run time of requests that finished in one step) feed metrics."""
+
+    def __init__(self, decoder, *, max_batch_size, max_wait_ms, name="scheduler", on_admit=None, on_step=None,
+                 on_done=None):
+        self.decoder = decoder
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.on_admit, self.on_step, self.on_done = on_admit, on_step, on_done
+        self.step_sizes = collections.deque(maxlen=1000)
+        self.run_seconds = collections.deque(maxlen=50)  # of recent requests: how long a slot stays taken
+        self._waiting = []
+        self._running = []  # the Waiting of each decoder row, in row order
+        self._started = {}  # id(Waiting) → when it was admitted
+        self._arrivals = 0
+        self._closed = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, request, on_event=None):
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("This model is being unloaded; retry the request.")
+            self._arrivals += 1
+            item = Waiting(request, on_event, self._arrivals)
+            self._waiting.append(item)
+            self._wake.notify()
+        return item.future
+
+    @property
+    def pending(self):
+        return len(self._waiting)
+
+    @property
+    def running(self):
+        return len(self._running)
+
+    def retry_after(self):
+        """Seconds until a waiting request may expect a slot: the queue's length in batches × how long
+        recent requests held theirs (at least 1)."""
+        held = sum(self.run_seconds) / len(self.run_seconds) if self.run_seconds else 1.0
+        return max(1, min(60, round(held * (1 + self.pending / self.max_batch_size))))
+
+    def close(self):
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+
+    def _loop(self):
+        while True:
+            with self._wake:
+                while not self._waiting and not self._running and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    break
+            if not self._running:
+                self._gather()
+            try:
+                self._admit()
+                if self._running:
+                    self._step()
+            except Exception as exc:  # noqa: BLE001 - the model failed: every running request hears why
+                self._fail_running(exc)
+        unloaded = RuntimeError("The model was unloaded before this request ran; retry it.")
+        for item in self._waiting + self._running:
+            if not item.future.done():
+                item.future.set_exception(unloaded)
+
+    def _gather(self):
+        """With nothing running: wait for a burst to arrive, so it is prefilled together."""
+        with self._wake:
+            if not self._waiting:
+                return
+            cap = self._waiting[0].arrived + self.max_wait * WINDOW_WAITS
+            while len(self._waiting) < self.max_batch_size and not self._closed:
+                last = self._waiting[-1].arrived
+                deadline = min(last + self.max_wait, cap)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._wake.wait(left)
+
+    def _take(self, free):
+        """Up to `free` waiting requests, most urgent first; the given-up and the late are answered here."""
+        now, wall = time.monotonic(), time.time()
+        with self._wake:
+            ageing = settings.BLAZE_PRIORITY_AGEING_SECONDS
+            ordered = sorted(self._waiting, key=lambda item: (-item.urgency(now, ageing), item.order))
+            taken, dropped = [], []
+            for item in ordered:
+                if item.cancelled() or (item.request.get("deadline") or wall) < wall:
+                    dropped.append(item)
+                elif len(taken) < free:
+                    taken.append(item)
+            gone = {id(item) for item in taken + dropped}
+            self._waiting = [item for item in self._waiting if id(item) not in gone]
+        for item in dropped:
+            if item.cancelled():
+                item.future.set_result(CANCELLED)
+            else:
+                item.future.set_exception(errors.TimedOut(
+                    f"The request waited {now - item.arrived:.1f} s for a slot and its deadline passed."))
+        for item in taken:
+            self._started[id(item)] = now
+            if self.on_admit:
+                self.on_admit(item.request, now - item.arrived)
+        return taken
+
+    def _admit(self):
+        free = self.max_batch_size - len(self._running)
+        if free <= 0 or not self._waiting:
+            return
+        taken = self._take(free)
+        if not taken:
+            return
+        self._running.extend(taken)  # before the prefill: a failing prefill fails them with the rest
+        refused, finished = self.decoder.join(taken)
+        for item, result in refused:
+            self._running.remove(item)
+            self._started.pop(id(item), None)
+            item.future.set_result(result)
+        self._retire(finished)
+
+    def _step(self):
+        gone = {row: CANCELLED for row, item in enumerate(self._running) if item.cancelled()}
+        self._retire(gone)  # a stopped row is not decoded once more
+        if not self._running:
+            return
+        started = time.monotonic()
+        rows = len(self._running)
+        finished = self.decoder.step()
+        seconds = time.monotonic() - started
+        self.step_sizes.append(rows)
+        if self.on_step:
+            self.on_step(rows, seconds)
+        self._retire(finished)
+
+    def _retire(self, finished):
+        """Answer the rows that finished (a dict of row → result) and drop them from the batch."""
+        if not finished:
+            return
+        now = time.monotonic()
+        done = [(self._running[row], result) for row, result in finished.items()]
+        self._running = [item for row, item in enumerate(self._running) if row not in finished]
+        self.decoder.keep([row for row in range(len(self._running) + len(finished)) if row not in finished])
+        ran = []
+        for item, result in done:
+            ran.append(now - self._started.pop(id(item), now))
+            item.future.set_result(result)
+        self.run_seconds.extend(ran)
+        if self.on_done:
+            self.on_done(len(done), sum(ran) / len(ran), None)
+
+    def _fail_running(self, exc):
+        failed, self._running = self._running, []
+        self.decoder.reset()
+        for item in failed:
+            self._started.pop(id(item), None)
+            if not item.future.done():
+                item.future.set_exception(exc)
+        if self.on_done and failed:
+            self.on_done(len(failed), 0.0, exc)
