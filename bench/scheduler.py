@@ -17,8 +17,8 @@ read to its end.
 Prints one JSON line per (scheduler, rate): requests, completed, errors, duration (first send to
 last finish), throughput (completion tokens / duration), p50/p99 of time to first token (send →
 first content delta), of end to end and of queue time (the request log's `queue_seconds`, read from
-Redis by id: the wait in the broker plus the wait in the worker for a batch slot), and total tokens. Then one summary line:
-per rate dynamic/continuous TTFT p99 (target ≥ 5) and continuous/dynamic throughput (target ≥ 1).
+Redis by id: the wait in the broker plus the wait in the worker for a batch slot), and total tokens.
+Then one summary line: per rate dynamic/continuous TTFT p99 (target ≥ 5) and continuous/dynamic throughput (target ≥ 1).
 """
 
 import argparse
