@@ -43,11 +43,13 @@ def _send(request_id, spec, payload, engine_name, worker_id=None, exclude=()):
     return worker_id
 
 
-async def run(engine, payload, worker_id=None, timeout=None):
+async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
     """Yield the request's events (`token`, `progress`, then `done` or `error`), deduplicated across
-    a re-dispatch. `worker_id`: the worker the router chose (else the best live one); `timeout`: the
-    seconds left to the request (default BLAZE_REQUEST_TIMEOUT_SECONDS). Raises errors.Unavailable
-    when no worker can take it, errors.TimedOut when the deadline passes."""
+    a re-dispatch. `worker_id`: the worker the router chose (else the best live one); `pinned`: only
+    that worker may run it (a route target pinned to it), so a lost or busy worker ends the request
+    here and the route tries its next target; `timeout`: the seconds left to the request (default
+    BLAZE_REQUEST_TIMEOUT_SECONDS). Raises errors.Unavailable when no worker can take it,
+    errors.TimedOut when the deadline passes."""
     timeout = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if timeout is None else timeout
     payload = {**payload, "deadline": time.time() + timeout}  # queue time counts against it in the worker too
     request_id = uuid.uuid4().hex
@@ -73,6 +75,9 @@ async def run(engine, payload, worker_id=None, timeout=None):
             if not reply:
                 info = await sync_to_async(heartbeats.worker_info, thread_sensitive=False)(worker_id)
                 if info is None or info["lost"]:
+                    if pinned:
+                        raise errors.Unavailable(f"Worker {worker_id}, which this target is pinned to, stopped "
+                                                 "beating during the request.")
                     worker_id = await sync_to_async(_send, thread_sensitive=False)(
                         request_id, spec, payload, engine.name, exclude=tried)
                     tried.append(worker_id)
@@ -102,7 +107,8 @@ async def run(engine, payload, worker_id=None, timeout=None):
                     last_token_at = now
                     yield event
                 elif kind == contract.ERROR and event["error"] == errors.WorkerBusy.kind and relayed == 0:
-                    retry = await sync_to_async(_another_worker, thread_sensitive=False)(engine.name, tried)
+                    retry = None if pinned else await sync_to_async(_another_worker, thread_sensitive=False)(
+                        engine.name, tried)
                     if retry is None:
                         finished = True
                         yield event

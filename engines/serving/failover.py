@@ -177,7 +177,7 @@ async def _with_fallbacks(plan, own, ends, tried):
     except errors.TargetFailed as exc:
         if not plan.fallbacks:
             raise
-        reasons = {plan.name: exc.message}
+        reasons, failed = {plan.name: exc.message}, [exc]
         log.warning("route %s: no target answered, trying its fallbacks: %s", plan.name, exc)
     for fallback in plan.fallbacks:
         if time.monotonic() >= ends:
@@ -190,11 +190,15 @@ async def _with_fallbacks(plan, own, ends, tried):
             served = await _with_fallbacks(fallback, own, ends, tried)
         except errors.TargetFailed as exc:
             reasons[fallback.name] = exc.message
+            failed.append(exc)
             continue
         served.fallback = fallback.name
         metrics.ROUTE_FALLBACKS.labels(plan.name, fallback.name).inc()
         log.warning("route %s answered through its fallback %s", plan.name, fallback.name)
         return served
+    if len(failed) == len(reasons) and all(isinstance(exc, errors.Overloaded) for exc in failed):
+        raise type(failed[-1])(f"Route '{plan.name}' and its fallbacks are all full ({_listed(reasons)}).",
+                               retry_after=min(exc.retry_after for exc in failed))
     raise errors.Unavailable(f"Neither route '{plan.name}' nor its fallbacks could answer ({_listed(reasons)}).",
                              code="no_target_available")
 
@@ -274,8 +278,9 @@ async def _try(attempt, endpoint, payload, body, stream, files, ends):
 
 async def _local(attempt, payload, stream, ends):
     run = grouping.run if attempt.engine.kind == Engine.Kind.EMBEDDING else dispatch.run
+    pinned = bool(attempt.candidate and attempt.candidate.target.worker)
     events = run(attempt.engine, {**payload, "stream": True} if stream else payload,
-                 worker_id=attempt.worker, timeout=max(ends - time.monotonic(), 0.001))
+                 worker_id=attempt.worker, timeout=max(ends - time.monotonic(), 0.001), pinned=pinned)
     try:
         first = await anext(events)
     except StopAsyncIteration as exc:

@@ -26,8 +26,8 @@ _sending = set()  # groups' tasks, held so that none is collected while it runs
 
 
 class _Group:
-    def __init__(self, engine, worker_id):
-        self.engine, self.worker_id = engine, worker_id
+    def __init__(self, engine, worker_id, pinned):
+        self.engine, self.worker_id, self.pinned = engine, worker_id, pinned
         self.max_rows, self.wait = contract.batch_window(engine.kind, engine.config)
         self.requests, self.answers, self.rows, self.ends = [], [], 0, 0.0
         self.closed = asyncio.Event()
@@ -70,7 +70,7 @@ class _Group:
     async def _send(self):
         group = {"group": self.requests}
         try:
-            async for event in dispatch.run(self.engine, group, worker_id=self.worker_id,
+            async for event in dispatch.run(self.engine, group, worker_id=self.worker_id, pinned=self.pinned,
                                             timeout=max(self.ends - time.monotonic(), 0.001)):
                 if event["type"] == contract.DONE:
                     for answer, result in zip(self.answers, event["result"]["results"]):
@@ -91,17 +91,17 @@ def _answer(answer, event):
         answer.set_result(event)
 
 
-async def run(engine, payload, worker_id=None, timeout=None):
+async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
     """`dispatch.run` for an embedding request: yields its one event (`done` or `error`) once the
     group it joined is answered; raises as `dispatch.run` does."""
     timeout = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if timeout is None else timeout
-    key = (asyncio.get_running_loop(), engine.name, worker_id)
+    key = (asyncio.get_running_loop(), engine.name, worker_id, pinned)
     group = _gathering.get(key)
     if group is not None and group.rows + len(payload["input"]) > group.max_rows:
         group.closed.set()  # this request would overfill it: send it now, start another
         group = None
     if group is None:
-        group = _gathering[key] = _Group(engine, worker_id)
+        group = _gathering[key] = _Group(engine, worker_id, pinned)
         task = asyncio.get_running_loop().create_task(group.gather_and_send(key))
         _sending.add(task)
         task.add_done_callback(_sending.discard)

@@ -57,3 +57,68 @@ def test_a_stream_given_up_midway_tells_the_worker_to_stop(redis_client):
 
 def test_a_stream_read_to_its_end_leaves_nothing_to_stop(redis_client):
     assert relay(redis_client, [{"type": "token", "text": "Hi"}, {"type": "done", "result": {}}]) is False
+
+
+def beating(redis_client, *names):
+    """Heartbeats for workers that are only names in Redis, as a worker's `beat` writes them."""
+    import time
+
+    from blaze_site import shared_state
+
+    for name in names:
+        redis_client.set(shared_state.worker_key(name), json.dumps(
+            {"id": name, "last_seen": time.time(), "cache": [], "in_flight": 0}), ex=60)
+        redis_client.sadd(shared_state.workers_key(), name)
+
+
+def refused_as_busy(redis_client, pinned):
+    """A request to w9, which answers worker_busy: the events the client gets, and the queues it went to."""
+    beating(redis_client, "w9", "w8")
+    engine = Engine(name="tiny", kind="llm", model="m")
+    busy = {"type": "error", "error": "worker_busy", "message": "Worker w9 already runs 1 requests",
+            "param": None, "retry_after": 1}
+
+    async def scenario():
+        events = dispatch.run(engine, {"prompt": "Hi"}, worker_id="w9", timeout=10, pinned=pinned)
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0.2)
+        request_id = request_id_of(queued(redis_client, contract.worker_queue("w9"))[0])
+        publish(request_id, busy)
+        await asyncio.sleep(0.3)
+        moved = [request_id_of(m) for m in queued(redis_client, contract.worker_queue("w8"))]
+        if moved:
+            publish(request_id, {"type": "start", "worker": "w8"})
+            publish(request_id, {"type": "done", "result": {"text": "Hello"}})
+        event = await first
+        await events.aclose()
+        return event, moved == [request_id]
+
+    return asyncio.run(scenario())
+
+
+def test_a_busy_worker_s_refusal_is_sent_to_another_live_worker(redis_client):
+    event, moved = refused_as_busy(redis_client, pinned=False)
+    assert moved and event == {"type": "done", "result": {"text": "Hello"}}
+
+
+def test_a_request_pinned_to_a_busy_worker_stays_refused_for_the_route_to_move_on(redis_client):
+    event, moved = refused_as_busy(redis_client, pinned=True)
+    assert not moved and event["error"] == "worker_busy" and event["retry_after"] == 1
+
+
+def test_a_request_pinned_to_a_worker_that_stops_beating_fails_for_the_route_to_move_on(redis_client):
+    import pytest
+
+    from blaze_site import errors
+
+    beating(redis_client, "w8")  # alive, but the target is pinned to w7, which has no heartbeat
+    before = len(queued(redis_client, contract.worker_queue("w8")))
+    engine = Engine(name="tiny", kind="llm", model="m")
+
+    async def scenario():
+        async for _ in dispatch.run(engine, {"prompt": "Hi"}, worker_id="w7", timeout=10, pinned=True):
+            pass
+
+    with pytest.raises(errors.Unavailable, match="pinned"):
+        asyncio.run(scenario())
+    assert len(queued(redis_client, contract.worker_queue("w8"))) == before  # not moved to w8

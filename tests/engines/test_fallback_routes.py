@@ -3,6 +3,7 @@ engines) are tried in order, and an answer from one is marked — the X-Blaze-Fa
 `blaze_route_fallbacks_total` counter, the request log. Against a live daphne and loopback upstreams
 (tests/upstream.py) standing in for the remote hosts, healthy and dead."""
 
+import asyncio
 import json
 import time
 
@@ -13,8 +14,9 @@ from accounts.audit import Actor
 from blaze_site import errors
 from engines import services
 from engines.models import Engine, Route, RouteFallback
+from engines.serving import failover
 from engines.serving.failover import serve
-from engines.serving.plan import resolve
+from engines.serving.plan import Plan, resolve
 from monitoring import request_log
 from monitoring import selectors as monitoring_selectors
 from tests.conftest import make_user
@@ -230,3 +232,23 @@ def test_a_local_engines_refusal_of_the_prompt_is_the_clients_answer_not_the_fal
     assert response.status_code == 400 and response.json()["error"]["param"] == "messages"
     assert "reads at most 256 tokens" in response.json()["error"]["message"]
     assert "X-Blaze-Fallback" not in response.headers and upstream.hits["ok"] == 0
+
+
+def test_a_route_whose_targets_and_fallbacks_are_all_full_answers_full_not_down():
+    def route(*down):
+        backup, spare = Plan(name="backup", engine=None), Plan(name="spare", engine=None)
+        primary = Plan(name="chat", engine=None, fallbacks=(backup, spare))
+
+        async def own(plan):
+            if plan.name in down:
+                raise errors.UpstreamFailed(f"{plan.name} is down")
+            raise errors.QueueFull(f"{plan.name} is full", retry_after={"chat": 5, "backup": 2, "spare": 3}[plan.name])
+
+        return asyncio.run(failover._with_fallbacks(primary, own, time.monotonic() + 5, set()))
+
+    with pytest.raises(errors.QueueFull) as full:
+        route()
+    assert full.value.retry_after == 2 and "all full" in full.value.message  # the soonest a place frees
+    with pytest.raises(errors.Unavailable) as down:
+        route("spare")  # one of them is down, not full: the route cannot answer
+    assert not isinstance(down.value, errors.Overloaded)

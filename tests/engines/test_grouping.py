@@ -24,7 +24,7 @@ def sent(monkeypatch):
     request's text is "refuse" (the engine refuses it) or the group holds "fail" (the worker fails)."""
     groups = []
 
-    async def run(engine, payload, worker_id=None, timeout=None):
+    async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
         groups.append((worker_id, [request["input"] for request in payload["group"]]))
         await asyncio.sleep(0.01)
         if any(request["input"] == ["fail"] for request in payload["group"]):
@@ -96,7 +96,7 @@ def test_a_failed_task_is_every_member_s_error(sent):
 
 
 def test_no_worker_raises_for_every_member(monkeypatch):
-    async def no_worker(engine, payload, worker_id=None, timeout=None):
+    async def no_worker(engine, payload, worker_id=None, timeout=None, pinned=False):
         raise errors.Unavailable("No engine worker is running.")
         yield
 
@@ -119,7 +119,7 @@ def test_a_client_that_goes_away_does_not_take_the_group_with_it(sent):
 
 
 def test_a_member_waits_no_longer_than_its_own_deadline(monkeypatch):
-    async def slow(engine, payload, worker_id=None, timeout=None):
+    async def slow(engine, payload, worker_id=None, timeout=None, pinned=False):
         await asyncio.sleep(5)
         yield {"type": "done", "result": {"results": [{}]}}
 
