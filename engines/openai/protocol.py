@@ -10,12 +10,15 @@ import io
 import re
 import secrets
 
+import jsonschema
 from rest_framework import serializers
 
 from accounts.models import MAX_PRIORITY
 from engines.models import Engine
+from engines.openai import tools as tools_module
 
 MAX_SEED = 2**32 - 1
+MAX_CHOICES = 8  # n: choices of one request, each a row of the batch
 
 
 class RequestSerializer(serializers.Serializer):
@@ -51,14 +54,77 @@ class StopField(serializers.Field):
 
 class MessageSerializer(RequestSerializer):
     role = serializers.ChoiceField(["system", "user", "assistant", "tool", "developer"])
-    content = serializers.JSONField()
+    content = serializers.JSONField(required=False, allow_null=True)
+    name = serializers.CharField(required=False, max_length=64)
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)  # an assistant's calls
+    tool_call_id = serializers.CharField(required=False, max_length=200)  # a tool's answer: to which call
 
     def validate_content(self, value):
+        if value is None:
+            return ""
         if isinstance(value, str):
             return value
         if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
             return "".join(str(part.get("text", "")) for part in value)
         raise serializers.ValidationError("Must be a string or a list of text parts.")
+
+    def validate(self, attrs):
+        if attrs["role"] == "tool" and not attrs.get("tool_call_id"):
+            raise serializers.ValidationError({"tool_call_id": ["A tool message answers a call: name its id."]})
+        if "content" not in attrs and not attrs.get("tool_calls"):
+            raise serializers.ValidationError({"content": ["This field is required."]})
+        for index, each in enumerate(attrs.get("tool_calls") or []):
+            function = each.get("function") if isinstance(each, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
+                    or not isinstance(function.get("arguments"), str):
+                raise serializers.ValidationError(
+                    {f"tool_calls.{index}": ["Must be {\"id\", \"type\": \"function\", \"function\": {\"name\", "
+                                             "\"arguments\": a JSON string}}."]})
+        attrs.setdefault("content", "")
+        return attrs
+
+
+class FunctionSerializer(RequestSerializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9_-]{1,64}$")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=4000)
+    parameters = serializers.DictField(required=False)
+    strict = serializers.BooleanField(required=False, allow_null=True)
+
+
+class ToolSerializer(RequestSerializer):
+    type = serializers.ChoiceField(["function"])
+    function = FunctionSerializer()
+
+
+# Fields of OpenAI's API a local engine does not offer: refused, with why, rather than ignored.
+UNSUPPORTED = {
+    "audio": "Local engines answer in text only.",
+    "modalities": "Local engines answer in text only.",
+    "functions": "Deprecated by OpenAI: use tools.",
+    "function_call": "Deprecated by OpenAI: use tool_choice.",
+    "prediction": "Predicted outputs are not supported by local engines.",
+    "web_search_options": "Local engines cannot search the web.",
+    "reasoning_effort": "Local engines have no reasoning effort setting.",
+    "verbosity": "Local engines have no verbosity setting.",
+    "service_tier": "Blaze has no service tiers: send priority (0-9) instead.",
+    "prompt_cache_key": "Local engines keep no prompt cache.",
+    "safety_identifier": "Not supported by local engines; send user to have it in the request log.",
+    "metadata": "Blaze does not store completions.",
+    "best_of": "Not supported: ask for n choices instead.",
+    "suffix": "Insertion (suffix) is not supported by local engines.",
+}
+
+
+def refuse_unknown(serializer, data, allowed):
+    """A local engine's request names only fields it honours: any other is a 400 naming it, as OpenAI
+    answers an unknown parameter. A remote engine's request goes to its host as sent (not checked here)."""
+    engine = serializer.context.get("engine")
+    if engine is None or engine.backend != Engine.Backend.LOCAL or not isinstance(data, dict):
+        return
+    for name in data:
+        if name not in allowed:
+            reason = UNSUPPORTED.get(name, "Unknown parameter.")
+            raise serializers.ValidationError({name: [f"{reason} (Blaze refuses what it would otherwise ignore.)"]})
 
 
 class GenerationSerializer(RequestSerializer):
@@ -69,10 +135,35 @@ class GenerationSerializer(RequestSerializer):
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     stop = StopField(required=False, allow_null=True)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
-    n = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1)
+    n = serializers.IntegerField(required=False, default=1, min_value=1, max_value=MAX_CHOICES)
     stream = serializers.BooleanField(required=False, default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
-    user = serializers.CharField(required=False, allow_blank=True)
+    user = serializers.CharField(required=False, allow_blank=True)  # in the request log, as OpenAI keeps it
+    frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+    logit_bias = serializers.DictField(child=serializers.FloatField(min_value=-100, max_value=100), required=False,
+                                       allow_null=True)
+    store = serializers.BooleanField(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        refuse_unknown(self, data, self.fields)
+        return super().to_internal_value(data)
+
+    def validate_logit_bias(self, value):
+        if value and not all(token.isdigit() for token in value):
+            raise serializers.ValidationError("Keys must be token ids (strings of digits).")
+        return {int(token): bias for token, bias in (value or {}).items()}
+
+    def validate_store(self, value):
+        if value:
+            raise serializers.ValidationError("Blaze does not store completions; omit it or send false.")
+        return value
+
+    def validate_stream_options(self, value):
+        unknown = set(value or {}) - {"include_usage"}
+        if unknown:
+            raise serializers.ValidationError(f"Only include_usage is supported, not {', '.join(sorted(unknown))}.")
+        return value
     # Blaze's own: the order a local LLM admits waiting requests in (9 first), at most the caller's own
     # (its API key's, else its role's; the context's `priority`), which is also the default.
     priority = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_PRIORITY)
@@ -102,31 +193,102 @@ class GenerationSerializer(RequestSerializer):
             # A seed chosen here makes a retried request (another worker) produce the same tokens.
             "seed": attrs["seed"] if attrs.get("seed") is not None else secrets.randbelow(MAX_SEED),
             "priority": allowed if priority is None else priority,
+            "n": attrs.get("n") or 1,
+            "logit_bias": attrs.get("logit_bias") or None,
+            "frequency_penalty": attrs.get("frequency_penalty") or 0.0,
+            "presence_penalty": attrs.get("presence_penalty") or 0.0,
         }
         attrs["include_usage"] = bool((attrs.get("stream_options") or {}).get("include_usage"))
         return attrs
 
 
+class ResponseFormatSerializer(RequestSerializer):
+    type = serializers.ChoiceField(["text", "json_object", "json_schema"])
+    json_schema = serializers.DictField(required=False)
+
+    def validate(self, attrs):
+        if attrs["type"] != "json_schema":
+            return attrs
+        spec = attrs.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise serializers.ValidationError({"json_schema": ["Must be {\"name\", \"schema\", \"strict\"}."]})
+        if not isinstance(spec.get("schema", {}), dict):
+            raise serializers.ValidationError({"json_schema.schema": ["Must be a JSON schema (an object)."]})
+        try:
+            jsonschema.validators.validator_for(spec.get("schema", {})).check_schema(spec.get("schema", {}))
+        except jsonschema.SchemaError as exc:
+            raise serializers.ValidationError(
+                {"json_schema.schema": [f"Not a valid JSON schema: {exc.message}"]}) from exc
+        return attrs
+
+
 class ChatCompletionSerializer(GenerationSerializer):
     messages = MessageSerializer(many=True, allow_empty=False)
+    response_format = ResponseFormatSerializer(required=False, allow_null=True)
+    tools = ToolSerializer(many=True, required=False, allow_null=True, max_length=128)
+    tool_choice = serializers.JSONField(required=False, allow_null=True)
+    parallel_tool_calls = serializers.BooleanField(required=False, default=True)
+    logprobs = serializers.BooleanField(required=False, default=False)
+    top_logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=20)
+
+    def validate_tool_choice(self, value):
+        if value is None or value in ("none", "auto", "required"):
+            return value
+        if isinstance(value, dict) and value.get("type") == "function" \
+                and isinstance((value.get("function") or {}).get("name"), str):
+            return value
+        raise serializers.ValidationError(
+            'Must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}.')
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        attrs["payload"] = {**attrs["payload"], "prompt": None, "messages": [dict(m) for m in attrs["messages"]]}
+        tools = [dict(t, function=dict(t["function"])) for t in attrs.get("tools") or []]
+        choice = attrs.get("tool_choice") or ("auto" if tools else "none")
+        if choice != "none" and not tools:
+            raise serializers.ValidationError({"tool_choice": ["There are no tools to choose from."]})
+        if isinstance(choice, dict) and choice["function"]["name"] not in {t["function"]["name"] for t in tools}:
+            raise serializers.ValidationError({"tool_choice": [f"No tool is named {choice['function']['name']}."]})
+        if attrs.get("top_logprobs") is not None and not attrs.get("logprobs"):
+            raise serializers.ValidationError({"top_logprobs": ["Needs logprobs: true."]})
+        if attrs.get("logprobs") and attrs["stream"]:
+            raise serializers.ValidationError({"logprobs": ["Not available on streamed answers yet; stream: false."]})
+        response_format = attrs.get("response_format")
+        grammar, forced = tools_module.grammar_for(tools, choice, response_format)
+        attrs["tool_mode"] = forced or ("auto" if choice == "auto" else None)
+        attrs["tool_choice"], attrs["tools"] = choice, tools
+        attrs["payload"] = {
+            **attrs["payload"], "prompt": None, "messages": [dict(m) for m in attrs["messages"]],
+            "tools": [t["function"] for t in tools] if choice != "none" else None,
+            "grammar": grammar, "logprobs": (attrs.get("top_logprobs") or 0) if attrs.get("logprobs") else None,
+        }
         return attrs
 
 
 class CompletionSerializer(GenerationSerializer):
     prompt = serializers.CharField(trim_whitespace=False, allow_blank=False)
+    echo = serializers.BooleanField(required=False, default=False)
+    logprobs = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=5)
+    response_format = ResponseFormatSerializer(required=False, allow_null=True)  # Blaze's: JSON completions
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        attrs["payload"] = {**attrs["payload"], "prompt": attrs["prompt"], "messages": None}
+        if attrs.get("logprobs") is not None and attrs["echo"]:
+            raise serializers.ValidationError({"echo": ["Not with logprobs: the prompt's logprobs are not computed."]})
+        if attrs.get("logprobs") is not None and attrs["stream"]:
+            raise serializers.ValidationError({"logprobs": ["Not available on streamed answers yet; stream: false."]})
+        grammar, _ = tools_module.grammar_for([], "none", attrs.get("response_format"))
+        attrs["payload"] = {**attrs["payload"], "prompt": attrs["prompt"], "messages": None, "grammar": grammar,
+                            "logprobs": attrs.get("logprobs")}
         return attrs
 
 
 class EmbeddingSerializer(RequestSerializer):
     model = serializers.CharField()
+
+    def to_internal_value(self, data):
+        refuse_unknown(self, data, self.fields)
+        return super().to_internal_value(data)
+
     input = serializers.JSONField()
     encoding_format = serializers.ChoiceField(["float", "base64"], default="float")
     dimensions = serializers.IntegerField(required=False, allow_null=True)

@@ -31,6 +31,7 @@ from blaze_site.exceptions import OUTAGES, RETRY_AFTER_SECONDS, flatten, http_st
 from blaze_site.views import openai_error
 from engines import contract, services
 from engines.models import Engine, Route
+from engines.openai import answers
 from engines.openai.protocol import REQUEST_SERIALIZERS
 from engines.serving import failover
 from engines.serving import plan as plans
@@ -219,17 +220,18 @@ def _usage(result):
 
 
 def _stream(name, served, data, chat):
-    """SSE relay of a local engine's events: a chunk per token as it arrives, the finish reason,
-    usage when asked, [DONE]. `name`: the model the client asked for."""
+    """SSE relay of a local engine's events: chunks per token as they arrive (per choice when n > 1;
+    tool calls as `answers.Deltas` shapes them), each choice's finish reason, usage when asked,
+    [DONE]. `name`: the model the client asked for."""
     completion_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     created, obj = int(time.time()), "chat.completion.chunk" if chat else "text_completion"
+    shaper = answers.Deltas(data, chat)
 
-    def chunk(text=None, finish=None, role=False):
+    def chunk(index=0, delta=None, finish=None):
         if chat:
-            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text is not None else {})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+            choice = {"index": index, "text": (delta or {}).get("text", ""), "logprobs": None, "finish_reason": finish}
         return {"id": completion_id, "object": obj, "created": created, "model": name, "choices": [choice]}
 
     entry, tokens, status = request_log.current(), [], 200
@@ -237,14 +239,20 @@ def _stream(name, served, data, chat):
     async def events():
         nonlocal status
         if chat:
-            yield _sse(chunk(role=True))
+            for index in range(data["n"]):
+                yield _sse(chunk(index, {"role": "assistant", "content": ""}))
         try:
             async for event in served.events:
                 if event["type"] == contract.TOKEN:
                     tokens.append(event["text"])
-                    yield _sse(chunk(text=event["text"]))
+                    for index, delta in shaper.token(event.get("index", 0), event["text"]):
+                        yield _sse(chunk(index, delta))
                 elif event["type"] == contract.DONE:
-                    yield _sse(chunk(finish=event["result"]["finish_reason"]))
+                    for index, row in enumerate(answers.rows(event["result"])):
+                        deltas, finish = shaper.finish(index, row)
+                        for at, delta in deltas:
+                            yield _sse(chunk(at, delta))
+                        yield _sse(chunk(index, finish=finish))
                     if data["include_usage"]:
                         yield _sse({**chunk(), "choices": [], "usage": _usage(event["result"])})
                 elif event["type"] == contract.ERROR:
@@ -283,6 +291,8 @@ async def models(request):
 
 async def _generation(request, endpoint, chat):
     plan, data, body = await _validated(request, endpoint)
+    if data.get("user"):
+        request_log.note(user=data["user"])  # OpenAI's end-user id: kept with the request, as its abuse log does
     served = await _serve(request, endpoint, plan, data, body, stream=data["stream"])
     if served.response is not None:
         if data["stream"] and served.response.status < 300:
@@ -293,16 +303,12 @@ async def _generation(request, endpoint, chat):
         return _stream(plan.name, served, data, chat=chat)
     result = served.result
     request_log.note(tokens=result.get("completion_tokens"))
-    request_log.note_text(answer=result["text"])
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": result["text"]},
-                  "logprobs": None, "finish_reason": result["finish_reason"]}
-    else:
-        choice = {"index": 0, "text": result["text"], "logprobs": None, "finish_reason": result["finish_reason"]}
+    request_log.note_text(answer=answers.rows(result)[0]["text"])
     return JsonResponse({
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
         "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()), "model": plan.name, "choices": [choice], "usage": _usage(result),
+        "created": int(time.time()), "model": plan.name, "choices": answers.choices(result, data, chat),
+        "usage": _usage(result),
     })
 
 

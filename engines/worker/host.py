@@ -234,17 +234,32 @@ class EngineHost:
             # Token events only travel when the client streams: they cost a Redis write each.
             wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != contract.TOKEN)
             cancelled = threading.Event()
-            request = {**payload, "cancelled": cancelled.is_set}  # the runtime stops the request's row once set
-            [future] = self._submit(entry, [request], lambda event: not cancelled.is_set() and wants(event)
-                                    and publish(request_id, event))
-            result = self._result_unless_cancelled(future, request_id, cancelled)
-            if result is None:
-                log.info("request %s was given up by its client: stopped", request_id)
-                return
-            if "error" in result:
-                raise errors.InvalidInput(result["error"], field=result.get("param"))
-            if "queue_seconds" in request:
-                result = {**result, "queue_seconds": request["queue_seconds"]}
+            # n choices are n rows, each seeded one on (the runtime stops every row once `cancelled` is set)
+            rows = [{**payload, "cancelled": cancelled.is_set,
+                     "seed": payload["seed"] + index if payload.get("seed") is not None else None}
+                    for index in range(payload.get("n") or 1)]
+
+            def relay(index):
+                def on_event(event):
+                    if not cancelled.is_set() and wants(event):
+                        publish(request_id, {**event, "index": index} if len(rows) > 1 else event)
+                return on_event
+
+            futures = self._submit(entry, rows, [relay(index) for index in range(len(rows))])
+            results = []
+            for future in futures:
+                result = self._result_unless_cancelled(future, request_id, cancelled)
+                if result is None:
+                    log.info("request %s was given up by its client: stopped", request_id)
+                    return
+                if "error" in result:
+                    raise errors.InvalidInput(result["error"], field=result.get("param"))
+                results.append(result)
+            result = results[0] if len(results) == 1 else {
+                "choices": results, "prompt_tokens": results[0]["prompt_tokens"],
+                "completion_tokens": sum(each["completion_tokens"] for each in results)}
+            if "queue_seconds" in rows[0]:
+                result = {**result, "queue_seconds": rows[0]["queue_seconds"]}
             publish(request_id, {"type": contract.DONE, "result": result})
             self._observe(entry.spec, payload, result, time.monotonic() - started)
         except RuntimeLoadError as exc:
@@ -260,9 +275,10 @@ class EngineHost:
                 self.in_flight -= count
             redis.set(done_key, 1, ex=contract.STREAM_TTL_SECONDS)
 
-    def _submit(self, entry, requests, on_event):
+    def _submit(self, entry, requests, on_events):
         """Futures for the requests, queued on the engine's batcher unless its waiting line is full
-        (its `max_queue`): then QueueFull, at once. A group joins whole or not at all."""
+        (its `max_queue`): then QueueFull, at once. They join whole or not at all: each with its
+        event callback (`on_events`), or, without, as one gathered group."""
         cap = entry.spec.config.get("max_queue", contract.MAX_QUEUE_DEFAULT)
         with self._lock:  # the check and the queueing together: concurrent requests cannot both take the last place
             if entry.batcher.pending + len(requests) > cap and entry.batcher.pending:
@@ -270,8 +286,9 @@ class EngineHost:
                 raise errors.QueueFull(
                     f"Engine {entry.spec.name} already has {entry.batcher.pending} requests waiting on worker "
                     f"{self.hostname} (its max_queue is {cap}).", retry_after=entry.batcher.retry_after())
-            if len(requests) == 1 and on_event is not None:
-                return [entry.batcher.submit(requests[0], on_event=on_event)]
+            if on_events is not None:
+                return [entry.batcher.submit(request, on_event=on_event)
+                        for request, on_event in zip(requests, on_events, strict=True)]
             return entry.batcher.submit_group(requests)
 
     @staticmethod

@@ -78,7 +78,7 @@ def test_concurrent_chats_are_batched_and_each_gets_its_own_answer(engine_worker
 
 @pytest.mark.parametrize("kwargs, param", [
     ({"max_tokens": -1}, "max_tokens"), ({"max_tokens": 100000}, "max_tokens"), ({"max_tokens": "ten"}, "max_tokens"),
-    ({"temperature": 5}, "temperature"), ({"top_p": 0}, "top_p"), ({"n": 2}, "n"), ({"seed": -3}, "seed"),
+    ({"temperature": 5}, "temperature"), ({"top_p": 0}, "top_p"), ({"n": 9}, "n"), ({"seed": -3}, "seed"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
 ])

@@ -12,9 +12,12 @@ final text); `RowSampler` picks each row's token with its own temperature, top_p
 so a seeded row gives the same text whatever shares its batch.
 """
 
+import re
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from blaze_site.errors import InvalidInput
 
@@ -44,11 +47,12 @@ class Decoder:
         for item in items:
             try:
                 ids = self.runtime.prompt_ids(item.request)
+                row = _Row(self.runtime, item, len(ids))
             except InvalidInput as exc:
                 refused.append((item, {"error": str(exc), "param": exc.field}))
                 continue
             prompts.append(ids)
-            new.append(_Row(self.runtime, item, len(ids)))
+            new.append(row)
         if not new:
             return refused, {}
         logits = self.batch.join(prompts)
@@ -84,12 +88,50 @@ class _Row:
         self.text = RowText(runtime.tokenizer, limit=runtime.token_limit(request, prompt_tokens),
                             stops=[stop for stop in request.get("stop") or [] if stop], eos_ids=runtime.eos_ids(),
                             emit=item.emit)
-        self.sampler = RowSampler(request.get("temperature"), request.get("top_p"), request.get("seed"),
-                                  runtime.model.device)
+        self.sampler = sampler_for(runtime, request)
+        self.tokenizer = runtime.tokenizer
 
     def result(self):
-        return {"text": self.text.text, "finish_reason": self.text.finish_reason,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": len(self.text.ids)}
+        return row_result(self.tokenizer, self.text, self.sampler, self.prompt_tokens)
+
+
+def sampler_for(runtime, request):
+    """The RowSampler a request asks for (its sampling, bias, penalties, grammar and logprobs)."""
+    return RowSampler(request.get("temperature"), request.get("top_p"), request.get("seed"), runtime.model.device,
+                      logit_bias=request.get("logit_bias"), frequency_penalty=request.get("frequency_penalty"),
+                      presence_penalty=request.get("presence_penalty"), constraint=runtime.constraint(request),
+                      top_logprobs=request.get("logprobs"))
+
+
+_BYTE_OF = {char: byte for byte, char in bytes_to_unicode().items()}  # byte-level BPE's alphabet, reversed
+_SENTENCEPIECE_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def token_bytes(tokenizer, token, piece):
+    """The bytes a token stands for (OpenAI's `bytes`: a token may hold part of a UTF-8 character,
+    which its decoded text shows as U+FFFD): through byte-level BPE's alphabet (GPT-2, Llama 3,
+    SmolLM2) or SentencePiece's <0xNN> byte tokens, else the decoded text's own bytes."""
+    name = tokenizer.convert_ids_to_tokens(token)
+    if isinstance(name, str):
+        if all(char in _BYTE_OF for char in name):
+            return [_BYTE_OF[char] for char in name]
+        if match := _SENTENCEPIECE_BYTE.match(name):
+            return [int(match[1], 16)]
+    return list(piece.encode())
+
+
+def row_result(tokenizer, text, sampler, prompt_tokens):
+    """A finished row's result: its text, why it ended, its token counts, and its logprobs if asked."""
+    result = {"text": text.text, "finish_reason": text.finish_reason, "prompt_tokens": prompt_tokens,
+              "completion_tokens": len(text.ids)}
+    if sampler.top_logprobs is not None:
+        def entry(token, logprob):
+            piece = tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            return {"token": piece, "logprob": logprob, "bytes": token_bytes(tokenizer, token, piece)}
+
+        result["logprobs"] = [{**entry(token, logprob), "top_logprobs": [entry(*alt) for alt in alternatives]}
+                              for token, logprob, alternatives in sampler.logprobs[: len(text.ids)]]
+    return result
 
 
 class RunningBatch:
@@ -179,9 +221,14 @@ def supports_running_batch(model):
 
 
 class RowSampler:
-    """Per row: greedy (temperature 0) or sampled with its own temperature, top_p and generator."""
+    """Per row: greedy (temperature 0) or sampled with its own temperature, top_p and generator; and
+    what the request asks of each step besides: `logit_bias` ({token id: bias}), frequency and presence
+    penalties (over the tokens this row generated), a `constraint` (a grammar's allowed tokens), and
+    `top_logprobs` (None: no logprobs; else how many alternatives to record with each chosen token,
+    in `logprobs`, as (token, logprob, [(alternative, logprob), ...]) from the model's own distribution)."""
 
-    def __init__(self, temperature, top_p, seed, device):
+    def __init__(self, temperature, top_p, seed, device, *, logit_bias=None, frequency_penalty=0.0,
+                 presence_penalty=0.0, constraint=None, top_logprobs=None):
         self.temperature, self.top_p = temperature or 0.0, top_p or 1.0
         self.generator = None
         if self.temperature:
@@ -190,10 +237,51 @@ class RowSampler:
                 self.generator.seed()
             else:
                 self.generator.manual_seed(seed)
+        self.bias = {int(token): float(bias) for token, bias in (logit_bias or {}).items()}
+        self.frequency_penalty, self.presence_penalty = frequency_penalty or 0.0, presence_penalty or 0.0
+        self.constraint = constraint
+        self.top_logprobs = top_logprobs
+        self.logprobs = []
+        self.counts = {}  # token → times this row generated it (the penalties' memory)
+
+    @property
+    def adjusts(self):
+        return bool(self.bias or self.frequency_penalty or self.presence_penalty or self.constraint is not None)
+
+    def adjusted(self, logits):
+        """This row's logits after its bias, penalties and constraint (a copy)."""
+        logits = logits.clone()
+        if self.bias:
+            tokens = torch.tensor(list(self.bias), device=logits.device)
+            logits[tokens] += logits.new_tensor(list(self.bias.values()))
+        if self.counts and (self.frequency_penalty or self.presence_penalty):
+            tokens = torch.tensor(list(self.counts), device=logits.device)
+            counts = logits.new_tensor(list(self.counts.values()))
+            logits[tokens] -= counts * self.frequency_penalty + self.presence_penalty
+        if self.constraint is not None:
+            self.constraint.mask(logits)
+        return logits
+
+    def chose(self, token, raw):
+        """Record the chosen token: its count, its logprobs (from the unadjusted `raw` logits), the constraint."""
+        self.counts[token] = self.counts.get(token, 0) + 1
+        if self.top_logprobs is not None:
+            logprobs = torch.log_softmax(raw.float(), dim=-1)
+            top = logprobs.topk(self.top_logprobs) if self.top_logprobs else None
+            self.logprobs.append((token, float(logprobs[token]),
+                                  list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []))
+        if self.constraint is not None:
+            self.constraint.consume(token)
 
 
 def choose(logits, samplers):
     """The next token of every row (a tensor of ids), each by its own sampler."""
+    raw = logits
+    if any(sampler.adjusts for sampler in samplers):
+        logits = logits.clone()
+        for row, sampler in enumerate(samplers):
+            if sampler.adjusts:
+                logits[row] = sampler.adjusted(raw[row])
     tokens = logits.argmax(-1)
     rows = [row for row, sampler in enumerate(samplers) if sampler.temperature]
     if rows:
@@ -205,6 +293,8 @@ def choose(logits, samplers):
         sorted_probs[sorted_probs.cumsum(dim=-1) - sorted_probs >= top_ps] = 0
         for k, row in enumerate(rows):
             tokens[row] = order[k, torch.multinomial(sorted_probs[k], 1, generator=samplers[row].generator)]
+    for row, (sampler, token) in enumerate(zip(samplers, tokens.tolist(), strict=True)):
+        sampler.chose(token, raw[row])
     return tokens
 
 

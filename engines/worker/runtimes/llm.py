@@ -31,7 +31,15 @@ from transformers.generation.streamers import BaseStreamer
 from blaze_site.errors import InvalidInput
 from engines.contract import RuntimeLoadError
 from engines.worker.runtimes import release_memory, tensor_bytes
-from engines.worker.runtimes.decoding import Decoder, RowSampler, RowText, choose, supports_running_batch
+from engines.worker.runtimes.chat import renders_tools, template_messages
+from engines.worker.runtimes.decoding import (
+    Decoder,
+    RowText,
+    choose,
+    row_result,
+    sampler_for,
+    supports_running_batch,
+)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2, "8bit": 1, "4bit": 0.5}
@@ -104,6 +112,15 @@ class LlmRuntime:
             return None
         return Decoder(self)
 
+    def constraint(self, request):
+        """The grammar a request's output must follow (`response_format`, a forced tool call), or None."""
+        grammar = request.get("grammar")
+        if not grammar:
+            return None
+        from engines.worker.runtimes.grammar import Constraint
+
+        return Constraint(self.tokenizer, grammar, vocab_size=self.model.config.vocab_size)
+
     def token_limit(self, request, prompt_tokens):
         """The most tokens a request may generate: its max_tokens, the engine's cap, the context left."""
         limit = min(request.get("max_tokens") or self.max_new_tokens, self.max_new_tokens)
@@ -119,12 +136,15 @@ class LlmRuntime:
 
     def run_batch(self, requests, emit):
         results = [None] * len(requests)
-        rows = []  # (request index, prompt ids)
+        rows, samplers = [], []  # (request index, prompt ids), and each row's sampler
         for index, request in enumerate(requests):
             try:
-                rows.append((index, self.prompt_ids(request)))
+                ids, sampler = self.prompt_ids(request), sampler_for(self, request)
             except InvalidInput as exc:
                 results[index] = {"error": str(exc), "param": exc.field}
+                continue
+            rows.append((index, ids))
+            samplers.append(sampler)
         if not rows:
             return results
 
@@ -143,31 +163,20 @@ class LlmRuntime:
             emit=emit,
             cancelled=[requests[index].get("cancelled") for index, _ in rows],
         )
-        samplers = [
-            RowSampler(requests[index].get("temperature"), requests[index].get("top_p"), requests[index].get("seed"),
-                       self.model.device)
-            for index, _ in rows
-        ]
         batch = self.tokenizer.pad({"input_ids": [ids for _, ids in rows]}, return_tensors="pt").to(self.model.device)
         with torch.inference_mode():
             self.model.generate(
                 **batch,
                 max_new_tokens=max(limits),
                 do_sample=False,  # each row's token is picked by its RowSampler, handed to generate as a one-hot choice
-                logits_processor=LogitsProcessorList(
-                    [Chosen(samplers)] if any(sampler.temperature for sampler in samplers) else []),
+                logits_processor=LogitsProcessorList([Chosen(samplers)]),
                 stopping_criteria=StoppingCriteriaList([RowsDone(streamer)]),
                 streamer=streamer,
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=sorted(self.eos_ids()),
             )
         for row, (index, ids) in enumerate(rows):
-            results[index] = {
-                "text": streamer.texts[row],
-                "finish_reason": streamer.finish_reasons[row],
-                "prompt_tokens": len(ids),
-                "completion_tokens": len(streamer.ids[row]),
-            }
+            results[index] = row_result(self.tokenizer, streamer.rows[row], samplers[row], len(ids))
         return results
 
     def _check_device(self):
@@ -201,14 +210,17 @@ class LlmRuntime:
         """The request's prompt as token ids; InvalidInput when this model cannot take it."""
         messages = request.get("messages")
         if messages and self.tokenizer.chat_template:
+            messages, tools = template_messages(messages, request.get("tools"), renders_tools(self.tokenizer))
             try:
-                text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                text = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                                          tokenize=False)
             except TemplateError as exc:  # some templates refuse a conversation, e.g. roles out of turn
                 raise InvalidInput(
                     f"This model's chat template refuses these messages: {exc}", field="messages") from exc
             ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template writes its own BOS
         else:
             if messages:
+                messages, _ = template_messages(messages, request.get("tools"), native=False)
                 text = "\n".join(f"{message['role']}: {message['content']}" for message in messages) + "\nassistant:"
             else:
                 text = request.get("prompt") or ""
