@@ -112,6 +112,8 @@ UNSUPPORTED = {
     "metadata": "Blaze does not store completions.",
     "best_of": "Not supported: ask for n choices instead.",
     "suffix": "Insertion (suffix) is not supported by local engines.",
+    "quality": "A diffusion pipeline has no quality setting: choose steps and guidance_scale.",
+    "style": "A diffusion pipeline has no style setting: describe the style in the prompt.",
 }
 
 
@@ -193,7 +195,7 @@ class GenerationSerializer(RequestSerializer):
             # A seed chosen here makes a retried request (another worker) produce the same tokens.
             "seed": attrs["seed"] if attrs.get("seed") is not None else secrets.randbelow(MAX_SEED),
             "priority": allowed if priority is None else priority,
-            "n": attrs.get("n") or 1,
+            "choices": attrs.get("n") or 1,  # rows of one request (an image request's `n` is its images)
             "logit_bias": attrs.get("logit_bias") or None,
             "frequency_penalty": attrs.get("frequency_penalty") or 0.0,
             "presence_penalty": attrs.get("presence_penalty") or 0.0,
@@ -326,9 +328,10 @@ class ImageSerializer(RequestSerializer):
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
     response_format = serializers.ChoiceField(["b64_json", "url"], default="b64_json")
     user = serializers.CharField(required=False, allow_blank=True)
-    # OpenAI fields Blaze accepts and ignores (a diffusion pipeline has no notion of them).
-    quality = serializers.CharField(required=False)
-    style = serializers.CharField(required=False)
+
+    def to_internal_value(self, data):
+        refuse_unknown(self, data, self.fields)
+        return super().to_internal_value(data)
 
     def validate(self, attrs):
         engine = self.context["engine"]

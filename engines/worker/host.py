@@ -237,7 +237,7 @@ class EngineHost:
             # n choices are n rows, each seeded one on (the runtime stops every row once `cancelled` is set)
             rows = [{**payload, "cancelled": cancelled.is_set,
                      "seed": payload["seed"] + index if payload.get("seed") is not None else None}
-                    for index in range(payload.get("n") or 1)]
+                    for index in range(payload.get("choices") or 1)]
 
             def relay(index):
                 def on_event(event):
