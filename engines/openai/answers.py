@@ -26,6 +26,8 @@ def chat_choice(index, row, data):
             calls = []  # cut short by max_tokens: the text as it is, finish_reason "length"
     elif mode == "auto":
         text, calls = tools.parse_calls(text, data["tools"])
+        if not data.get("parallel_tool_calls", True):
+            calls = calls[:1]  # parallel_tool_calls: false, one call at most
     if calls:
         message = {"role": "assistant", "content": text if mode == "auto" and text else None, "tool_calls": calls}
         finish = "tool_calls" if finish != "length" else finish

@@ -177,3 +177,20 @@ def test_a_remote_engine_gets_the_fields_it_was_sent(engine_worker, upstream, op
                           model="upstream-model")
     openai_client.chat.completions.create(model="far", messages=ASK, extra_body={"top_k": 5, "repetition_penalty": 1.1})
     assert upstream.bodies[-1]["top_k"] == 5 and upstream.bodies[-1]["repetition_penalty"] == 1.1
+
+
+def test_auto_tool_calls_are_read_from_the_text_and_parallel_false_keeps_one():
+    from engines.openai.answers import chat_choice
+
+    text = ('<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}</tool_call>'
+            '<tool_call>{"name": "get_time", "arguments": {"zone": "CET"}}</tool_call>'
+            '<tool_call>{"name": "launch_rockets", "arguments": {}}</tool_call>')
+    data = {"tool_mode": "auto", "tools": [WEATHER, TIME], "tool_choice": "auto", "parallel_tool_calls": True}
+    row = {"text": text, "finish_reason": "stop"}
+    choice = chat_choice(0, row, data)
+    assert [call["function"]["name"] for call in choice["message"]["tool_calls"]] == ["get_weather", "get_time"]
+    assert json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"])["city"] == "Paris"
+    assert choice["finish_reason"] == "tool_calls"
+    assert "launch_rockets" in choice["message"]["content"]  # not one of the tools: left as text
+    single = chat_choice(0, row, {**data, "parallel_tool_calls": False})
+    assert len(single["message"]["tool_calls"]) == 1
