@@ -10,6 +10,7 @@ router tests and in bench/router.py. Its behaviour is the first path segment of 
     server.base_url("reset")      → the connection reset, nothing answered
     server.base_url("garbage")    → 200 with a body that is not JSON
     server.base_url("truncated")  → a body cut short (a stream: two chunks, then the connection drops)
+    server.base_url("tools")      → a streamed chat answers with a call of get_weather, in OpenAI's deltas
 
 `hits[behaviour]` counts the POSTs each behaviour received. A refused connection needs no server:
 use `refused_base_url()`.
@@ -106,6 +107,8 @@ class OpenAIUpstream:
                     return
                 if rest.endswith("chat/completions"):
                     words = MARKUP if behaviour == "markup" else WORDS
+                    if body.get("stream") and behaviour == "tools":
+                        return self._stream_call(body)
                     if body.get("stream"):
                         return self._stream(body, words, cut_after=2 if behaviour == "truncated" else None)
                     if behaviour == "truncated":
@@ -172,6 +175,25 @@ class OpenAIUpstream:
                     chunk = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "model": body.get("model"),
                              "choices": [{"index": 0, "delta": {"content": word},
                                           "finish_reason": "stop" if index == len(words) - 1 else None}]}
+                    self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+                self._chunk(b"data: [DONE]\n\n")
+                self._chunk(b"")
+
+            def _stream_call(self, body):
+                """As OpenAI streams a call: its id and name first, then the arguments in pieces."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                named = {"index": 0, "id": "call_upstream", "type": "function",
+                         "function": {"name": "get_weather", "arguments": ""}}
+                deltas = [{"role": "assistant", "content": None, "tool_calls": [named]},
+                          *({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                            for piece in ('{"city"', ': "Par', 'is"}')), {}]
+                for index, delta in enumerate(deltas):
+                    chunk = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "model": body.get("model"),
+                             "choices": [{"index": 0, "delta": delta,
+                                          "finish_reason": "tool_calls" if index == len(deltas) - 1 else None}]}
                     self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")

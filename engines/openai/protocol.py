@@ -260,7 +260,9 @@ class ChatCompletionSerializer(GenerationSerializer):
         attrs["tool_choice"], attrs["tools"] = choice, tools
         attrs["payload"] = {
             **attrs["payload"], "prompt": None, "messages": [dict(m) for m in attrs["messages"]],
-            "tools": [t["function"] for t in tools] if choice != "none" else None,
+            # A named call shows the model only that function: the grammar holds it to those arguments anyway.
+            "tools": [t["function"] for t in tools if not isinstance(choice, dict)
+                      or t["function"]["name"] == choice["function"]["name"]] if choice != "none" else None,
             "grammar": grammar, "logprobs": (attrs.get("top_logprobs") or 0) if attrs.get("logprobs") else None,
         }
         return attrs

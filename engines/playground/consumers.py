@@ -3,13 +3,19 @@ through the same serving path as /v1 (plan, validation against the engine's caps
 worker's batcher), with Stop that cancels the generation in the worker.
 
 Messages in:  {"type": "chat", "id", "model", "messages": [...], "temperature", "top_p", "max_tokens",
-               "seed", "stop"}  ·  {"type": "stop", "id"}  ·  {"type": "embed", "id", "model", "texts": [...]}  ·
+               "seed", "stop", "response_format", "tools", "tool_choice"}  ·  {"type": "stop", "id"}  ·
+              {"type": "embed", "id", "model", "texts": [...]}  ·
               {"type": "image", "id", "model", "prompt", "negative_prompt", "size", "steps", "guidance_scale",
                "seed", "image" (a data URL, for image-to-image), "strength"}
-Messages out: {"type": "token", "id", "text"} · {"type": "done", "id", "finish_reason", "stats"} ·
+Messages out: {"type": "token", "id", "text"} ·
+              {"type": "done", "id", "finish_reason", "stats", "content", "tool_calls": [{"id", "name", "arguments"}],
+               "json_valid" (with a JSON response format)} ·
               {"type": "similarity", "id", "texts", "matrix", "dimension", "ms", "target"} ·
               {"type": "progress", "id", "step", "total"} · {"type": "images", "id", "urls", "seed", "ms", "target"} ·
               {"type": "stopped", "id"} · {"type": "error", "id", "message", "field"}
+
+A chat's tokens stream as the model writes them (a tool call's too); `done` then carries the answer as
+/v1 gives it: its content and its parsed tool calls (answers.chat_choice, for a local engine).
 
 Each prompt counts against the rate limits as the /v1 request it stands for (V1_PATHS).
 
@@ -31,6 +37,7 @@ from blaze_site.exceptions import OUTAGES, flatten, http_status, outage
 from blaze_site.sockets import REFUSED, may_see_engines
 from engines import contract, services
 from engines.models import Engine
+from engines.openai import answers
 from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer, ImageEditSerializer, ImageSerializer
 from engines.serving import failover
 from engines.serving import plan as plans
@@ -40,7 +47,7 @@ from ratelimits import admission
 
 V1_PATHS = {"chat": "/v1/chat/completions", "embed": "/v1/embeddings", "image": "/v1/images/generations",
             "image_edit": "/v1/images/edits"}  # what each message counts as against the rate limits
-FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop")
+FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop", "response_format", "tools", "tool_choice")
 
 
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
@@ -126,9 +133,9 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         plan, data = await self._validated(Engine.Kind.LLM, ChatCompletionSerializer, body)
         started = time.monotonic()
         served = await self._serve(plan, "chat", data["payload"], body, stream=True)
-        times, pieces, finish, counted = [], [], None, None
-        async for text, reason, tokens in _texts(served):
-            finish, counted = reason or finish, tokens or counted
+        times, pieces, finish, counted, message = [], [], None, None, None
+        async for text, reason, tokens, answer in _texts(served, data):
+            finish, counted, message = reason or finish, tokens or counted, answer or message
             if text:
                 times.append(time.monotonic())
                 pieces.append(text)
@@ -138,7 +145,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         attempts = entry["attempts"]  # the last one answered
         tokens = counted or len(times)  # the engine's count; a remote stream's pieces otherwise
         request_log.note(tokens=tokens, ttft_seconds=round(times[0] - started, 4) if times else None)
-        await self.send_json({"type": "done", "id": ident, "finish_reason": finish, "stats": {
+        await self.send_json({"type": "done", "id": ident, "finish_reason": finish, **_answer(message, data), "stats": {
             "ttft_ms": round((times[0] - started) * 1000, 1) if times else None, "tokens": tokens,
             "tokens_per_second": round((tokens - 1) / (ended - times[0]), 1) if len(times) > 1 else None,
             "itl_ms": [round((b - a) * 1000, 1) for a, b in zip(times, times[1:])],
@@ -204,33 +211,62 @@ def _served_by(entry, plan):
     return entry["attempts"][-1]["target"] if entry["attempts"] else plan.name
 
 
-async def _texts(served):
-    """(text, finish reason or None, completion tokens or None) as the answer streams: a local engine's
-    events, or a remote host's server-sent events."""
+def _answer(message, data):
+    """What `done` says of the answer: its content, its tool calls (parsed) and, with a JSON response
+    format, whether the content parses."""
+    calls = [{"id": call.get("id"), "name": call["function"]["name"], "arguments": call["function"]["arguments"]}
+             for call in message.get("tool_calls") or []]
+    said = {"content": message.get("content"), "tool_calls": calls}
+    if (data.get("response_format") or {}).get("type") in ("json_object", "json_schema") and not calls:
+        try:
+            json.loads(message.get("content") or "")
+            said["json_valid"] = True
+        except json.JSONDecodeError:
+            said["json_valid"] = False  # cut off by max_tokens, or a remote host that does not enforce it
+    return said
+
+
+async def _texts(served, data):
+    """(text, finish reason or None, completion tokens or None, message or None) as the answer streams: a
+    local engine's events, or a remote host's server-sent events. The last carries the answer's message
+    as /v1 gives it ({"content", "tool_calls"?}), assembled from a remote host's deltas."""
     if served.response is None:
         try:
             async for event in served.events:
                 if event["type"] == contract.TOKEN:
-                    yield event["text"], None, None
+                    yield event["text"], None, None, None
                 elif event["type"] == contract.DONE:
-                    yield "", event["result"]["finish_reason"], event["result"].get("completion_tokens")
+                    row = answers.rows(event["result"])[0]
+                    choice = answers.chat_choice(0, row, data)
+                    yield "", choice["finish_reason"], row.get("completion_tokens"), choice["message"]
                 elif event["type"] == contract.ERROR:
                     raise contract.error_from(event)
         finally:
             await served.events.aclose()
         return
-    buffer = b""
+    buffer, pieces, calls = b"", [], {}
     async for chunk in served.chunks():
         buffer += chunk
         while b"\n\n" in buffer:
             line, buffer = buffer.split(b"\n\n", 1)
-            data = line.removeprefix(b"data: ").strip()
-            if not data or data == b"[DONE]":
+            sent = line.removeprefix(b"data: ").strip()
+            if not sent or sent == b"[DONE]":
                 continue
-            chunk = json.loads(data)
+            chunk = json.loads(sent)
             if "error" in chunk:  # the host's stream broke off (failover.Served.chunks says so)
                 raise errors.UpstreamFailed(chunk["error"]["message"])
             choice = (chunk.get("choices") or [{}])[0]
-            usage = chunk.get("usage") or {}
-            yield (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason"), usage.get(
-                "completion_tokens")
+            delta = choice.get("delta") or {}
+            content, arguments = delta.get("content") or "", ""
+            for part in delta.get("tool_calls") or []:  # OpenAI's: the id and name once, the arguments in pieces
+                call = calls.setdefault(part.get("index", 0), {"id": None, "function": {"name": "", "arguments": ""}})
+                function = part.get("function") or {}
+                call["id"] = part.get("id") or call["id"]
+                call["function"]["name"] += function.get("name") or ""
+                call["function"]["arguments"] += function.get("arguments") or ""
+                arguments += function.get("arguments") or ""
+            pieces.append(content)
+            # A call's arguments stream as its text, as a local engine's forced call does.
+            yield content + arguments, choice.get("finish_reason"), (chunk.get("usage") or {}).get(
+                "completion_tokens"), None
+    yield "", None, None, {"content": "".join(pieces) or None, "tool_calls": [calls[at] for at in sorted(calls)]}

@@ -72,7 +72,8 @@ window.playground = (function () {
   // in the client's extra_body.
   const CALLS = {
     chat: {path: "chat/completions", method: "chat.completions.create", fields: ["messages", "temperature", "top_p",
-           "max_tokens", "seed", "stop"], show: "print(answer.choices[0].message.content)"},
+           "max_tokens", "seed", "stop", "response_format", "tools", "tool_choice"],
+           show: "print(answer.choices[0].message.tool_calls or answer.choices[0].message.content)"},
     embeddings: {path: "embeddings", method: "embeddings.create", fields: ["input"],
                  show: "print([len(item.embedding) for item in answer.data])"},
     image: {path: "images/generations", method: "images.generate", fields: ["prompt", "n", "size"],

@@ -1,7 +1,8 @@
 """The playground's chat in a real browser: an answer streams in pieces with its stats, Stop ends a long
-generation in the worker, a model's markup is shown as text and runs nothing, and a viewer may use it
-but not the admin pages. Screenshots under var/screenshots/."""
+generation in the worker, a model's markup is shown as text and runs nothing, a JSON-schema answer shows
+parsed, and a viewer may use it but not the admin pages. Screenshots under var/screenshots/."""
 
+import json
 import os
 import re
 import subprocess
@@ -81,6 +82,71 @@ def test_a_viewer_s_answer_streams_in_pieces_and_its_stats_show(live_blaze, engi
     screenshot(browser, "playground")
     browser.get(f"{live_blaze}/users/")  # an admin page: a viewer is refused
     assert browser.title.startswith("Not allowed")
+
+
+def test_a_json_schema_answer_shows_pretty_printed_and_valid(live_blaze, engine_worker, browser, tiny_llm_path):
+    make_user("jay", "viewer")
+    Engine.objects.create(name="tiny-json", kind="llm", model=tiny_llm_path, config={"max_new_tokens": 128})
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}, "n": {"type": "integer"}},
+              "required": ["name", "n"], "additionalProperties": False}
+    open_playground(browser, live_blaze, "jay", "tiny-json")
+    Select(browser.find_element(By.ID, "pg-format")).select_by_value("json_schema")
+    box = browser.find_element(By.ID, "pg-schema")
+    box.send_keys('{"type": "object",')  # not JSON yet: refused inline, nothing sent
+    ask(browser, "Who are you?", max_tokens=120)
+    assert text_of(browser, "#pg-schema-error").startswith("JSON schema is not valid JSON")
+    assert browser.find_elements(By.CSS_SELECTOR, ".turn") == []
+    box.clear()
+    box.send_keys(json.dumps(schema))
+    temperature = browser.find_element(By.ID, "pg-temperature")
+    temperature.clear()
+    temperature.send_keys("0")
+    browser.find_element(By.ID, "pg-send").click()
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".turn.assistant .verdict"))
+    assert not browser.find_element(By.ID, "pg-schema-error").is_displayed()
+    assert last_answer(browser).find_element(By.CLASS_NAME, "verdict").text == "valid JSON"
+    shown = last_answer(browser).find_element(By.CSS_SELECTOR, ".text.json").text
+    assert "\n  " in shown and set(json.loads(shown)) == {"name", "n"}  # pretty-printed, as the schema asks
+    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    python = text_of(browser, "#pg-python")
+    assert 'response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": {' in python
+    screenshot(browser, "playground-json")
+
+
+def test_a_tool_call_shows_parsed_and_a_pasted_result_answers_it(live_blaze, browser):
+    make_user("tom", "viewer")
+    upstream = OpenAIUpstream()  # streams a call of get_weather, in OpenAI's deltas
+    weather = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    try:
+        Engine.objects.create(name="far-tools", kind="llm", backend="remote", base_url=upstream.base_url("tools"))
+        open_playground(browser, live_blaze, "tom", "far-tools")
+        tools = browser.find_element(By.ID, "pg-tools")
+        tools.send_keys("[{")
+        ask(browser, "Weather in Paris?")
+        assert text_of(browser, "#pg-tools-error").startswith("Tools is not valid JSON")
+        tools.clear()
+        tools.send_keys(json.dumps(weather))
+        Select(browser.find_element(By.ID, "pg-tool-choice")).select_by_value("call:get_weather")
+        browser.find_element(By.ID, "pg-send").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".turn.assistant .call"))
+        assert text_of(browser, ".call .call-name").startswith("call get_weather")
+        assert text_of(browser, ".call .call-name code") == "call_upstream"
+        assert json.loads(text_of(browser, ".call pre")) == {"city": "Paris"}
+        assert browser.find_element(By.ID, "pg-as").get_attribute("value") == "call_upstream"  # a result answers it
+        browser.find_element(By.ID, "pg-prompt").send_keys('{"sky": "clear"}')
+        screenshot(browser, "playground-tool-call")
+        browser.find_element(By.ID, "pg-send").click()
+        WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".turn.assistant .call")) == 2)
+    finally:
+        upstream.stop()
+    asked = upstream.bodies[-1]
+    assert asked["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert [m["role"] for m in asked["messages"]] == ["user", "assistant", "tool"]
+    [call] = asked["messages"][1]["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert asked["messages"][2] == {"role": "tool", "tool_call_id": "call_upstream", "content": '{"sky": "clear"}'}
+    assert text_of(browser, ".turn.tool .role") == "RESULT OF GET_WEATHER (CALL_UPSTREAM)"
 
 
 def test_stop_ends_a_long_generation_in_the_worker_within_a_second(live_blaze, engine_worker, browser, smollm2_path):

@@ -5,8 +5,10 @@ upstream answers, so no worker is needed."""
 
 import asyncio
 import base64
+import json
 import time
 
+import jsonschema
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import Client
@@ -22,6 +24,15 @@ from tests.upstream import run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HI = [{"role": "user", "content": "Hi"}]
+# Strings and arrays bounded, so that the tiny random model's answer ends within max_tokens.
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}, "n": {"type": "integer"},
+                                           "tags": {"type": "array", "items": {"type": "string", "maxLength": 4},
+                                                    "maxItems": 2}},
+          "required": ["name", "n"], "additionalProperties": False}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                            "parameters": {"type": "object", "properties": {
+                                                "city": {"type": "string", "maxLength": 12}},
+                                                "required": ["city"], "additionalProperties": False}}}
 
 
 @pytest.fixture
@@ -133,11 +144,64 @@ def test_prompts_count_against_the_same_per_user_limit_as_v1(far, key_for):
     ({"type": "embed", "model": "far", "texts": ["only one"]}, "texts", "2 to 16"),
     ({"type": "embed", "model": "far", "texts": ["a", "b"]}, "model", "far"),  # not an embedding engine
     ({"type": "dance"}, "type", "expected chat"),
+    ({"type": "chat", "model": "far", "messages": HI, "tools": '[{"type": "function"'}, "tools", "a list"),
+    ({"type": "chat", "model": "far", "messages": HI, "tools": [{"type": "function"}]}, "tools.0.function", ""),
+    ({"type": "chat", "model": "far", "messages": HI, "tool_choice": "required"}, "tool_choice", "no tools"),
+    ({"type": "chat", "model": "far", "messages": HI, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "nothing"}}}}, "response_format.json_schema.schema", "Not a valid JSON schema"),
 ])
 def test_bad_input_is_answered_inline_naming_the_field(far, message, field, words):
     [replies] = conversation(make_user("vera", "viewer"), {"id": "1", **message})
     [error] = replies
     assert error["type"] == "error" and error["field"] == field and words in error["message"], error
+
+
+@pytest.mark.slow
+def test_a_json_schema_answer_parses_and_validates(engine_worker, tiny_llm_path):
+    services.engine_create(actor=Actor.system("test"), name="tiny-json", kind="llm", model=tiny_llm_path,
+                           config={"max_new_tokens": 128})
+    [replies] = conversation(make_user("vera", "viewer"), {
+        "type": "chat", "id": "1", "model": "tiny-json", "messages": [{"role": "user", "content": "A person?"}],
+        "temperature": 0, "max_tokens": 120,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}})
+    done = replies[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "stop", done
+    assert done["json_valid"] is True and done["tool_calls"] == []
+    assert done["content"] == "".join(r["text"] for r in replies[:-1])  # what streamed is the answer
+    jsonschema.validate(json.loads(done["content"]), PERSON)
+
+
+@pytest.mark.slow
+def test_a_forced_tool_call_arrives_parsed_and_can_be_answered_by_a_tool_turn(engine_worker, smollm2_path):
+    # SmolLM2: the tools' system message alone is longer than the tiny model's 256-token context.
+    services.engine_create(actor=Actor.system("test"), name="smol-tools", kind="llm", model=smollm2_path,
+                           config={"max_new_tokens": 128})
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    chat = {"type": "chat", "model": "smol-tools", "temperature": 0, "max_tokens": 60, "tools": [WEATHER],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    [first] = conversation(make_user("vera", "viewer"), {"id": "1", **chat, "messages": ask})
+    done = first[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "tool_calls", done
+    [call] = done["tool_calls"]
+    assert call["name"] == "get_weather" and call["id"].startswith("call_") and done["content"] is None
+    jsonschema.validate(json.loads(call["arguments"]), WEATHER["function"]["parameters"])
+
+    turn = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}]}
+    answered = {"role": "tool", "tool_call_id": call["id"], "content": '{"sky": "clear"}'}
+    [second] = conversation(make_user("otto", "viewer"), {"id": "2", **chat, "tool_choice": "none",
+                                                          "messages": [*ask, turn, answered]})
+    assert second[-1]["type"] == "done" and second[-1]["tool_calls"] == []
+
+
+def test_a_remote_host_s_streamed_tool_call_is_put_together(upstream):
+    services.engine_create(actor=Actor.system("test"), name="far-tools", kind="llm", backend="remote", model="up",
+                           base_url=upstream.base_url("tools"))
+    [replies] = conversation(make_user("vera", "viewer"), {"type": "chat", "id": "1", "model": "far-tools",
+                                                           "messages": HI, "tools": [WEATHER]})
+    done = replies[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "tool_calls", done
+    assert [(c["name"], json.loads(c["arguments"])) for c in done["tool_calls"]] == [("get_weather", {"city": "Paris"})]
 
 
 def test_stop_while_a_delay_policy_holds_the_prompt_stops_it(far):
