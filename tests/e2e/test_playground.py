@@ -52,6 +52,13 @@ def last_answer(browser):
     return browser.find_elements(By.CSS_SELECTOR, ".turn.assistant")[-1]
 
 
+def open_code(browser):
+    """Open the "Copy as code" panel and wait for its code: the panel fills on its toggle event,
+    which the browser dispatches after the click returns."""
+    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    WebDriverWait(browser, 10).until(lambda b: text_of(b, "#pg-python"))
+
+
 def run_copied(python, key, cwd):
     """The "Copy as code" Python, run as its reader would: with their key in BLAZE_KEY. Its output."""
     done = subprocess.run([sys.executable, "-c", python], env={**os.environ, "BLAZE_KEY": key}, cwd=cwd,
@@ -73,7 +80,7 @@ def test_a_viewer_s_answer_streams_in_pieces_and_its_stats_show(live_blaze, engi
     assert "first token" in stats and f"served by tiny-chat on {engine_worker.hostname}" in stats
     assert last_answer(browser).find_element(By.CLASS_NAME, "text").text  # some text arrived
     assert browser.execute_script("return window.__updates") > 3  # in pieces, not at once
-    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    open_code(browser)
     curl, python = text_of(browser, "#pg-curl"), text_of(browser, "#pg-python")
     assert '"model":"tiny-chat"' in curl and "Bearer $BLAZE_KEY" in curl and "the cat sat" in curl
     assert 'OpenAI(base_url="' in python and 'os.environ["BLAZE_KEY"]' in python and "blz_" not in python + curl
@@ -107,7 +114,7 @@ def test_a_json_schema_answer_shows_pretty_printed_and_valid(live_blaze, engine_
     assert last_answer(browser).find_element(By.CLASS_NAME, "verdict").text == "valid JSON"
     shown = last_answer(browser).find_element(By.CSS_SELECTOR, ".text.json").text
     assert "\n  " in shown and set(json.loads(shown)) == {"name", "n"}  # pretty-printed, as the schema asks
-    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    open_code(browser)
     python = text_of(browser, "#pg-python")
     assert 'response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": {' in python
     screenshot(browser, "playground-json")
@@ -208,7 +215,7 @@ def test_compare_streams_two_panes_at_once(live_blaze, engine_worker, browser, t
     left, right = (int(re.search(r"(\d+) tokens", pane.text)[1])
                    for pane in browser.find_elements(By.CSS_SELECTOR, ".pane .stats"))
     assert right == 3 and left > 3
-    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    open_code(browser)
     python = text_of(browser, "#pg-python")
     assert '"model": "tiny-right"' in python and '"max_tokens": 3' in python and '"max_tokens": 128' in python
     screenshot(browser, "playground-compare-own-parameters")
@@ -225,7 +232,7 @@ def test_the_similarity_matrix_of_three_texts_is_drawn(live_blaze, engine_worker
     matrix = browser.execute_script("return document.getElementById('em-heatmap').data[0].z")
     assert len(matrix) == 3 and matrix[0][0] == pytest.approx(1, abs=1e-3)
     assert matrix[0][1] > matrix[0][2]  # cat is nearer kitten than car
-    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    open_code(browser)
     _, raw = key_for(emma, scopes=("inference",))
     assert run_copied(text_of(browser, "#pg-python"), raw, tmp_path).strip() == "[384, 384, 384]"
     screenshot(browser, "playground-embeddings")
@@ -264,7 +271,7 @@ def test_an_image_s_progress_advances_then_it_shows_and_img2img_starts_from_an_u
     browser.find_element(By.ID, "img-go").click()
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#gallery img")) == 2)
     assert "served by tiny-paint" in text_of(browser, "#img-status")
-    browser.find_element(By.CSS_SELECTOR, "#pg-code summary").click()
+    open_code(browser)
     python = text_of(browser, "#pg-python")
     assert "client.images.edit(" in python and 'image=open("input.png", "rb")' in python and '"steps": 20' in python
 
