@@ -66,7 +66,7 @@ async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
     deadline = time.monotonic() + timeout
     relayed, attempt_tokens, last_token_at = 0, 0, arrived
     started = finished = False
-    worker_queue = 0.0
+    broker_wait = 0.0
     try:
         while True:
             if time.monotonic() > deadline:
@@ -89,9 +89,9 @@ async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
                     if started and event["worker"] != worker_id:
                         continue  # a late start from a worker we gave up on
                     started, attempt_tokens = True, 0
-                    worker_queue = time.monotonic() - sent_at  # in the broker; the worker adds its own wait
+                    broker_wait = time.monotonic() - sent_at  # in the broker; the worker adds its own wait
                     if logged:
-                        request_log.note(queue_seconds=round(worker_queue, 4), worker=event["worker"])
+                        request_log.note(queue_seconds=round(broker_wait, 4), worker=event["worker"])
                 elif kind == contract.TOKEN:
                     attempt_tokens += 1
                     if attempt_tokens <= relayed:
@@ -119,7 +119,7 @@ async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
                 elif kind in contract.FINAL:
                     finished = True
                     if logged and kind == contract.DONE and "queue_seconds" in event["result"]:
-                        request_log.note(queue_seconds=round(event["result"]["queue_seconds"] + worker_queue, 4))
+                        request_log.note(queue_seconds=round(event["result"]["queue_seconds"] + broker_wait, 4))
                     yield event
                     return
                 else:
