@@ -198,6 +198,16 @@ def threat_detections_key(ip):
     return key("security", "detections", ip)
 
 
+def outbound_rate_key(target):
+    """A remote host's outbound token bucket (`ratelimits/lua/token_bucket.lua`'s hash {tokens, at})."""
+    return key("outbound", target, "rate")
+
+
+def outbound_slot_keys(target):
+    """A remote host's concurrency slots held, its line of waiters, and when each waiter last asked."""
+    return [key("outbound", target, part) for part in ("slots", "line", "seen")]
+
+
 def breaker_key(target):
     """A circuit breaker's state hash: state, failures, successes, window_failures, opened_at, changed_at."""
     return key("breaker", target)

@@ -99,3 +99,13 @@ ROUTE_FALLBACKS = Counter(
     "blaze_route_fallbacks_total", "Requests a route's fallback answered, its own targets exhausted.",
     ["route", "fallback"],
 )
+OUTBOUND_WAIT = Histogram(
+    "blaze_outbound_wait_seconds",
+    "Time a request to a remote host waited for its engine's outbound cap (max_rps or max_concurrency).",
+    ["engine", "cap"], buckets=(0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+OUTBOUND_REFUSED = Counter(
+    "blaze_outbound_refused_total",
+    "Requests to a remote host its engine's outbound cap refused (handed to a route's next target, else a 503).",
+    ["engine", "cap"],
+)

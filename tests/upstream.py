@@ -12,8 +12,9 @@ router tests and in bench/router.py. Its behaviour is the first path segment of 
     server.base_url("truncated")  → a body cut short (a stream: two chunks, then the connection drops)
     server.base_url("tools")      → a streamed chat answers with a call of get_weather, in OpenAI's deltas
 
-`hits[behaviour]` counts the POSTs each behaviour received. A refused connection needs no server:
-use `refused_base_url()`.
+`hits[behaviour]` counts the POSTs each behaviour received, `arrivals` lists them as (behaviour,
+time.monotonic() on arrival) and `peak[behaviour]` is the most it was answering at once. A refused
+connection needs no server: use `refused_base_url()`.
 """
 
 import asyncio
@@ -86,6 +87,7 @@ class OpenAIUpstream:
     def __init__(self, slow_seconds=3.0):
         self.hits = Counter()
         self.bodies = []
+        self.arrivals, self.peak, busy, counting = [], Counter(), Counter(), threading.Lock()
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -98,6 +100,18 @@ class OpenAIUpstream:
                 return self._refuse(behaviour) or self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
+                behaviour = self.path.strip("/").partition("/")[0]
+                with counting:
+                    upstream.arrivals.append((behaviour, time.monotonic()))
+                    busy[behaviour] += 1
+                    upstream.peak[behaviour] = max(upstream.peak[behaviour], busy[behaviour])
+                try:
+                    self._post()
+                finally:
+                    with counting:
+                        busy[behaviour] -= 1
+
+            def _post(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 behaviour, _, rest = self.path.strip("/").partition("/")
                 upstream.hits[behaviour] += 1

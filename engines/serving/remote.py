@@ -1,11 +1,13 @@
 """Remote engines: OpenAI-compatible hosts (vLLM, TGI, Ollama, another Blaze) called from the web
 process through the pooled client, with retries within the request's deadline and the host's
-circuit breaker. The client's body goes upstream as sent (extensions included), `model` renamed to
-the upstream's name; answers come back as they are, streams chunk by chunk."""
+circuit breaker, under the engine's outbound caps (`max_rps`, `max_concurrency`: `resilience.outbound`).
+The client's body goes upstream as sent (extensions included), `model` renamed to the upstream's name;
+answers come back as they are, streams chunk by chunk."""
 
 from engines.serving.resilience import resilience_id
 from engines.serving.resilience.breaker import CircuitBreaker
 from engines.serving.resilience.http import request_owing
+from engines.serving.resilience.outbound import WAIT_BEFORE_FAILOVER_SECONDS, OutboundLimit
 
 PATHS = {
     "chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings",
@@ -23,7 +25,10 @@ async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=No
     (only its headers when `stream`: the caller then reads and releases it). `files`
     ({field: UploadedFile}): send a multipart form (image edits) instead of JSON. `attempts`: at most
     that many tries (default: the retry policy). `permit`: the host breaker's, granted already, for the
-    first try. Raises UpstreamError for a 5xx, UpstreamTimeout, UpstreamUnreachable, BreakerOpen."""
+    first try. Over the engine's outbound caps the request waits its turn, up to its deadline, but only
+    WAIT_BEFORE_FAILOVER_SECONDS as a try of a route with other targets left (`attempts=1`, as
+    `failover` sends those): another target may answer at once. Raises UpstreamError for a 5xx,
+    UpstreamTimeout, UpstreamUnreachable, BreakerOpen, errors.Overloaded (a cap's wait would be longer)."""
     headers = {"Authorization": f"Bearer {engine.api_key}"} if engine.api_key else {}
     body = {**body, "model": engine.model or engine.name}
     if files:
@@ -33,7 +38,8 @@ async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=No
         sent = {"json": body}
     return await request_owing(
         "POST", engine.base_url.rstrip("/") + PATHS[endpoint], headers=headers, deadline=deadline,
-        stream=stream, attempts=attempts, breaker=breaker_for(engine), permit=permit, **sent,
+        stream=stream, attempts=attempts, breaker=breaker_for(engine), permit=permit, limit=OutboundLimit.of(engine),
+        patience=WAIT_BEFORE_FAILOVER_SECONDS if attempts == 1 else None, **sent,
     )
 
 

@@ -4,6 +4,8 @@
 - `retry.py`: which failures are retried (5xx, timeouts, connection errors; never 4xx) and the policy.
 - `http.py`: pooled aiohttp sessions per remote host, per-phase timeouts, `request()` with retries
   within a deadline and an optional breaker.
+- `outbound.py`: OutboundLimit, a remote engine's caps on what is sent to its host (`max_rps`,
+  `max_concurrency`), shared by every process through Redis; `http.request(limit=...)` waits under them.
 - `health.py`: HealthMonitor (HEALTHY / DEGRADED / UNHEALTHY / UNKNOWN) from active checks and
   real traffic; `manage.py check_upstreams` runs the checks of remote engines.
 

@@ -25,7 +25,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from django.conf import settings
 
-from engines.serving.resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable, is_retriable, retrying
+from engines.serving.resilience.retry import (
+    MIN_ATTEMPT_SECONDS,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    is_retriable,
+    retrying,
+)
 
 _sessions = {}  # event loop → {origin: ClientSession}
 
@@ -93,7 +100,7 @@ def _cut(timeout, left):
 
 
 async def request(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
-                  permit=None, json=None, form=None, headers=None):
+                  permit=None, limit=None, patience=None, json=None, form=None, headers=None):
     """Send one request through the host's pooled session and return the aiohttp.ClientResponse.
 
     - 2xx-4xx are returned as they are (a 4xx is the caller's to relay, never retried), the body read
@@ -104,6 +111,11 @@ async def request(method, url, *, deadline=None, timeout=None, stream=False, att
       cut to the time left, and the attempt as a whole bounded by it too.
     - `breaker`: every attempt asks it first (BreakerOpen ends the retries) and reports to it; the
       first one goes on `permit` instead when the caller has been granted one already.
+    - `limit`: the host's outbound caps (`outbound.OutboundLimit`): the request holds one of its
+      concurrency slots from before the first attempt until the answer is read (a stream's: until it
+      is released or closed), and each attempt waits for its turn under the rate; waits last at most
+      `patience` seconds in all (default: the deadline, less an attempt's minimum), after which
+      errors.Overloaded is raised (the breaker's `permit`, unused then, is given back).
     - `stream=True`: returns once the headers arrive, the body unread; the caller reads it
       (`response.content`) and must `release()` it (or `close()` it when broken off). Retries and the
       breaker see the headers only: a failure while reading the body is the caller's to handle.
@@ -111,15 +123,15 @@ async def request(method, url, *, deadline=None, timeout=None, stream=False, att
       {name: (filename, bytes, content type)}.
     """
     response, owed = await request_owing(method, url, deadline=deadline, timeout=timeout, stream=stream,
-                                         attempts=attempts, breaker=breaker, permit=permit, json=json, form=form,
-                                         headers=headers)
+                                         attempts=attempts, breaker=breaker, permit=permit, limit=limit,
+                                         patience=patience, json=json, form=form, headers=headers)
     if owed is not None:
         await breaker.arecord_success(owed)
     return response
 
 
 async def request_owing(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
-                        permit=None, json=None, form=None, headers=None):
+                        permit=None, limit=None, patience=None, json=None, form=None, headers=None):
     """request(), except that a first try made on the caller's `permit` and answered is not recorded
     here: returns (response, `permit` then, else None), and the caller owes the breaker that success.
     It can then record it with its other counts, one round trip fewer; a stream's, once the stream has
@@ -128,16 +140,35 @@ async def request_owing(method, url, *, deadline=None, timeout=None, stream=Fals
     timeout = timeout or timeouts()
     session = client_for(url)
     ends = time.monotonic() + deadline
-    async for attempt in retrying(deadline=deadline, attempts=attempts):
-        with attempt:
-            left = max(ends - time.monotonic(), 0.001)
-            sent = {"method": method, "url": url, "headers": headers, "timeout": _cut(timeout, left),
-                    "json": json, "data": _form(*form) if form else None}
-            if breaker is None:
-                return await _send(session, sent, stream, left), None
-            lent, permit = permit, None  # the caller's, for the first try: a retry asks the breaker again
-            async with breaker.guard(is_failure=is_retriable, permit=lent, record_success=lent is None):
-                return await _send(session, sent, stream, left), lent
+    waits_end = min(ends - MIN_ATTEMPT_SECONDS, time.monotonic() + (deadline if patience is None else patience))
+    slot = None
+    try:
+        if limit is not None:
+            slot = await limit.aslot(patience=waits_end - time.monotonic())
+        async for attempt in retrying(deadline=ends - time.monotonic(), attempts=attempts):
+            with attempt:
+                if limit is not None:
+                    await limit.aturn(patience=waits_end - time.monotonic())
+                left = max(ends - time.monotonic(), 0.001)
+                sent = {"method": method, "url": url, "headers": headers, "timeout": _cut(timeout, left),
+                        "json": json, "data": _form(*form) if form else None}
+                if breaker is None:
+                    answered = await _send(session, sent, stream, left), None
+                else:
+                    lent, permit = permit, None  # the caller's, for the first try: a retry asks the breaker again
+                    async with breaker.guard(is_failure=is_retriable, permit=lent, record_success=lent is None):
+                        answered = await _send(session, sent, stream, left), lent
+    except BaseException:
+        if slot is not None:
+            await slot.arelease()
+        if permit is not None and breaker is not None:  # ended before the first try (a cap refused it)
+            await breaker.arelease(permit)
+        raise
+    if slot is not None and stream:
+        slot.release_with(answered[0])
+    elif slot is not None:
+        await slot.arelease()
+    return answered
 
 
 def _form(fields, files):
