@@ -3,6 +3,7 @@
     python bench/batching.py                 # SmolLM2-135M-Instruct (the demo LLM) and MiniLM, CPU
     python bench/batching.py --quick         # the tiny random GPT-2 instead: checks the bench runs
     python bench/batching.py --llm-dir DIR --precision fp16   # any local model (e.g. on a GPU machine)
+    python bench/batching.py --quick --embedding-backend torch,onnx   # MiniLM on both backends, side by side
 
 Served: N chat requests at once over HTTP (daphne → Celery worker → dynamic batcher → generate).
 Raw: one `model.generate` on the same N prompts in this process, no serving stack. Each level is
@@ -146,14 +147,25 @@ def raw_llm(model_dir, device, precision):
     return run
 
 
-def raw_embed(model_dir, device):
-    from sentence_transformers import SentenceTransformer
+def raw_embed(model_dir, device, backend):
+    if backend == "onnx":
+        from engines.worker.runtimes.embedding_onnx import OnnxSentenceModel
 
-    model = SentenceTransformer(str(model_dir), device=device)
+        model = OnnxSentenceModel.load(model_dir, device, max_seq_length=128)  # the export the worker made
+
+        def encode(texts):
+            model.encode(texts, normalize=True)
+    else:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(model_dir), device=device)
+
+        def encode(texts):
+            model.encode(texts, batch_size=len(texts), show_progress_bar=False)
 
     def run(texts):
         started = time.perf_counter()
-        model.encode(texts, batch_size=len(texts), show_progress_bar=False)
+        encode(texts)
         return time.perf_counter() - started
 
     return run
@@ -168,8 +180,11 @@ def main():
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--tokens", type=int, default=32, help="max new tokens per request")
     parser.add_argument("--skip-embeddings", action="store_true")
+    parser.add_argument("--embedding-backend", default="torch",
+                        help="the embedding backends to measure, level by level: torch, onnx or torch,onnx")
     args = parser.parse_args()
     levels = [int(n) for n in args.concurrency.split(",")]
+    embed_backends = args.embedding_backend.split(",")
 
     work_dir = Path(tempfile.mkdtemp(prefix="blaze-bench-"))
     setup_django(work_dir)
@@ -189,9 +204,9 @@ def main():
         "precision": args.precision, "max_new_tokens": max(512, args.tokens),
         "max_batch_size": top, "batch_wait_ms": 50})
     embed_dir = minilm_path()
-    if embed_dir is not None:
-        Engine.objects.create(name="bench-embed", kind="embedding", model=str(embed_dir),
-                              config={"max_batch_size": top, "batch_wait_ms": 20, "max_seq_length": 128})
+    for backend in embed_backends if embed_dir is not None else []:
+        Engine.objects.create(name=f"bench-embed-{backend}", kind="embedding", model=str(embed_dir), config={
+            "max_batch_size": top, "batch_wait_ms": 20, "max_seq_length": 128, "backend": backend})
     user = make_user("bench", "viewer")
     _, key = services.api_key_create(actor=Actor.system("bench"), user=user, name="bench", scopes=["inference"])
 
@@ -222,34 +237,37 @@ def main():
                 "ratio": round(served_rate / raw_rate, 3),
             }), flush=True)
         if embed_dir is not None and not args.skip_embeddings:
-            raw_encode = raw_embed(embed_dir, device)
-            served(web.url, key, "/v1/embeddings", [{"model": "bench-embed", "input": "warm up"}])  # loads the model
-            raw_encode(["warm up"])
+            raw_encoders = {}
+            for backend in embed_backends:  # the served warm-up loads the model (and makes the ONNX export)
+                served(web.url, key, "/v1/embeddings", [{"model": f"bench-embed-{backend}", "input": "warm up"}])
+                raw_encoders[backend] = raw_embed(embed_dir, device, backend)
+                raw_encoders[backend](["warm up"])
             for n in levels:
                 # Every text new (the worker caches embeddings), EMBED_BURSTS bursts of n:
-                # one burst is too short to time.
-                bursts = [[f"{p} (burst {b}, embedding {i})" for i, p in enumerate(prompts(n))]
-                          for b in range(EMBED_BURSTS)]
-                warm_up = [{"model": "bench-embed", "input": f"warm {t}"} for t in bursts[0]]
-                seconds, _ = served(web.url, key, "/v1/embeddings", warm_up,
-                                    *[[{"model": "bench-embed", "input": t} for t in burst] for burst in bursts])
-                raw_seconds = sum(raw_encode(burst) for burst in bursts)
-                texts = n * EMBED_BURSTS
-                print(json.dumps({
-                    "bench": "batching", "kind": "embedding", "model": "all-MiniLM-L6-v2", "device": device,
-                    "concurrency": n, "inputs_per_request": 1, "bursts": EMBED_BURSTS,
-                    "served_texts_s": round(texts / seconds, 1), "raw_texts_s": round(texts / raw_seconds, 1),
-                    "ratio": round(raw_seconds / seconds, 3),
-                }), flush=True)
-                # The same texts as one request each burst: what batching costs once per-request overhead is paid once.
-                seconds, _ = served(web.url, key, "/v1/embeddings", [], *[
-                    [{"model": "bench-embed", "input": [f"again {t}" for t in burst]}] for burst in bursts])
-                print(json.dumps({
-                    "bench": "batching", "kind": "embedding", "model": "all-MiniLM-L6-v2", "device": device,
-                    "concurrency": 1, "inputs_per_request": n, "bursts": EMBED_BURSTS,
-                    "served_texts_s": round(texts / seconds, 1), "raw_texts_s": round(texts / raw_seconds, 1),
-                    "ratio": round(raw_seconds / seconds, 3),
-                }), flush=True)
+                # one burst is too short to time. Backends take turns at each level: this machine's load drifts.
+                for backend in embed_backends:
+                    model = f"bench-embed-{backend}"
+                    bursts = [[f"{p} (burst {b}, embedding {i})" for i, p in enumerate(prompts(n))]
+                              for b in range(EMBED_BURSTS)]
+                    warm_up = [{"model": model, "input": f"warm {t}"} for t in bursts[0]]
+                    seconds, _ = served(web.url, key, "/v1/embeddings", warm_up,
+                                        *[[{"model": model, "input": t} for t in burst] for burst in bursts])
+                    raw_seconds = sum(raw_encoders[backend](burst) for burst in bursts)
+                    texts = n * EMBED_BURSTS
+                    line = {"bench": "batching", "kind": "embedding", "model": "all-MiniLM-L6-v2", "backend": backend,
+                            "device": device, "bursts": EMBED_BURSTS, "raw_texts_s": round(texts / raw_seconds, 1)}
+                    print(json.dumps({
+                        **line, "concurrency": n, "inputs_per_request": 1,
+                        "served_texts_s": round(texts / seconds, 1), "ratio": round(raw_seconds / seconds, 3),
+                    }), flush=True)
+                    # The same texts as one request each burst: what batching costs once per-request overhead
+                    # is paid once.
+                    seconds, _ = served(web.url, key, "/v1/embeddings", [], *[
+                        [{"model": model, "input": [f"again {t}" for t in burst]}] for burst in bursts])
+                    print(json.dumps({
+                        **line, "concurrency": 1, "inputs_per_request": n,
+                        "served_texts_s": round(texts / seconds, 1), "ratio": round(raw_seconds / seconds, 3),
+                    }), flush=True)
     finally:
         web.stop()
         worker.stop()

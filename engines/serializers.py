@@ -54,6 +54,11 @@ class EmbeddingConfig(BatchingConfig):
                                              default=BATCH_DEFAULTS["embedding"]["batch_wait_ms"])
     normalize = serializers.BooleanField(default=True)
     max_seq_length = serializers.IntegerField(min_value=1, max_value=8192, default=256)
+    # Not filled in when absent: engines stored before it existed read as torch too (EmbeddingRuntime)
+    backend = serializers.ChoiceField(
+        ["torch", "onnx"], default="torch",
+        help_text="What runs the model: torch (the default), or ONNX Runtime on an ONNX export made once at "
+                  "load under BLAZE_MODELS_DIR/onnx (faster on CPU).")
 
 
 CONFIG_SERIALIZERS = {
@@ -63,12 +68,37 @@ CONFIG_SERIALIZERS = {
 }
 
 
-def validate_config(kind, config):
-    """Defaults filled in and every value checked; raises ValidationError keyed by config field."""
-    serializer_class = type(f"Strict{CONFIG_SERIALIZERS[kind].__name__}", (StrictInput, CONFIG_SERIALIZERS[kind]), {})
+class OutboundCaps(serializers.Serializer):
+    """A remote engine's caps on what Blaze sends its host, shared by every web process
+    (engines/serving/resilience/outbound.py). Absent or null: no cap."""
+
+    max_rps = serializers.FloatField(
+        required=False, allow_null=True, max_value=100_000,
+        help_text="Requests a second sent to the host, evenly spaced; one over waits its turn.")
+    max_concurrency = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=100_000,
+        help_text="Requests in flight to the host at once (a stream until it ends); one over waits for a slot.")
+
+    def validate_max_rps(self, value):
+        if value is not None and value <= 0:
+            raise serializers.ValidationError("Must be a positive number of requests a second (e.g. 5 or 0.5).")
+        return value
+
+
+def validate_config(kind, config, backend=Engine.Backend.LOCAL):
+    """Defaults filled in and every value checked; raises ValidationError keyed by config field. A remote
+    engine's config may set its outbound caps too (OutboundCaps; a null one is dropped)."""
+    if backend != Engine.Backend.REMOTE:
+        refused = {name: ["Only a remote engine caps what it sends its host."]
+                   for name in OutboundCaps().fields if name in config}
+        if refused:
+            raise serializers.ValidationError(refused)
+    bases = (StrictInput, *([OutboundCaps] if backend == Engine.Backend.REMOTE else []), CONFIG_SERIALIZERS[kind])
+    serializer_class = type(f"Strict{CONFIG_SERIALIZERS[kind].__name__}", bases, {})
     serializer = serializer_class(data=config)
     serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+    caps = OutboundCaps().fields
+    return {name: value for name, value in serializer.validated_data.items() if not (name in caps and value is None)}
 
 
 RESERVED_NAMES = {"new", "workers", "images", "routes"}
@@ -128,7 +158,7 @@ class EngineSerializer(StrictInput, serializers.ModelSerializer):
         if not isinstance(config, dict):
             raise serializers.ValidationError({"config": ["Must be a JSON object."]})
         try:
-            attrs["config"] = validate_config(kind, config)
+            attrs["config"] = validate_config(kind, config, backend)
         except serializers.ValidationError as exc:
             raise serializers.ValidationError({"config": exc.detail}) from exc
         if backend == Engine.Backend.REMOTE:

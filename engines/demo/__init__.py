@@ -28,7 +28,9 @@ def demo_engines(say=print):
         engines.append(("minilm", {
             "kind": "embedding", "model": str(path),
             "description": "sentence-transformers all-MiniLM-L6-v2 (384 dimensions), shipped on PyPI",
-            "config": {"normalize": True, "max_seq_length": 256, "max_batch_size": 32, "batch_wait_ms": 5},
+            # onnx: faster than torch on CPU (docs/benchmarks.md); the export is made once, at first load
+            "config": {"normalize": True, "max_seq_length": 256, "max_batch_size": 32, "batch_wait_ms": 5,
+                       "backend": "onnx"},
         }))
     target = models_dir / "smollm2-135m-instruct"
     if not (target / "config.json").exists():

@@ -94,7 +94,7 @@ def test_viewer_reads_but_cannot_write(operator, viewer):
                    "max_size": 1024, "attention_slicing": False, "vae_slicing": False, "cpu_offload": "none",
                    "safety_checker": True}),
     ("embedding", {"max_batch_size": 32, "batch_wait_ms": 5, "max_queue": 256, "normalize": True,
-                   "max_seq_length": 256}),
+                   "max_seq_length": 256, "backend": "torch"}),
 ])
 def test_defaults_are_filled_into_config(operator, kind, config):
     response = operator.post("/api/engines/", llm(kind=kind), format="json")

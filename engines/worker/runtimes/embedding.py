@@ -1,4 +1,5 @@
-"""Sentence embeddings with sentence-transformers, and an LRU of vectors already computed."""
+"""Sentence embeddings with sentence-transformers (or its ONNX export: embedding_onnx.py), and an LRU of vectors
+already computed."""
 
 import hashlib
 import math
@@ -59,11 +60,13 @@ class VectorCache:
 class EmbeddingRuntime:
     """A sentence-transformers model in a local directory. A request is {"input": [text, ...]}; its result
     {"embeddings": [float32 numpy vector, ...], "prompt_tokens": int, "cache_hits": int}. Texts seen before (same model)
-    come from the cache; the rest of a batch, from all its requests, is encoded in one call."""
+    come from the cache; the rest of a batch, from all its requests, is encoded in one call: by torch, or with
+    config backend "onnx" by ONNX Runtime on the model's ONNX export (`self.model` is then an OnnxSentenceModel)."""
 
     def __init__(self, spec, device, cache_size=10_000):
         self.spec = spec
         self.device = device
+        self.backend = spec.config.get("backend", "torch")
         self.normalize = spec.config.get("normalize", True)
         self.max_seq_length = spec.config.get("max_seq_length", 256)
         self.cache = VectorCache(cache_size)
@@ -75,6 +78,13 @@ class EmbeddingRuntime:
     def load(self):
         if not Path(self.spec.model).is_dir():
             raise RuntimeLoadError(f"No model directory at {self.spec.model}.")
+        if self.backend == "onnx":
+            from engines.worker.runtimes.embedding_onnx import OnnxSentenceModel
+
+            model = OnnxSentenceModel.load(self.spec.model, self.device, self.max_seq_length)
+            self._check_max_seq_length(model.max_position_embeddings)
+            self.model = model
+            return
         from sentence_transformers import SentenceTransformer
         from sentence_transformers.sentence_transformer.modules import Normalize
 
@@ -82,15 +92,17 @@ class EmbeddingRuntime:
             model = SentenceTransformer(self.spec.model, device=self.device, local_files_only=True)
         except Exception as exc:
             raise RuntimeLoadError(f"Could not load the embedding model in {self.spec.model}: {exc}") from exc
-        limit = getattr(model[0].auto_model.config, "max_position_embeddings", None)
-        if limit and self.max_seq_length > limit:
-            raise RuntimeLoadError(
-                f"max_seq_length {self.max_seq_length} is more than this model reads ({limit} tokens): lower it."
-            )
+        self._check_max_seq_length(getattr(model[0].auto_model.config, "max_position_embeddings", None))
         model.max_seq_length = self.max_seq_length
         if not self.normalize and isinstance(model[-1], Normalize):
             del model[-1]  # models like MiniLM normalize in their own last module; the config says not to
         self.model = model
+
+    def _check_max_seq_length(self, limit):
+        if limit and self.max_seq_length > limit:
+            raise RuntimeLoadError(
+                f"max_seq_length {self.max_seq_length} is more than this model reads ({limit} tokens): lower it."
+            )
 
     def unload(self):
         self.model = None
@@ -98,7 +110,9 @@ class EmbeddingRuntime:
         release_memory(self.device)
 
     def loaded_bytes(self):
-        return tensor_bytes(self.model) if self.model is not None else 0
+        if self.model is None:
+            return 0
+        return self.model.nbytes() if self.backend == "onnx" else tensor_bytes(self.model)
 
     def run_batch(self, requests, emit):
         texts = [text for request in requests for text in request["input"]]
@@ -113,14 +127,10 @@ class EmbeddingRuntime:
                     vectors[key] = vector
         from_cache = [key in vectors for key in keys]
         if missing:
-            encoded = self.model.encode(
-                list(missing.values()), batch_size=len(missing), normalize_embeddings=self.normalize,
-                convert_to_numpy=True, show_progress_bar=False,
-            )
-            for key, vector in zip(missing, encoded):
+            for key, vector in zip(missing, self._encode(list(missing.values()))):
                 vectors[key] = vector
                 self.cache.put(key, vector)
-        token_counts = self.model.preprocess(texts)["attention_mask"].sum(dim=1).tolist() if texts else []
+        token_counts = self._token_counts(texts) if texts else []
 
         results, start = [], 0
         for request in requests:
@@ -132,6 +142,17 @@ class EmbeddingRuntime:
             })
             start = end
         return results
+
+    def _encode(self, texts):
+        if self.backend == "onnx":
+            return self.model.encode(texts, normalize=self.normalize)
+        return self.model.encode(texts, batch_size=len(texts), normalize_embeddings=self.normalize,
+                                 convert_to_numpy=True, show_progress_bar=False)
+
+    def _token_counts(self, texts):
+        if self.backend == "onnx":
+            return self.model.token_counts(texts)
+        return self.model.preprocess(texts)["attention_mask"].sum(dim=1).tolist()
 
     def _cache_key(self, text):
         return hashlib.sha256(f"{self.spec.model}\0{text}".encode()).hexdigest()
@@ -146,5 +167,9 @@ class EmbeddingRuntime:
         return self.cache.stats()
 
     def health(self):
-        dimension = self.model.get_embedding_dimension() if self.model is not None else None
-        return {"device": self.device, "dimension": dimension, **self.stats()}
+        facts = {"device": self.device, "backend": self.backend, "dimension": None}
+        if self.model is not None and self.backend == "onnx":
+            facts.update(dimension=self.model.dimension, onnx_providers=self.model.session.get_providers())
+        elif self.model is not None:
+            facts["dimension"] = self.model.get_embedding_dimension()
+        return {**facts, **self.stats()}
