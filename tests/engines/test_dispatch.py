@@ -3,7 +3,9 @@
 import asyncio
 import base64
 import json
+import time
 
+import pytest
 from django.conf import settings
 
 from engines import contract
@@ -59,22 +61,33 @@ def test_a_stream_read_to_its_end_leaves_nothing_to_stop(redis_client):
     assert relay(redis_client, [{"type": "token", "text": "Hi"}, {"type": "done", "result": {}}]) is False
 
 
-def beating(redis_client, *names):
-    """Heartbeats for workers that are only names in Redis, as a worker's `beat` writes them; each
-    holds engine "tiny", so it ranks before any real worker of the session that does not."""
-    import time
-
+@pytest.fixture
+def beating(redis_client):
+    """beating(*names): heartbeats for workers that are only names in Redis, as a worker's `beat`
+    writes them, each holding engine "tiny" (so it ranks before a real worker of the session that
+    does not); gone after the test, so no other test sees workers that do not exist."""
     from blaze_site import shared_state
 
+    names = []
+
+    def beat(*more):
+        for name in more:
+            names.append(name)
+            redis_client.set(shared_state.worker_key(name), json.dumps(
+                {"id": name, "device": "cpu", "last_seen": time.time(), "cache": [{"engine": "tiny"}],
+                 "in_flight": 0}), ex=60)
+            redis_client.sadd(shared_state.workers_key(), name)
+
+    yield beat
     for name in names:
-        redis_client.set(shared_state.worker_key(name), json.dumps(
-            {"id": name, "last_seen": time.time(), "cache": [{"engine": "tiny"}], "in_flight": 0}), ex=60)
-        redis_client.sadd(shared_state.workers_key(), name)
+        redis_client.delete(shared_state.worker_key(name))
+        redis_client.srem(shared_state.workers_key(), name)
 
 
-def refused_as_busy(redis_client, pinned):
-    """A request to w9, which answers worker_busy: the events the client gets, and the queues it went to."""
-    beating(redis_client, "w9", "w8")
+def refused_as_busy(redis_client, beating, pinned):
+    """A request to w9, which answers worker_busy: the events the client gets, and whether it moved to w0
+    (named to rank before any real worker of the session that holds the engine too)."""
+    beating("w9", "w0")
     engine = Engine(name="tiny", kind="llm", model="m")
     busy = {"type": "error", "error": "worker_busy", "message": "Worker w9 already runs 1 requests",
             "param": None, "retry_after": 1}
@@ -86,9 +99,9 @@ def refused_as_busy(redis_client, pinned):
         request_id = request_id_of(queued(redis_client, contract.worker_queue("w9"))[0])
         publish(request_id, busy)
         await asyncio.sleep(0.3)
-        moved = [request_id_of(m) for m in queued(redis_client, contract.worker_queue("w8"))]
+        moved = [request_id_of(m) for m in queued(redis_client, contract.worker_queue("w0"))]
         if moved:
-            publish(request_id, {"type": "start", "worker": "w8"})
+            publish(request_id, {"type": "start", "worker": "w0"})
             publish(request_id, {"type": "done", "result": {"text": "Hello"}})
         event = await first
         await events.aclose()
@@ -97,22 +110,20 @@ def refused_as_busy(redis_client, pinned):
     return asyncio.run(scenario())
 
 
-def test_a_busy_worker_s_refusal_is_sent_to_another_live_worker(redis_client):
-    event, moved = refused_as_busy(redis_client, pinned=False)
+def test_a_busy_worker_s_refusal_is_sent_to_another_live_worker(redis_client, beating):
+    event, moved = refused_as_busy(redis_client, beating, pinned=False)
     assert moved and event == {"type": "done", "result": {"text": "Hello"}}
 
 
-def test_a_request_pinned_to_a_busy_worker_stays_refused_for_the_route_to_move_on(redis_client):
-    event, moved = refused_as_busy(redis_client, pinned=True)
+def test_a_request_pinned_to_a_busy_worker_stays_refused_for_the_route_to_move_on(redis_client, beating):
+    event, moved = refused_as_busy(redis_client, beating, pinned=True)
     assert not moved and event["error"] == "worker_busy" and event["retry_after"] == 1
 
 
-def test_a_request_pinned_to_a_worker_that_stops_beating_fails_for_the_route_to_move_on(redis_client):
-    import pytest
-
+def test_a_request_pinned_to_a_worker_that_stops_beating_fails_for_the_route_to_move_on(redis_client, beating):
     from blaze_site import errors
 
-    beating(redis_client, "w8")  # alive, but the target is pinned to w7, which has no heartbeat
+    beating("w8")  # alive, but the target is pinned to w7, which has no heartbeat
     before = len(queued(redis_client, contract.worker_queue("w8")))
     engine = Engine(name="tiny", kind="llm", model="m")
 
