@@ -117,19 +117,23 @@ UNSUPPORTED = {
 }
 
 
-def refuse_unknown(serializer, data, allowed):
-    """A local engine's request names only fields it honours: any other is a 400 naming it, as OpenAI
-    answers an unknown parameter. A remote engine's request goes to its host as sent (not checked here)."""
-    engine = serializer.context.get("engine")
-    if engine is None or engine.backend != Engine.Backend.LOCAL or not isinstance(data, dict):
-        return
-    for name in data:
-        if name not in allowed:
-            reason = UNSUPPORTED.get(name, "Unknown parameter.")
-            raise serializers.ValidationError({name: [f"{reason} (Blaze refuses what it would otherwise ignore.)"]})
+class EndpointSerializer(RequestSerializer):
+    """A /v1 request's body. For a local engine it names only fields Blaze honours: any other is a 400
+    naming it, as OpenAI answers an unknown parameter. A remote engine's request goes to its host as
+    sent (not checked here)."""
+
+    def to_internal_value(self, data):
+        engine = self.context.get("engine")
+        if engine is not None and engine.backend == Engine.Backend.LOCAL and isinstance(data, dict):
+            for name in data:
+                if name not in self.fields:
+                    reason = UNSUPPORTED.get(name, "Unknown parameter.")
+                    raise serializers.ValidationError(
+                        {name: [f"{reason} (Blaze refuses what it would otherwise ignore.)"]})
+        return super().to_internal_value(data)
 
 
-class GenerationSerializer(RequestSerializer):
+class GenerationSerializer(EndpointSerializer):
     model = serializers.CharField()
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
@@ -146,10 +150,6 @@ class GenerationSerializer(RequestSerializer):
     logit_bias = serializers.DictField(child=serializers.FloatField(min_value=-100, max_value=100), required=False,
                                        allow_null=True)
     store = serializers.BooleanField(required=False, allow_null=True)
-
-    def to_internal_value(self, data):
-        refuse_unknown(self, data, self.fields)
-        return super().to_internal_value(data)
 
     def validate_logit_bias(self, value):
         if value and not all(token.isdigit() for token in value):
@@ -286,12 +286,8 @@ class CompletionSerializer(GenerationSerializer):
         return attrs
 
 
-class EmbeddingSerializer(RequestSerializer):
+class EmbeddingSerializer(EndpointSerializer):
     model = serializers.CharField()
-
-    def to_internal_value(self, data):
-        refuse_unknown(self, data, self.fields)
-        return super().to_internal_value(data)
 
     input = serializers.JSONField()
     encoding_format = serializers.ChoiceField(["float", "base64"], default="float")
@@ -319,7 +315,7 @@ class EmbeddingSerializer(RequestSerializer):
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 
-class ImageSerializer(RequestSerializer):
+class ImageSerializer(EndpointSerializer):
     model = serializers.CharField()
     prompt = serializers.CharField(max_length=4000)
     negative_prompt = serializers.CharField(required=False, allow_blank=True, max_length=4000)
@@ -330,10 +326,6 @@ class ImageSerializer(RequestSerializer):
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=MAX_SEED)
     response_format = serializers.ChoiceField(["b64_json", "url"], default="b64_json")
     user = serializers.CharField(required=False, allow_blank=True)
-
-    def to_internal_value(self, data):
-        refuse_unknown(self, data, self.fields)
-        return super().to_internal_value(data)
 
     def validate(self, attrs):
         engine = self.context["engine"]

@@ -14,6 +14,22 @@ from blaze_site.errors import TimedOut
 from engines.contract import WINDOW_WAITS
 
 
+def past_deadline(request, wall):
+    """Whether the request (a payload dict) carries a deadline (epoch seconds) that `wall` has passed."""
+    return isinstance(request, dict) and (request.get("deadline") or wall) < wall
+
+
+def too_late(waited, what):
+    return TimedOut(f"The request waited {waited:.1f} s for {what} and its deadline passed.")
+
+
+def retry_after(recent_seconds, pending, rows):
+    """Seconds until a waiting request may expect to run: the batches of `rows` queued ahead × how long
+    recent ones took (`recent_seconds`), between 1 and 60."""
+    held = sum(recent_seconds) / len(recent_seconds) if recent_seconds else 1.0
+    return max(1, min(60, round(held * (1 + pending / rows))))
+
+
 class _Item:
     __slots__ = ("request", "on_event", "future", "key", "size", "gathered", "arrived")
 
@@ -40,13 +56,13 @@ class DynamicBatcher:
     """
 
     def __init__(self, run_batch, *, max_batch_size, max_wait_ms, batch_key=None, batch_size=None, name="batcher",
-                 on_batch=None, on_admit=None):
+                 on_batch=None, on_admit=None, on_step=None):
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.batch_key = batch_key or (lambda request: None)
         self.batch_size = batch_size or (lambda request: 1)
-        self.on_batch, self.on_admit = on_batch, on_admit
+        self.on_batch, self.on_admit, self.on_step = on_batch, on_admit, on_step
         self.batch_sizes = collections.deque(maxlen=1000)
         self.batch_seconds = collections.deque(maxlen=50)
         self._queue = queue.Queue()
@@ -78,9 +94,7 @@ class DynamicBatcher:
         return self._queue.qsize() + len(self._held)
 
     def retry_after(self):
-        """Seconds until a waiting request may expect to run: the batches queued ahead × recent batch time."""
-        held = sum(self.batch_seconds) / len(self.batch_seconds) if self.batch_seconds else 1.0
-        return max(1, min(60, round(held * (1 + self.pending / self.max_batch_size))))
+        return retry_after(self.batch_seconds, self.pending, self.max_batch_size)
 
     def close(self):
         self._closed = True
@@ -138,11 +152,9 @@ class DynamicBatcher:
 
     def _run(self, batch):
         now, wall = time.monotonic(), time.time()
-        late = [item for item in batch
-                if isinstance(item.request, dict) and (item.request.get("deadline") or wall) < wall]
+        late = [item for item in batch if past_deadline(item.request, wall)]
         for item in late:  # its client's deadline passed while it waited: running it helps nobody
-            item.future.set_exception(TimedOut(
-                f"The request waited {now - item.arrived:.1f} s for a batch and its deadline passed."))
+            item.future.set_exception(too_late(now - item.arrived, "a batch"))
         batch = [item for item in batch if item not in late]
         if not batch:
             return
@@ -156,17 +168,20 @@ class DynamicBatcher:
             if callback is not None:
                 callback(event)
 
-        started = time.monotonic()
+        started, error = time.monotonic(), None
         try:
             results = self.run_batch([item.request for item in batch], emit)
         except Exception as exc:  # noqa: BLE001 - the batch failed as a whole: every caller hears why
+            error = exc
+        seconds = time.monotonic() - started
+        if error is None:
+            for item, result in zip(batch, results):
+                item.future.set_result(result)
+            self.batch_seconds.append(seconds)
+        else:
             for item in batch:
-                item.future.set_exception(exc)
-            if self.on_batch:
-                self.on_batch(len(batch), time.monotonic() - started, exc)
-            return
-        for item, result in zip(batch, results):
-            item.future.set_result(result)
-        self.batch_seconds.append(time.monotonic() - started)
+                item.future.set_exception(error)
+        if self.on_step:
+            self.on_step(len(batch), seconds)
         if self.on_batch:
-            self.on_batch(len(batch), time.monotonic() - started, None)
+            self.on_batch(len(batch), seconds, error)

@@ -56,7 +56,7 @@ class ModelCache:
         self.on_change = on_change or (lambda event, entry: None)
         self.on_batch = on_batch  # (engine, requests, seconds, error) as requests finish
         self.on_admit = on_admit  # (engine, request, seconds it waited) as a request starts running
-        self.on_step = on_step  # (engine, rows, seconds) per decode step of a continuous scheduler
+        self.on_step = on_step  # (engine, rows, seconds) per batched call: a batch, or one decode step
         self._entries = OrderedDict()
         self._lock = threading.RLock()
         # One load at a time: transformers' from_pretrained is not safe in two threads at once (two
@@ -135,6 +135,7 @@ class ModelCache:
             runtime.run_batch, max_batch_size=rows, max_wait_ms=wait * 1000,
             batch_key=getattr(runtime, "batch_key", None), batch_size=getattr(runtime, "batch_size", None),
             name=f"batcher-{spec.name}", on_admit=bound(self.on_admit), on_batch=bound(self.on_batch),
+            on_step=bound(self.on_step),
         )
 
     def _make_room(self, needed, keep):

@@ -159,8 +159,6 @@ class EngineHost:
     def _batch_done(self, engine_name, size, seconds, error):
         entry = self.cache.peek(engine_name)
         metrics.INFERENCE_LATENCY.labels(engine_name, entry.spec.kind if entry else "").observe(seconds)
-        if entry is None or not hasattr(entry.batcher, "running"):  # a continuous scheduler counts its steps
-            metrics.BATCH_SIZE.labels(engine_name).observe(size)
         status.batch_done(engine_name, size, seconds, error)
 
     @staticmethod

@@ -21,8 +21,8 @@ from concurrent.futures import Future
 
 from django.conf import settings
 
-from blaze_site import errors
 from engines.contract import WINDOW_WAITS
+from engines.worker.batcher import past_deadline, retry_after, too_late
 
 CANCELLED = {"text": "", "finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0}
 
@@ -30,12 +30,13 @@ CANCELLED = {"text": "", "finish_reason": "cancelled", "prompt_tokens": 0, "comp
 class Waiting:
     """A submitted request: `request` (its payload), `on_event` (its stream), `future` (its result)."""
 
-    __slots__ = ("request", "on_event", "future", "arrived", "priority", "order")
+    __slots__ = ("request", "on_event", "future", "arrived", "started", "priority", "order")
 
     def __init__(self, request, on_event, order):
         self.request, self.on_event, self.order = request, on_event, order
         self.future = Future()
         self.arrived = time.monotonic()
+        self.started = None  # when it was admitted to the running batch
         self.priority = request.get("priority") or 0
 
     def urgency(self, now, ageing):
@@ -69,7 +70,6 @@ class ContinuousScheduler:
         self.run_seconds = collections.deque(maxlen=50)  # of recent requests: how long a slot stays taken
         self._waiting = []
         self._running = []  # the Waiting of each decoder row, in row order
-        self._started = {}  # id(Waiting) → when it was admitted
         self._arrivals = 0
         self._closed = False
         self._wake = threading.Condition()
@@ -95,10 +95,9 @@ class ContinuousScheduler:
         return len(self._running)
 
     def retry_after(self):
-        """Seconds until a waiting request may expect a slot: the queue's length in batches × how long
-        recent requests held theirs (at least 1)."""
-        held = sum(self.run_seconds) / len(self.run_seconds) if self.run_seconds else 1.0
-        return max(1, min(60, round(held * (1 + self.pending / self.max_batch_size))))
+        """Seconds until a waiting request may expect a slot: the queue in batches × how long recent
+        requests held theirs."""
+        return retry_after(self.run_seconds, self.pending, self.max_batch_size)
 
     def close(self):
         with self._wake:
@@ -148,7 +147,7 @@ class ContinuousScheduler:
             ordered = sorted(self._waiting, key=lambda item: (-item.urgency(now, ageing), item.order))
             taken, dropped = [], []
             for item in ordered:
-                if item.cancelled() or (item.request.get("deadline") or wall) < wall:
+                if item.cancelled() or past_deadline(item.request, wall):
                     dropped.append(item)
                 elif len(taken) < free:
                     taken.append(item)
@@ -158,10 +157,9 @@ class ContinuousScheduler:
             if item.cancelled():
                 item.future.set_result(CANCELLED)
             else:
-                item.future.set_exception(errors.TimedOut(
-                    f"The request waited {now - item.arrived:.1f} s for a slot and its deadline passed."))
+                item.future.set_exception(too_late(now - item.arrived, "a slot"))
         for item in taken:
-            self._started[id(item)] = now
+            item.started = now
             if self.on_admit:
                 self.on_admit(item.request, now - item.arrived)
         return taken
@@ -177,7 +175,6 @@ class ContinuousScheduler:
         refused, finished = self.decoder.join(taken)
         for item, result in refused:
             self._running.remove(item)
-            self._started.pop(id(item), None)
             item.future.set_result(result)
         self._retire(finished)
 
@@ -205,7 +202,7 @@ class ContinuousScheduler:
         self.decoder.keep([row for row in range(len(self._running) + len(finished)) if row not in finished])
         ran = []
         for item, result in done:
-            ran.append(now - self._started.pop(id(item), now))
+            ran.append(now - item.started)
             item.future.set_result(result)
         self.run_seconds.extend(ran)
         if self.on_done:
@@ -215,7 +212,6 @@ class ContinuousScheduler:
         failed, self._running = self._running, []
         self.decoder.reset()
         for item in failed:
-            self._started.pop(id(item), None)
             if not item.future.done():
                 item.future.set_exception(exc)
         if self.on_done and failed:

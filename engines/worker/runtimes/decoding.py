@@ -245,6 +245,11 @@ class RowSampler:
         self.counts = {}  # token → times this row generated it (the penalties' memory)
 
     @property
+    def plain(self):
+        """Greedy, with nothing else asked of a step: `generate`'s own greedy pick does the same."""
+        return not (self.temperature or self.adjusts or self.top_logprobs is not None)
+
+    @property
     def adjusts(self):
         return bool(self.bias or self.frequency_penalty or self.presence_penalty or self.constraint is not None)
 
@@ -264,7 +269,8 @@ class RowSampler:
 
     def chose(self, token, raw):
         """Record the chosen token: its count, its logprobs (from the unadjusted `raw` logits), the constraint."""
-        self.counts[token] = self.counts.get(token, 0) + 1
+        if self.frequency_penalty or self.presence_penalty:
+            self.counts[token] = self.counts.get(token, 0) + 1
         if self.top_logprobs is not None:
             logprobs = torch.log_softmax(raw.float(), dim=-1)
             top = logprobs.topk(self.top_logprobs) if self.top_logprobs else None

@@ -169,7 +169,8 @@ class LlmRuntime:
                 **batch,
                 max_new_tokens=max(limits),
                 do_sample=False,  # each row's token is picked by its RowSampler, handed to generate as a one-hot choice
-                logits_processor=LogitsProcessorList([Chosen(samplers)]),
+                logits_processor=LogitsProcessorList(
+                    [] if all(sampler.plain for sampler in samplers) else [Chosen(samplers)]),
                 stopping_criteria=StoppingCriteriaList([RowsDone(streamer)]),
                 streamer=streamer,
                 pad_token_id=self.tokenizer.pad_token_id,
