@@ -23,19 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.batching import llm_model, prompts  # noqa: E402
+from bench.decoding import decode_all  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {
     "topic": {"type": "string", "maxLength": 24}, "mood": {"enum": ["calm", "bright", "dark"]},
     "facts": {"type": "array", "maxItems": 3, "items": {"type": "string", "maxLength": 24}}},
     "required": ["topic", "mood", "facts"], "additionalProperties": False}
-
-
-class _Item:
-    def __init__(self, request):
-        self.request = request
-
-    def emit(self, event):
-        pass
 
 
 def run(runtime, decoding, requests):
@@ -52,14 +45,8 @@ def run(runtime, decoding, requests):
     try:
         decoder = runtime.decoder()
         started = time.perf_counter()
-        finished = decoder.join([_Item(request) for request in requests])[1]
-        tokens, steps = sum(r["completion_tokens"] for r in finished.values()), 0
-        decoder.keep([row for row in range(decoder.size) if row not in finished])
-        while decoder.size:
-            finished = decoder.step()
-            steps += 1
-            tokens += sum(r["completion_tokens"] for r in finished.values())
-            decoder.keep([row for row in range(decoder.size) if row not in finished])
+        steps, results = decode_all(decoder, requests)
+        tokens = sum(result["completion_tokens"] for result in results)
         return time.perf_counter() - started, steps, tokens, forward[0]
     finally:
         decoding.RunningBatch.step = step

@@ -36,6 +36,20 @@ class _Item:
         pass
 
 
+def decode_all(decoder, requests):
+    """Join every request to `decoder` at once and step until every row is done, as the continuous
+    scheduler would with nothing else arriving: (decode steps, every row's result)."""
+    finished = decoder.join([_Item(request) for request in requests])[1]
+    results, steps = list(finished.values()), 0
+    decoder.keep([row for row in range(decoder.size) if row not in finished])
+    while decoder.size:
+        finished = decoder.step()
+        steps += 1
+        results += finished.values()
+        decoder.keep([row for row in range(decoder.size) if row not in finished])
+    return steps, results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -79,14 +93,7 @@ def main():
         return (out.shape[1] - batch["input_ids"].shape[1]) * len(ids)
 
     def running_batch():
-        decoder = runtime.decoder()
-        finished = decoder.join([_Item(request) for request in requests])[1]
-        done = len(finished)
-        decoder.keep([row for row in range(decoder.size) if row not in finished])
-        while decoder.size:
-            finished = decoder.step()
-            done += len(finished)
-            decoder.keep([row for row in range(decoder.size) if row not in finished])
+        decode_all(runtime.decoder(), requests)
         return args.tokens * len(ids)
 
     def hf_continuous():
