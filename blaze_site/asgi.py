@@ -20,7 +20,10 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.db import close_old_connections  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
+from blaze_site import tracing  # noqa: E402
 from blaze_site.routing import websocket_urlpatterns  # noqa: E402
+
+tracing.configure("blaze-web")
 
 
 class ApiHandler(ASGIHandler):
@@ -114,6 +117,6 @@ async def http_app(scope, receive, send):
 
 
 application = ProtocolTypeRouter({
-    "http": http_app,
+    "http": tracing.asgi(http_app),
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

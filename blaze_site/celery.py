@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun, worker_init
 from kombu import Queue
 from kombu.common import Broadcast
 
@@ -29,6 +29,15 @@ def _django_logging(**kwargs):
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+@worker_init.connect
+def _tracing(**kwargs):
+    """Before the worker runs a task: its spans join the traces of the requests that sent them (on only
+    with OTEL_EXPORTER_OTLP_ENDPOINT; blaze_site/tracing.py)."""
+    from . import tracing
+
+    tracing.configure("blaze-worker")
 
 
 @before_task_publish.connect

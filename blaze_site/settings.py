@@ -279,6 +279,16 @@ MEDIA_URL = "media/"
 # Serve from the finders when collectstatic has not run (development, tests).
 SERVESTATIC_USE_FINDERS = True
 
+# Tracing (blaze_site/tracing.py): on when an OTLP endpoint is named; the SDK reads the OTEL_* variables.
+TRACING = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+# The share of requests traced (0-1); a request that arrives with a sampled `traceparent` always is.
+BLAZE_TRACE_SAMPLE_RATIO = float(os.environ.get("BLAZE_TRACE_SAMPLE_RATIO", "1"))
+# A span per Redis command too: off by default, it costs more than the rest of tracing (docs/benchmarks.md).
+BLAZE_TRACE_REDIS = env_bool("BLAZE_TRACE_REDIS")
+# A trace viewer's page for one trace, "{trace_id}" in it (Jaeger: http://jaeger:16686/trace/{trace_id}):
+# the playground's answer stats and the Requests page link there.
+BLAZE_TRACE_URL = os.environ.get("BLAZE_TRACE_URL", "")
+
 # JSON lines by default (for log shippers); BLAZE_LOG_FORMAT=text for a person reading a terminal.
 LOGGING = {
     "version": 1,
@@ -286,7 +296,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "blaze_site.logs.RequestIdFilter"}},
     "formatters": {
         "json": {"()": "blaze_site.logs.BlazeJsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s] %(message)s"},
     },
     "handlers": {
         "console": {

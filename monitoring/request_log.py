@@ -1,6 +1,6 @@
 """The last /v1 requests, each with its story, for the Requests page: the route and the target chosen,
 the targets skipped and why, each attempt (and so each failover), the time queued for a worker, the
-time to first token, tokens, status and request id. The answer to "latency went up: why?".
+time to first token, tokens, status, request id and trace id. The answer to "latency went up: why?".
 
 Kept in Redis, bounded (BLAZE_REQUEST_LOG_SIZE), never in the database. Prompts and answers are kept
 only for routes whose operator turned `keep_prompts` on; keys and other secrets never.
@@ -17,7 +17,7 @@ import time
 
 from django.conf import settings
 
-from blaze_site import shared_state
+from blaze_site import shared_state, tracing
 
 FLUSH_SECONDS = 0.2
 TEXT_LIMIT = 4000
@@ -30,7 +30,7 @@ def begin(*, request_id, endpoint, client=""):
     """Start the request's entry; the serving path's notes go into it from here on."""
     entry = {"id": request_id, "t": time.time(), "endpoint": endpoint, "client": client, "model": None,
              "route": None, "attempts": [], "skipped": {}, "status": None, "tokens": None,
-             "queue_seconds": None, "ttft_seconds": None}
+             "queue_seconds": None, "ttft_seconds": None, "trace_id": tracing.trace_id()}
     _current.set(entry)
     return entry
 

@@ -13,6 +13,7 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.settings import api_settings
 
+from blaze_site import tracing
 from blaze_site.exceptions import error_body
 
 from . import errors, history, live, request_log, selectors
@@ -168,7 +169,8 @@ def request_detail(request, request_id):
     entry = request_log.entry(request_id)
     if entry is None:
         raise Http404("That request is not in the log (it keeps the last requests only).")
-    return render(request, "monitoring/request.html", {"entry": entry})
+    return render(request, "monitoring/request.html",
+                  {"entry": entry, "trace_url": tracing.trace_url(entry.get("trace_id"))})
 
 
 @never_cache

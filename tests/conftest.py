@@ -126,6 +126,34 @@ def engine_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def otlp_collector():
+    """A loopback OTLP collector (tests/otlp.py): what the traced processes export arrives here."""
+    from tests.otlp import OtlpCollector
+
+    server = OtlpCollector()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def traced_blaze(otlp_collector, django_db_setup, django_db_blocker, tmp_path_factory):
+    """(daphne, worker) with tracing on, exporting every 0.1 s to `otlp_collector`, Redis commands
+    included (BLAZE_TRACE_REDIS), and linking answers to tests.otlp.TRACE_URL. The worker is
+    `traced@test`: pin a route target to it to have the traced worker run it."""
+    from tests.otlp import TRACE_URL
+    from tests.servers import start_daphne, start_worker
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "BLAZE_TRACE_URL": TRACE_URL, "BLAZE_TRACE_REDIS": "1"}
+    with django_db_blocker.unblock():
+        web = start_daphne(tmp_path_factory.mktemp("traced-web"), **env)
+        worker = start_worker(tmp_path_factory.mktemp("traced-worker"), "traced", threads=4, **env)
+    yield web, worker
+    web.stop()
+    worker.stop()
+
+
 @pytest.fixture
 def spare_workers(django_db_blocker, tmp_path_factory):
     """spare_workers(name) starts another worker for one test; all are stopped after it."""

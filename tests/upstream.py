@@ -87,6 +87,7 @@ class OpenAIUpstream:
     def __init__(self, slow_seconds=3.0):
         self.hits = Counter()
         self.bodies = []
+        self.traceparents = []  # the W3C `traceparent` header of each POST that carried one
         self.arrivals, self.peak, busy, counting = [], Counter(), Counter(), threading.Lock()
         upstream = self
 
@@ -115,6 +116,8 @@ class OpenAIUpstream:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 behaviour, _, rest = self.path.strip("/").partition("/")
                 upstream.hits[behaviour] += 1
+                if self.headers.get("traceparent"):
+                    upstream.traceparents.append(self.headers["traceparent"])
                 body = json.loads(raw or b"{}")
                 upstream.bodies.append(body)
                 if self._refuse(behaviour):

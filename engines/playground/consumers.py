@@ -7,7 +7,8 @@ Messages in:  {"type": "chat", "id", "model", "messages": [...], "temperature", 
               {"type": "embed", "id", "model", "texts": [...]}  ·
               {"type": "image", "id", "model", "prompt", "negative_prompt", "size", "steps", "guidance_scale",
                "seed", "image" (a data URL, for image-to-image), "strength"}
-Messages out: {"type": "token", "id", "text"} ·
+Messages out (`done`'s stats, `similarity` and `images` with "trace_id" and "trace_url" when traced):
+              {"type": "token", "id", "text"} ·
               {"type": "done", "id", "finish_reason", "stats", "content", "tool_calls": [{"id", "name", "arguments"}],
                "json_valid" (with a JSON response format)} ·
               {"type": "similarity", "id", "texts", "matrix", "dimension", "ms", "target"} ·
@@ -32,7 +33,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
-from blaze_site import errors
+from blaze_site import errors, tracing
 from blaze_site.exceptions import OUTAGES, flatten, http_status, outage
 from blaze_site.sockets import REFUSED, may_see_engines
 from engines import contract, services
@@ -88,6 +89,11 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             raise errors.RateLimited(verdict.message, code="rate_limit_exceeded")
 
     async def _run(self, ident, content, work):
+        # A trace of its own per prompt, as an HTTP request has (the socket may stay open for hours).
+        with tracing.span(f"playground {content['type']}", kind=tracing.SERVER, user=self.scope["user"].username):
+            await self._answer(ident, content, work)
+
+    async def _answer(self, ident, content, work):
         entry = request_log.begin(request_id=f"playground-{ident}-{time.time_ns()}", endpoint="/ws/playground/",
                                   client=f"user {self.scope['user'].username} (playground)")
         status = 200
@@ -151,7 +157,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "itl_ms": [round((b - a) * 1000, 1) for a, b in zip(times, times[1:])],
             "target": _served_by(entry, plan), "fallback": served.fallback,
             "worker": (attempts[-1].get("worker") if attempts else None) or entry.get("worker"),
-            "skipped": entry["skipped"],
+            "skipped": entry["skipped"], **tracing.trace_link(),
         }})
 
     async def _similarity(self, ident, content, entry):
@@ -170,7 +176,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "type": "similarity", "id": ident, "texts": data["input"],
             "matrix": numpy.round(matrix @ matrix.T, 4).tolist(), "dimension": matrix.shape[1],
             "ms": round((time.monotonic() - started) * 1000, 1), "target": _served_by(entry, plan),
-            "fallback": served.fallback,
+            "fallback": served.fallback, **tracing.trace_link(),
         })
 
     async def _images(self, ident, content, entry):
@@ -203,7 +209,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             pngs=[base64.b64decode(image) for image in images])
         await self.send_json({"type": "images", "id": ident, "urls": urls, "seed": seed,
                               "ms": round((time.monotonic() - started) * 1000, 1), "target": _served_by(entry, plan),
-                              "fallback": served.fallback})
+                              "fallback": served.fallback, **tracing.trace_link()})
 
 
 def _served_by(entry, plan):

@@ -12,7 +12,7 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from blaze_site import errors, shared_state
+from blaze_site import errors, shared_state, tracing
 from blaze_site.celery import app
 from engines import contract, heartbeats
 from monitoring import metrics, request_log
@@ -59,6 +59,7 @@ async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
     # Redis only (no database): run on the thread pool, not the one thread Django's ORM calls share.
     worker_id = await sync_to_async(_send, thread_sensitive=False)(request_id, spec, payload, engine.name, worker_id)
     tried.append(worker_id)
+    tracing.note(worker=worker_id, request_id=request_id)  # on the attempt's span
     sent_at, logged = time.monotonic(), "group" not in payload  # a group's notes would land in one member's entry
 
     redis = shared_state.loop_client()
@@ -71,7 +72,8 @@ async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
         while True:
             if time.monotonic() > deadline:
                 raise errors.TimedOut(f"No answer within {timeout:.0f} s.")
-            reply = await redis.xread({stream: last_id}, block=1000, count=100)
+            with tracing.quiet():  # a span per read (a few tokens each) would bury the request's own
+                reply = await redis.xread({stream: last_id}, block=1000, count=100)
             if not reply:
                 info = await sync_to_async(heartbeats.worker_info, thread_sensitive=False)(worker_id)
                 if info is None or info["lost"]:

@@ -30,7 +30,7 @@ import orjson
 import redis
 from django.conf import settings
 
-from blaze_site import errors, shared_state
+from blaze_site import errors, shared_state, tracing
 from engines import contract
 from engines.models import Engine, Route
 from engines.serving import dispatch, grouping, remote
@@ -139,10 +139,14 @@ class _Attempt:
         if self.route is not None:
             metrics.ROUTE_REQUESTS.labels(self.route.name, str(self.candidate.target), "ok" if ok else "failed").inc()
 
+    @property
+    def label(self):
+        return str(self.candidate.target) if self.candidate else self.engine.name
+
     def logged(self, outcome, error=""):
-        """The attempt in the request's log (the Requests page)."""
-        label = str(self.candidate.target) if self.candidate else self.engine.name
-        request_log.note_attempt(target=label, engine=self.engine.name, worker=self.worker, outcome=outcome,
+        """The attempt in the request's log (the Requests page) and on its span."""
+        tracing.note(outcome=outcome)
+        request_log.note_attempt(target=self.label, engine=self.engine.name, worker=self.worker, outcome=outcome,
                                  seconds=time.monotonic() - self.started, error=error)
 
     async def aabandon(self):
@@ -161,9 +165,13 @@ async def serve(plan, endpoint, payload, body, *, stream=False, client_key="", f
     async def own(each):
         return await _own_targets(each, endpoint, payload, body, stream, client_key, files, ends)
 
-    served = await _with_fallbacks(plan, own, ends, tried=set())
-    if served.fallback is not None:
-        request_log.note(fallback=served.fallback)
+    with tracing.span("blaze.serve", model=plan.name, route=plan.route.name if plan.route else None,
+                      endpoint=endpoint, stream=stream) as span:
+        served = await _with_fallbacks(plan, own, ends, tried=set())
+        span.set_attribute("blaze.engine", served.engine.name)
+        if served.fallback is not None:
+            span.set_attribute("blaze.fallback", served.fallback)
+            request_log.note(fallback=served.fallback)
     return served
 
 
@@ -216,7 +224,10 @@ async def _own_targets(plan, endpoint, payload, body, stream, client_key, files,
     tried, failures, full = [], {}, []
     while True:
         try:
-            candidate, lease, permit = await alease_target(plan.route, client_key, exclude=tried)
+            with tracing.span("blaze.route.pick", route=plan.name, strategy=plan.route.strategy,
+                              tried=len(tried)) as span:
+                candidate, lease, permit = await alease_target(plan.route, client_key, exclude=tried)
+                span.set_attributes({"blaze.target": str(candidate.target), "blaze.breaker_open": permit is None})
         except NoTargetAvailable as exc:
             request_log.note_skipped(exc.reasons)
             reasons = {**exc.reasons, **failures}
@@ -250,6 +261,13 @@ STREAMED = ("chat", "completion")  # what a remote host streams; images and embe
 
 
 async def _try(attempt, endpoint, payload, body, stream, files, ends):
+    with tracing.span("blaze.attempt", target=attempt.label, engine=attempt.engine.name,
+                      backend=attempt.engine.backend, route=attempt.route.name if attempt.route else None,
+                      worker=attempt.worker):
+        return await _attempted(attempt, endpoint, payload, body, stream, files, ends)
+
+
+async def _attempted(attempt, endpoint, payload, body, stream, files, ends):
     try:
         if attempt.route is not None and attempt.permit is None:
             raise errors.Unavailable(f"The circuit breaker for '{attempt.target}' refused the call.")

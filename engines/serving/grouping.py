@@ -17,7 +17,7 @@ import time
 
 from django.conf import settings
 
-from blaze_site import errors
+from blaze_site import errors, tracing
 from engines import contract
 from engines.serving import dispatch
 
@@ -30,12 +30,14 @@ class _Group:
         self.engine, self.worker_id, self.pinned = engine, worker_id, pinned
         self.max_rows, self.wait = contract.batch_window(engine.kind, engine.config)
         self.requests, self.answers, self.rows, self.ends = [], [], 0, 0.0
+        self.spans = []  # each request's, for the trace: one task answers them all
         self.closed = asyncio.Event()
 
     def add(self, payload, ends):
         answer = asyncio.get_running_loop().create_future()
         self.requests.append(payload)
         self.answers.append(answer)
+        self.spans.append(tracing.here())
         self.rows += len(payload["input"])
         self.ends = max(self.ends, ends)
         if self.rows >= self.max_rows:
@@ -70,20 +72,25 @@ class _Group:
     async def _send(self):
         group = {"group": self.requests}
         try:
-            async for event in dispatch.run(self.engine, group, worker_id=self.worker_id, pinned=self.pinned,
-                                            timeout=max(self.ends - time.monotonic(), 0.001)):
-                if event["type"] == contract.DONE:
-                    for answer, result in zip(self.answers, event["result"]["results"]):
-                        refused = "error" in result and errors.InvalidInput(result["error"], field=result.get("param"))
-                        _answer(answer, contract.error_event(refused) if refused else
-                                {"type": contract.DONE, "result": result})
-                elif event["type"] == contract.ERROR:
-                    for answer in self.answers:
-                        _answer(answer, event)
+            with tracing.span("blaze.group", links=self.spans, engine=self.engine.name, requests=len(self.requests),
+                              rows=self.rows):
+                await self._relay(group)
         except Exception as exc:  # noqa: BLE001 - each client's request raises it, as alone it would have
             for answer in self.answers:
                 if not answer.done():
                     answer.set_exception(exc)
+
+    async def _relay(self, group):
+        async for event in dispatch.run(self.engine, group, worker_id=self.worker_id, pinned=self.pinned,
+                                        timeout=max(self.ends - time.monotonic(), 0.001)):
+            if event["type"] == contract.DONE:
+                for answer, result in zip(self.answers, event["result"]["results"]):
+                    refused = "error" in result and errors.InvalidInput(result["error"], field=result.get("param"))
+                    _answer(answer, contract.error_event(refused) if refused else
+                            {"type": contract.DONE, "result": result})
+            elif event["type"] == contract.ERROR:
+                for answer in self.answers:
+                    _answer(answer, event)
 
 
 def _answer(answer, event):

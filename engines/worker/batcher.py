@@ -53,6 +53,8 @@ class DynamicBatcher:
     Only requests with equal `batch_key(request)` share a batch; the others wait for a later one.
     `submit` returns a Future with the request's own result; `on_event` receives its own events.
     `submit_group` queues requests gathered elsewhere as one arrival.
+    `on_admit(request, waited_seconds, batch_size)` as a request's batch starts; `on_step(requests,
+    seconds)` and `on_batch(requests, seconds, error)` once it ran.
     """
 
     def __init__(self, run_batch, *, max_batch_size, max_wait_ms, batch_key=None, batch_size=None, name="batcher",
@@ -160,7 +162,7 @@ class DynamicBatcher:
             return
         if self.on_admit:
             for item in batch:
-                self.on_admit(item.request, now - item.arrived)
+                self.on_admit(item.request, now - item.arrived, len(batch))
         self.batch_sizes.append(len(batch))
 
         def emit(index, event):

@@ -55,7 +55,7 @@ class ModelCache:
         self.runtime_factory = runtime_factory
         self.on_change = on_change or (lambda event, entry: None)
         self.on_batch = on_batch  # (engine, requests, seconds, error) as requests finish
-        self.on_admit = on_admit  # (engine, request, seconds it waited) as a request starts running
+        self.on_admit = on_admit  # (engine, request, seconds it waited, batch size) as a request starts running
         self.on_step = on_step  # (engine, rows, seconds) per batched call: a batch, or one decode step
         self._entries = OrderedDict()
         self._lock = threading.RLock()

@@ -18,7 +18,7 @@ import psutil
 from django.conf import settings
 from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from blaze_site import errors, shared_state
+from blaze_site import errors, shared_state, tracing
 from engines import contract
 from engines.contract import CacheRefusal, EngineSpec, RuntimeLoadError
 from engines.worker import status
@@ -162,9 +162,9 @@ class EngineHost:
         status.batch_done(engine_name, size, seconds, error)
 
     @staticmethod
-    def _admitted(engine_name, request, seconds):
-        if isinstance(request, dict):
-            request["queue_seconds"] = round(seconds, 4)  # the worker's part of the request's queue time
+    def _admitted(engine_name, request, seconds, batch_size):
+        if isinstance(request, dict):  # read back by `infer`: the worker's part of the queue time, and the trace
+            request["queue_seconds"], request["batch_size"] = round(seconds, 4), batch_size
         metrics.QUEUE_WAIT.labels(engine_name, str(request.get("priority", "") if isinstance(request, dict) else ""))\
             .observe(seconds)
 
@@ -180,19 +180,21 @@ class EngineHost:
             status.load_retrying(spec.name, self.hostname, state.attempt_number, state.outcome.exception())
 
         cached = self.cache.peek(spec.name)
-        if cached is not None and cached.spec == spec:
+        hit = cached is not None and cached.spec == spec
+        if hit:
             metrics.MODEL_CACHE_EVENTS.labels(self.hostname, "hit").inc()
-        try:
-            for attempt in Retrying(
-                retry=retry_if_not_exception_type((RuntimeLoadError, CacheRefusal)),
-                stop=stop_after_attempt(settings.BLAZE_LOAD_ATTEMPTS),
-                wait=wait_exponential_jitter(initial=1, max=30), before_sleep=before_sleep, reraise=True,
-            ):
-                with attempt:
-                    return self.cache.get(spec)
-        except Exception as exc:
-            status.load_failed(spec.name, self.hostname, str(exc))
-            raise
+        with tracing.span("blaze.model", engine=spec.name, cache_hit=hit):
+            try:
+                for attempt in Retrying(
+                    retry=retry_if_not_exception_type((RuntimeLoadError, CacheRefusal)),
+                    stop=stop_after_attempt(settings.BLAZE_LOAD_ATTEMPTS),
+                    wait=wait_exponential_jitter(initial=1, max=30), before_sleep=before_sleep, reraise=True,
+                ):
+                    with attempt:
+                        return self.cache.get(spec)
+            except Exception as exc:
+                status.load_failed(spec.name, self.hostname, str(exc))
+                raise
 
     def load(self, spec_dict):
         return self.model(EngineSpec(**spec_dict)).describe()
@@ -207,6 +209,7 @@ class EngineHost:
         if redis.exists(done_key):
             return  # a redelivered request another worker already answered
         count = len(payload["group"]) if "group" in payload else 1
+        tracing.note(engine=spec_dict["name"], worker=self.hostname, request_id=request_id, requests=count)
         with self._lock:
             busy = self.tasks >= self.max_in_flight
             if not busy:
@@ -214,6 +217,7 @@ class EngineHost:
                 self.in_flight += count
         if busy:
             metrics.REFUSED.labels(spec_dict["name"], "worker_busy").inc()
+            tracing.note(refused="worker_busy")
             publish(request_id, contract.error_event(errors.WorkerBusy(
                 f"Worker {self.hostname} already runs {self.max_in_flight} requests, its most at once "
                 "(BLAZE_WORKER_MAX_IN_FLIGHT).", retry_after=1)))
@@ -222,8 +226,10 @@ class EngineHost:
         started = time.monotonic()
         try:
             entry = self.model(EngineSpec(**spec_dict))
+            submitted = time.time_ns()
             if "group" in payload:
                 results = [future.result() for future in self._submit(entry, payload["group"], None)]
+                self._traced(payload["group"][0], submitted, results[0])
                 publish(request_id, {"type": contract.DONE, "result": {"results": results}})
                 for request, result in zip(payload["group"], results):
                     if "error" not in result:
@@ -249,6 +255,7 @@ class EngineHost:
                 result = self._result_unless_cancelled(future, request_id, cancelled)
                 if result is None:
                     log.info("request %s was given up by its client: stopped", request_id)
+                    tracing.note(cancelled=True)
                     return
                 if "error" in result:
                     raise errors.InvalidInput(result["error"], field=result.get("param"))
@@ -256,22 +263,40 @@ class EngineHost:
             result = results[0] if len(results) == 1 else {
                 "choices": results, "prompt_tokens": results[0]["prompt_tokens"],
                 "completion_tokens": sum(each["completion_tokens"] for each in results)}
+            self._traced(rows[0], submitted, result)
             if "queue_seconds" in rows[0]:
                 result = {**result, "queue_seconds": rows[0]["queue_seconds"]}
             publish(request_id, {"type": contract.DONE, "result": result})
             self._observe(entry.spec, payload, result, time.monotonic() - started)
         except RuntimeLoadError as exc:
-            publish(request_id, contract.error_event(errors.Unavailable(f"Engine could not load: {exc}")))
+            self._failed(request_id, errors.Unavailable(f"Engine could not load: {exc}"))
         except errors.ApplicationError as exc:
-            publish(request_id, contract.error_event(exc))
+            self._failed(request_id, exc)
         except Exception as exc:
             log.exception("request %s failed", request_id)
-            publish(request_id, contract.error_event(errors.TargetFailed(f"Inference failed: {exc}")))
+            self._failed(request_id, errors.TargetFailed(f"Inference failed: {exc}"))
         finally:
             with self._lock:
                 self.tasks -= 1
                 self.in_flight -= count
             redis.set(done_key, 1, ex=contract.STREAM_TTL_SECONDS)
+
+    @staticmethod
+    def _failed(request_id, exc):
+        tracing.fail(exc.message)
+        publish(request_id, contract.error_event(exc))
+
+    @staticmethod
+    def _traced(request, submitted_ns, result):
+        """The request's wait in the batcher and its run there, as spans of the task's trace (times the
+        batcher noted in the request: `_admitted`)."""
+        if "queue_seconds" not in request:
+            return
+        admitted = submitted_ns + int(request["queue_seconds"] * 1e9)
+        tracing.record("blaze.queue", submitted_ns, admitted, priority=request.get("priority"))
+        tracing.record("blaze.run", admitted, batch_size=request.get("batch_size"),
+                       prompt_tokens=result.get("prompt_tokens"), completion_tokens=result.get("completion_tokens"),
+                       finish_reason=result.get("finish_reason"), embedding_cache_hits=result.get("cache_hits"))
 
     def _submit(self, entry, requests, on_events):
         """Futures for the requests, queued on the engine's batcher unless its waiting line is full
@@ -298,7 +323,9 @@ class EngineHost:
             try:
                 return future.result(timeout=contract.CANCEL_POLL_SECONDS)
             except TimeoutError:
-                if redis.exists(key):
+                with tracing.quiet():  # a span per poll would bury the request's own
+                    cancelled_now = redis.exists(key)
+                if cancelled_now:
                     cancelled.set()
                     return None
 

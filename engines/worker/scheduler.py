@@ -57,8 +57,9 @@ class ContinuousScheduler:
     arrival waits up to `max_wait_ms` (restarted by each arrival, up to WINDOW_WAITS waits) for
     others, so a burst is prefilled together.
 
-    `on_admit(request, waited_seconds)`, `on_step(rows, seconds)` and `on_done(count, seconds, error)`
-    (the run time of requests that finished in one step) feed metrics."""
+    `on_admit(request, waited_seconds, rows)` (the rows decoding once it joins), `on_step(rows, seconds)`
+    and `on_done(count, seconds, error)` (the run time of requests that finished in one step) feed
+    metrics and traces."""
 
     def __init__(self, decoder, *, max_batch_size, max_wait_ms, name="scheduler", on_admit=None, on_step=None,
                  on_done=None):
@@ -158,10 +159,11 @@ class ContinuousScheduler:
                 item.future.set_result(CANCELLED)
             else:
                 item.future.set_exception(too_late(now - item.arrived, "a slot"))
+        rows = len(self._running) + len(taken)
         for item in taken:
             item.started = now
             if self.on_admit:
-                self.on_admit(item.request, now - item.arrived)
+                self.on_admit(item.request, now - item.arrived, rows)
         return taken
 
     def _admit(self):

@@ -14,6 +14,7 @@
     }
     if (message.type !== "similarity") return;
     $("em-meta").textContent = `${message.dimension} dimensions · ${Math.round(message.ms)} ms · served by ${window.playground.servedBy(message)}`;
+    if (message.trace_id) $("em-meta").append(" · ", window.playground.traceLink(message));
     const labels = message.texts.map((text, i) => `${i + 1}. ${text.length > 24 ? `${text.slice(0, 24)}…` : text}`);
     Plotly.react($("em-heatmap"), [{
       z: message.matrix, x: labels, y: labels, type: "heatmap", zmin: -1, zmax: 1, colorscale: "RdBu", reversescale: true,

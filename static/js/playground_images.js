@@ -22,6 +22,7 @@
     } else if (message.type === "images") {
       progress(1, 1);
       $("img-status").textContent = `done in ${Math.round(message.ms)} ms · served by ${window.playground.servedBy(message)} · seed ${message.seed}`;
+      if (message.trace_id) $("img-status").append(" · ", window.playground.traceLink(message));
       for (const [index, url] of message.urls.entries()) {
         const seed = message.seed + index;
         const image = el("img");

@@ -36,6 +36,17 @@ window.playground = (function () {
     return answer.fallback ? `fallback ${answer.fallback} (${answer.target})` : answer.target;
   }
 
+  // The answer's trace: a link to the trace viewer (BLAZE_TRACE_URL), else its id to copy.
+  function traceLink(answer) {
+    const label = `trace ${answer.trace_id.slice(0, 12)}…`;
+    const part = el("span", "trace");
+    const node = answer.trace_url ? el("a", "", label) : el("code", "", label);
+    if (answer.trace_url) { node.href = answer.trace_url; node.target = "_blank"; node.rel = "noopener"; }
+    node.title = answer.trace_id;
+    part.append(node);
+    return part;
+  }
+
   function showStats(box, stats, finishReason) {
     const parts = [
       `first token ${stats.ttft_ms == null ? "—" : `${Math.round(stats.ttft_ms)} ms`}`,
@@ -46,6 +57,7 @@ window.playground = (function () {
     const skipped = Object.entries(stats.skipped || {}).map(([target, why]) => `${target}: ${why}`);
     if (skipped.length) parts.push(`skipped ${skipped.join("; ")}`);
     box.replaceChildren(...parts.map((part) => el("span", "", part)));
+    if (stats.trace_id) box.append(traceLink(stats));
     if (stats.itl_ms.length > 1 && window.Plotly) {
       const spark = el("div", "spark");
       spark.title = "time between tokens (ms)";
@@ -138,5 +150,5 @@ window.playground = (function () {
     return refresh;
   }
 
-  return {el, connect, servedBy, showStats, parameters, offerCode};
+  return {el, connect, servedBy, showStats, traceLink, parameters, offerCode};
 })();

@@ -29,7 +29,7 @@ def scheduler(llm):
     def make(**options):
         admitted = []
         options = {"max_batch_size": 8, "max_wait_ms": 5, **options}
-        made.append(ContinuousScheduler(llm.decoder(), on_admit=lambda request, waited: admitted.append(request),
+        made.append(ContinuousScheduler(llm.decoder(), on_admit=lambda request, waited, rows: admitted.append(request),
                                         **options))
         made[-1].admitted = admitted
         return made[-1]
