@@ -1,9 +1,11 @@
 """What the router costs: µs per pick for each strategy, and the latency Blaze adds in front of an upstream.
 
-    .venv/bin/pip install -r requirements-bench.txt    # litellm and its proxy server, the comparison
+    .venv/bin/pip install -r requirements-bench.txt    # litellm, the comparison (its proxy: see that file)
     python bench/router.py                             # the full run (about 3 minutes on 2 cores)
     python bench/router.py --quick                     # fewer picks and requests: checks the bench runs
     python bench/router.py --requests 3000             # more requests per path and concurrency
+    python bench/router.py --tracing                   # what tracing costs: Blaze traced against untraced
+    python bench/router.py --tracing --trace-ratio 0.1 # ... with a tenth of the requests traced
 
 Pick cost, per strategy with 2 and 32 remote targets (no worker needed):
 - pick_us: `engines.serving.router.alease_target(route, client_key=…)`, the pick the serving path
@@ -31,6 +33,12 @@ run with their default settings, except that the proxy's access log is off (daph
 log line per request, as `./blaze up` runs it: the comparison favours the proxy).
 
 Prints one JSON line per measurement, then a summary line: did Blaze add less latency than litellm.
+
+--tracing: the same rounds with Blaze twice instead of the peers, untraced (the default: no
+OTEL_EXPORTER_OTLP_ENDPOINT) and traced (a second daphne exporting every span over OTLP/HTTP to a
+loopback collector in its own process, tests/otlp.py, which decodes them as a real one would); the
+summary gives what tracing adds per percentile and concurrency, the traced requests/s as a share of
+the untraced, and the spans a request made. First, the µs one of Blaze's span calls costs untraced.
 """
 
 import argparse
@@ -92,6 +100,17 @@ def serve_upstream(port, ready):
         await server.serve_forever()
 
     asyncio.run(serve())
+
+
+def serve_collector(port, ready, counts):
+    """A loopback OTLP collector (tests/otlp.py) in its own process; `counts[0]` = spans received."""
+    from tests.otlp import OtlpCollector
+
+    collector = OtlpCollector(port)
+    ready.set()
+    while True:
+        time.sleep(0.2)
+        counts[0] = len(collector.spans)
 
 
 def percentile(values, fraction):
@@ -208,16 +227,17 @@ PROXY_LOGGING = {  # uvicorn without a log line per request (daphne keeps its ow
 }
 
 
+LITELLM_PROXY = ROOT / ".venv-litellm" / "bin" / "litellm"  # its own environment: requirements-bench.txt says why
+
+
 def start_litellm_proxy(upstream_url, work_dir):
     """litellm's proxy server (FastAPI on uvicorn, one worker, no database) with a `bench` model on the
-    upstream; None when litellm[proxy] is not installed."""
-    import importlib.util
-
+    upstream; None when litellm[proxy] is not installed in .venv-litellm."""
     import httpx
 
     from tests.servers import Process, free_port, wait_for
 
-    if not all(importlib.util.find_spec(extra) for extra in ("fastapi", "uvicorn")):  # litellm's [proxy] extra
+    if not LITELLM_PROXY.exists():
         return None
 
     config, logging_config = work_dir / "litellm.yaml", work_dir / "litellm-logging.json"
@@ -230,7 +250,7 @@ def start_litellm_proxy(upstream_url, work_dir):
     logging_config.write_text(json.dumps(PROXY_LOGGING))
     port = free_port()
     process = Process(
-        [str(Path(sys.executable).with_name("litellm")), "--config", str(config), "--host", "127.0.0.1",
+        [str(LITELLM_PROXY), "--config", str(config), "--host", "127.0.0.1",
          "--port", str(port), "--num_workers", "1", "--telemetry", "False", "--log_config", str(logging_config)],
         work_dir / "litellm-proxy.log",
         # Not this process's environment: its DATABASE_URL would send the proxy looking for Prisma.
@@ -249,14 +269,17 @@ def start_litellm_proxy(upstream_url, work_dir):
     return process
 
 
-async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_url=None):
-    """One JSON line per (path, concurrency); returns {concurrency: {path: (p50, p99) in ms}}."""
+async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_url=None, traced_url=None):
+    """One JSON line per (path, concurrency); returns {concurrency: {path: (p50 ms, p99 ms, req/s)}}. With
+    `traced_url` (a traced Blaze), that and Blaze are the paths besides the direct one, not litellm."""
     import aiohttp
-    import litellm
 
-    litellm.suppress_debug_info = True
-    router = litellm.Router(model_list=[{"model_name": "bench", "litellm_params": {
-        "model": "openai/up", "api_base": upstream_url, "api_key": "x"}}])
+    if traced_url is None:
+        import litellm
+
+        litellm.suppress_debug_info = True
+        router = litellm.Router(model_list=[{"model_name": "bench", "litellm_params": {
+            "model": "openai/up", "api_base": upstream_url, "api_key": "x"}}])
     results = {}
 
     def session(**headers):
@@ -266,19 +289,20 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_u
     async with session() as direct_client, session(Authorization=f"Bearer {key}") as blaze_client, session(
             Authorization=f"Bearer {PROXY_KEY}") as proxy_client:
         refusal = await blaze_refusal(blaze_client, f"{blaze_url}/v1/chat/completions")
-        paths = {
-            "direct": http_sender(direct_client, f"{upstream_url}/chat/completions", "up"),
-            "litellm": lambda: router.acompletion(model="bench", **CHAT),
-        }
+        paths = {"direct": http_sender(direct_client, f"{upstream_url}/chat/completions", "up")}
+        if traced_url is None:
+            paths["litellm"] = lambda: router.acompletion(model="bench", **CHAT)
         if litellm_proxy_url:
             paths["litellm_proxy"] = http_sender(proxy_client, f"{litellm_proxy_url}/v1/chat/completions", "bench")
         if refusal is None:
             paths["blaze"] = http_sender(blaze_client, f"{blaze_url}/v1/chat/completions", "bench")
+        if traced_url is not None:
+            paths["blaze_traced"] = http_sender(blaze_client, f"{traced_url}/v1/chat/completions", "bench")
         for concurrency in CONCURRENCY:
             results[concurrency] = {}
             for send in paths.values():
                 await latencies(send, concurrency, max(20, 2 * concurrency))  # warm-up: connections, caches
-            await litellm_logged()
+            await litellm_logged(traced_url is None)
             settle_garbage_collector()
             spent, seconds = {path: [] for path in paths}, dict.fromkeys(paths, 0.0)
             per_round = max(requests // ROUNDS, concurrency)  # every client busy in every round
@@ -287,15 +311,15 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_u
                     started = time.perf_counter()
                     spent[path] += await latencies(send, concurrency, per_round)
                     seconds[path] += time.perf_counter() - started
-                    await litellm_logged()
+                    await litellm_logged(traced_url is None)
             for path in paths:
                 p50, p99 = percentile(spent[path], 0.50) * 1000, percentile(spent[path], 0.99) * 1000
-                results[concurrency][path] = (p50, p99)
+                results[concurrency][path] = (p50, p99, len(spent[path]) / seconds[path])
                 line = {"bench": "router", "measure": "proxy", "path": path, "concurrency": concurrency,
                         "requests": len(spent[path]), "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
                         "req_s": round(len(spent[path]) / seconds[path], 1)}
                 if path != "direct":
-                    direct_p50, direct_p99 = results[concurrency]["direct"]
+                    direct_p50, direct_p99, _ = results[concurrency]["direct"]
                     line.update(added_p50_ms=round(p50 - direct_p50, 3), added_p99_ms=round(p99 - direct_p99, 3))
                 print(json.dumps(line), flush=True)
             if refusal is not None:
@@ -304,11 +328,13 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_u
     return results
 
 
-async def litellm_logged():
+async def litellm_logged(used=True):
     """Wait for what litellm's Router left to do after answering: it hands each call's success
     logging to a worker task on this event loop (GLOBAL_LOGGING_WORKER), which would otherwise run
     during the next path's round (about 0.3 ms a call on 2 cores, a backlog of hundreds of calls after
     a round at 32 clients)."""
+    if not used:
+        return
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
     await GLOBAL_LOGGING_WORKER.flush()
@@ -341,6 +367,17 @@ def summary(results):
             }
         line[name] = verdict
     return line
+
+
+def tracing_summary(results, spans, requests):
+    """What tracing added (traced minus untraced Blaze, ms) per concurrency and percentile, and the
+    traced Blaze's requests/s as a share of the untraced one's."""
+    added = {str(concurrency): {"p50_ms": round(paths["blaze_traced"][0] - paths["blaze"][0], 3),
+                                "p99_ms": round(paths["blaze_traced"][1] - paths["blaze"][1], 3),
+                                "req_s_ratio": round(paths["blaze_traced"][2] / paths["blaze"][2], 3)}
+             for concurrency, paths in results.items() if "blaze" in paths and "blaze_traced" in paths}
+    return {"bench": "router", "measure": "tracing_summary", "tracing_adds": added,
+            "spans_per_request": round(spans / requests, 2) if requests else None}
 
 
 def route_to(upstream_url):
@@ -379,6 +416,11 @@ def main():
     parser.add_argument("--picks", type=int, help="picks per strategy and target count (default 3000, quick 200)")
     parser.add_argument("--pick-seconds", type=float, default=2.5,
                         help="at most this long per figure (a slow pick gets fewer than --picks; default 2.5)")
+    parser.add_argument("--tracing", action="store_true",
+                        help="Blaze traced against untraced, instead of against litellm (no pick costs)")
+    parser.add_argument("--trace-ratio", type=float, default=1.0,
+                        help="with --tracing: the traced Blaze's BLAZE_TRACE_SAMPLE_RATIO (default 1: every request)")
+    parser.add_argument("--trace-redis", action="store_true", help="with --tracing: and BLAZE_TRACE_REDIS=1")
     args = parser.parse_args()
     # 1000: a p99 is then the 10th slowest request; of 300 it was the 3rd, and one stall of the
     # machine decided it.
@@ -387,7 +429,8 @@ def main():
 
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # litellm would fetch its price list at import
     try:
-        import litellm  # noqa: F401  (imported where used; checked here so a missing one fails first)
+        if not args.tracing:
+            import litellm  # noqa: F401  (imported where used; checked here so a missing one fails first)
     except ImportError:
         sys.exit("litellm is not installed: .venv/bin/pip install -r requirements-bench.txt")
     import logging
@@ -405,6 +448,8 @@ def main():
 
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(forget_redis_keys)
+        if args.tracing:
+            return trace_costs(work_dir, requests, cleanup, args.trace_ratio, args.trace_redis)
         pick_costs(picks, args.pick_seconds)
         port, spawn = free_port(), multiprocessing.get_context("spawn")
         ready = spawn.Event()
@@ -419,13 +464,61 @@ def main():
             sys.exit("The upstream did not start listening within 30 s.")
         litellm_proxy = start_litellm_proxy(upstream_url, work_dir)
         if litellm_proxy is None:
-            print(json.dumps({"bench": "router", "measure": "proxy", "path": "litellm_proxy",
-                              "error": "litellm[proxy] is not installed (requirements-bench.txt)"}), flush=True)
+            print(json.dumps({"bench": "router", "measure": "proxy", "path": "litellm_proxy", "error":
+                              "litellm[proxy] is not installed in .venv-litellm (requirements-bench.txt)"}), flush=True)
         else:
             cleanup.callback(litellm_proxy.stop)
         results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests,
                                              litellm_proxy and litellm_proxy.url))
         print(json.dumps(summary(results)), flush=True)
+
+
+def untraced_span_us(count=200_000):
+    """µs a call of Blaze's `tracing.span()` costs with tracing off (this process: no endpoint)."""
+    from blaze_site import tracing
+
+    assert not tracing.ENABLED
+
+    def attempt():
+        with tracing.span("blaze.attempt", target="bench", engine="bench-upstream", route=None) as span:
+            span.set_attribute("blaze.outcome", "answered")
+
+    started = time.perf_counter()
+    for _ in range(count):
+        attempt()
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def trace_costs(work_dir, requests, cleanup, ratio, redis_spans):
+    """--tracing: the direct path, Blaze untraced and Blaze traced (`ratio` of its requests), in the
+    same alternating rounds; and what a span costs untraced."""
+    from tests.servers import free_port, start_daphne
+
+    print(json.dumps({"bench": "router", "measure": "untraced_span", "us_per_call": round(untraced_span_us(), 3)}),
+          flush=True)
+    spawn = multiprocessing.get_context("spawn")
+    port, collector_port = free_port(), free_port()
+    ready, collected, counts = spawn.Event(), spawn.Event(), spawn.Array("l", 1)
+    upstream = spawn.Process(target=serve_upstream, args=(port, ready), daemon=True)
+    collector = spawn.Process(target=serve_collector, args=(collector_port, collected, counts), daemon=True)
+    for process in (upstream, collector):
+        process.start()
+        cleanup.callback(process.terminate)
+    upstream_url = f"http://127.0.0.1:{port}/v1"
+    key = route_to(upstream_url)
+    web = start_daphne(work_dir)
+    cleanup.callback(web.stop)
+    traced = start_daphne(work_dir, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
+                          BLAZE_TRACE_SAMPLE_RATIO=str(ratio), BLAZE_TRACE_REDIS="1" if redis_spans else "")
+    cleanup.callback(traced.stop)
+    if not (ready.wait(30) and collected.wait(30)):
+        sys.exit("The upstream or the collector did not start listening within 30 s.")
+    results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests, traced_url=traced.url))
+    time.sleep(6)  # the traced daphne's last batch export (every 5 s by default)
+    # What proxy_overhead sent the traced path: its warm-up and its rounds, at each concurrency.
+    sent = sum(max(20, 2 * c) + ROUNDS * max(requests // ROUNDS, c) for c in CONCURRENCY)
+    print(json.dumps({**tracing_summary(results, counts[0], sent), "sample_ratio": ratio, "redis_spans": redis_spans}),
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -283,7 +283,7 @@ SERVESTATIC_USE_FINDERS = True
 TRACING = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 # The share of requests traced (0-1); a request that arrives with a sampled `traceparent` always is.
 BLAZE_TRACE_SAMPLE_RATIO = float(os.environ.get("BLAZE_TRACE_SAMPLE_RATIO", "1"))
-# A span per Redis command too: off by default, it costs more than the rest of tracing (docs/benchmarks.md).
+# A span per Redis command too: off by default, they cost more than they tell (docs/benchmarks.md).
 BLAZE_TRACE_REDIS = env_bool("BLAZE_TRACE_REDIS")
 # A trace viewer's page for one trace, "{trace_id}" in it (Jaeger: http://jaeger:16686/trace/{trace_id}):
 # the playground's answer stats and the Requests page link there.

@@ -5,8 +5,8 @@ Off unless OTEL_EXPORTER_OTLP_ENDPOINT is set (settings.TRACING). Then `configur
 in a web process, the worker's start in a worker) installs the SDK with an OTLP/HTTP exporter and the
 maintained instrumentations: ASGI (each HTTP request's server span, to the end of a streamed body),
 Celery (the task's span, its context carried in the task's headers) and aiohttp's client (a remote
-host's call, with `traceparent` sent on); redis only with BLAZE_TRACE_REDIS, since it costs more
-than the others together, sampled or not (docs/benchmarks.md). The SDK reads its own OTEL_*
+host's call, with `traceparent` sent on); redis only with BLAZE_TRACE_REDIS, since its spans (3 more
+a request) cost more than they tell (docs/benchmarks.md). The SDK reads its own OTEL_*
 variables (service name, headers, batch delays). Off, nothing is installed: `span()` hands out the
 API's no-op span and `record()` returns at once.
 
@@ -144,7 +144,10 @@ def quiet():
 
 
 def trace_id():
-    """The current trace's id (32 hex digits) when it is recorded, else ""."""
+    """The current trace's id (32 hex digits) when it is recorded, else "" (at once when off: every log
+    line asks)."""
+    if not ENABLED:
+        return ""
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.trace_flags.sampled else ""
 
