@@ -136,11 +136,12 @@ def otlp_collector():
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def traced_blaze(otlp_collector, django_db_setup, django_db_blocker, tmp_path_factory):
     """(daphne, worker) with tracing on, exporting every 0.1 s to `otlp_collector`, Redis commands
     included (BLAZE_TRACE_REDIS), and linking answers to tests.otlp.TRACE_URL. The worker is
-    `traced@test`: pin a route target to it to have the traced worker run it."""
+    `traced@test`: pin a route target to it to have the traced worker run it. For one module: stopped
+    after it, so that no other test's request lands on a worker it does not expect."""
     from tests.otlp import TRACE_URL
     from tests.servers import start_daphne, start_worker
 
