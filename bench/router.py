@@ -444,24 +444,12 @@ def main():
     work_dir = Path(tempfile.mkdtemp(prefix="blaze-bench-"))
     setup_django(work_dir)
     ensure_redis()
-    from tests.servers import free_port, start_daphne
-
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(forget_redis_keys)
         if args.tracing:
             return trace_costs(work_dir, requests, cleanup, args.trace_ratio, args.trace_redis)
         pick_costs(picks, args.pick_seconds)
-        port, spawn = free_port(), multiprocessing.get_context("spawn")
-        ready = spawn.Event()
-        upstream = spawn.Process(target=serve_upstream, args=(port, ready), daemon=True)
-        upstream.start()
-        cleanup.callback(upstream.terminate)
-        upstream_url = f"http://127.0.0.1:{port}/v1"
-        key = route_to(upstream_url)
-        web = start_daphne(work_dir)
-        cleanup.callback(web.stop)
-        if not ready.wait(30):
-            sys.exit("The upstream did not start listening within 30 s.")
+        upstream_url, key, web = upstream_and_blaze(work_dir, cleanup)
         litellm_proxy = start_litellm_proxy(upstream_url, work_dir)
         if litellm_proxy is None:
             print(json.dumps({"bench": "router", "measure": "proxy", "path": "litellm_proxy", "error":
@@ -471,6 +459,25 @@ def main():
         results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests,
                                              litellm_proxy and litellm_proxy.url))
         print(json.dumps(summary(results)), flush=True)
+
+
+def upstream_and_blaze(work_dir, cleanup):
+    """The loopback upstream (a process of its own), the `bench` route to it and an untraced daphne,
+    each stopped by `cleanup`; returns (upstream URL, API key, daphne) once the upstream listens."""
+    from tests.servers import free_port, start_daphne
+
+    spawn = multiprocessing.get_context("spawn")
+    port, ready = free_port(), spawn.Event()
+    upstream = spawn.Process(target=serve_upstream, args=(port, ready), daemon=True)
+    upstream.start()
+    cleanup.callback(upstream.terminate)
+    upstream_url = f"http://127.0.0.1:{port}/v1"
+    key = route_to(upstream_url)
+    web = start_daphne(work_dir)
+    cleanup.callback(web.stop)
+    if not ready.wait(30):
+        sys.exit("The upstream did not start listening within 30 s.")
+    return upstream_url, key, web
 
 
 def untraced_span_us(count=200_000):
@@ -497,22 +504,16 @@ def trace_costs(work_dir, requests, cleanup, ratio, redis_spans):
     print(json.dumps({"bench": "router", "measure": "untraced_span", "us_per_call": round(untraced_span_us(), 3)}),
           flush=True)
     spawn = multiprocessing.get_context("spawn")
-    port, collector_port = free_port(), free_port()
-    ready, collected, counts = spawn.Event(), spawn.Event(), spawn.Array("l", 1)
-    upstream = spawn.Process(target=serve_upstream, args=(port, ready), daemon=True)
+    collector_port, collected, counts = free_port(), spawn.Event(), spawn.Array("l", 1)
     collector = spawn.Process(target=serve_collector, args=(collector_port, collected, counts), daemon=True)
-    for process in (upstream, collector):
-        process.start()
-        cleanup.callback(process.terminate)
-    upstream_url = f"http://127.0.0.1:{port}/v1"
-    key = route_to(upstream_url)
-    web = start_daphne(work_dir)
-    cleanup.callback(web.stop)
+    collector.start()
+    cleanup.callback(collector.terminate)
+    upstream_url, key, web = upstream_and_blaze(work_dir, cleanup)
     traced = start_daphne(work_dir, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
                           BLAZE_TRACE_SAMPLE_RATIO=str(ratio), BLAZE_TRACE_REDIS="1" if redis_spans else "")
     cleanup.callback(traced.stop)
-    if not (ready.wait(30) and collected.wait(30)):
-        sys.exit("The upstream or the collector did not start listening within 30 s.")
+    if not collected.wait(30):
+        sys.exit("The collector did not start listening within 30 s.")
     results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests, traced_url=traced.url))
     time.sleep(6)  # the traced daphne's last batch export (every 5 s by default)
     # What proxy_overhead sent the traced path: its warm-up and its rounds, at each concurrency.
