@@ -269,6 +269,14 @@ def start_litellm_proxy(upstream_url, work_dir):
     return process
 
 
+def warm_up_size(concurrency):
+    return max(20, 2 * concurrency)
+
+
+def round_size(requests, concurrency):
+    return max(requests // ROUNDS, concurrency)  # every client busy in every round
+
+
 async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_url=None, traced_url=None):
     """One JSON line per (path, concurrency); returns {concurrency: {path: (p50 ms, p99 ms, req/s)}}. With
     `traced_url` (a traced Blaze), that and Blaze are the paths besides the direct one, not litellm."""
@@ -301,11 +309,11 @@ async def proxy_overhead(upstream_url, blaze_url, key, requests, litellm_proxy_u
         for concurrency in CONCURRENCY:
             results[concurrency] = {}
             for send in paths.values():
-                await latencies(send, concurrency, max(20, 2 * concurrency))  # warm-up: connections, caches
+                await latencies(send, concurrency, warm_up_size(concurrency))  # connections, caches
             await litellm_logged(traced_url is None)
             settle_garbage_collector()
             spent, seconds = {path: [] for path in paths}, dict.fromkeys(paths, 0.0)
-            per_round = max(requests // ROUNDS, concurrency)  # every client busy in every round
+            per_round = round_size(requests, concurrency)
             for _ in range(ROUNDS):
                 for path, send in paths.items():
                     started = time.perf_counter()
@@ -516,8 +524,7 @@ def trace_costs(work_dir, requests, cleanup, ratio, redis_spans):
         sys.exit("The collector did not start listening within 30 s.")
     results = asyncio.run(proxy_overhead(upstream_url, web.url, key, requests, traced_url=traced.url))
     time.sleep(6)  # the traced daphne's last batch export (every 5 s by default)
-    # What proxy_overhead sent the traced path: its warm-up and its rounds, at each concurrency.
-    sent = sum(max(20, 2 * c) + ROUNDS * max(requests // ROUNDS, c) for c in CONCURRENCY)
+    sent = sum(warm_up_size(c) + ROUNDS * round_size(requests, c) for c in CONCURRENCY)  # to the traced path
     print(json.dumps({**tracing_summary(results, counts[0], sent), "sample_ratio": ratio, "redis_spans": redis_spans}),
           flush=True)
 

@@ -126,6 +126,25 @@ def engine_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     process.stop()
 
 
+@pytest.fixture(scope="module")
+def web_pair(django_db_setup, django_db_blocker, tmp_path_factory):
+    """web_pair(**env) → the URLs of two daphnes with those settings, sharing the database and Redis as
+    behind a load balancer; stopped after the module."""
+    from tests.servers import start_daphne
+
+    started = []
+
+    def start(**env):
+        with django_db_blocker.unblock():
+            pair = [start_daphne(tmp_path_factory.mktemp(name), **env) for name in ("web-a", "web-b")]
+        started.extend(pair)
+        return tuple(process.url for process in pair)
+
+    yield start
+    for process in started:
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def otlp_collector():
     """A loopback OTLP collector (tests/otlp.py): what the traced processes export arrives here."""

@@ -6,6 +6,7 @@ collector (tests/otlp.py), as they would to Jaeger or Tempo. In this process (th
 sampler): the SDK's in-memory exporter.
 """
 
+import functools
 import json
 
 import httpx
@@ -212,17 +213,15 @@ def memory_spans(monkeypatch):
     exporter.clear()
 
 
-_EXPORTER = []
-
-
+@functools.cache
 def _memory_exporter():
-    if not _EXPORTER:  # the API takes one provider per process: installed once, switched on per test
-        provider = TracerProvider(sampler=tracing.sampler())
-        _EXPORTER.append(InMemorySpanExporter())
-        provider.add_span_processor(SimpleSpanProcessor(_EXPORTER[0]))
-        tracing.install(provider)
-        tracing.ENABLED = False
-    return _EXPORTER[0]
+    """The API takes one provider per process: installed once, switched on per test (`memory_spans`)."""
+    provider = TracerProvider(sampler=tracing.sampler())
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    tracing.ENABLED = False
+    return exporter
 
 
 @pytest.mark.django_db(transaction=True)

@@ -91,9 +91,9 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     async def _run(self, ident, content, work):
         # A trace of its own per prompt, as an HTTP request has (the socket may stay open for hours).
         with tracing.span(f"playground {content['type']}", kind=tracing.SERVER, user=self.scope["user"].username):
-            await self._answer(ident, content, work)
+            await self._handle(ident, content, work)
 
-    async def _answer(self, ident, content, work):
+    async def _handle(self, ident, content, work):
         entry = request_log.begin(request_id=f"playground-{ident}-{time.time_ns()}", endpoint="/ws/playground/",
                                   client=f"user {self.scope['user'].username} (playground)")
         status = 200

@@ -35,17 +35,9 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def web(django_db_setup, django_db_blocker, tmp_path_factory):
-    """Two web processes sharing the database and Redis, as behind a load balancer; 5 s deadlines."""
-    from tests.servers import start_daphne
-
-    env = {"BLAZE_REQUEST_TIMEOUT_SECONDS": str(DEADLINE)}
-    with django_db_blocker.unblock():
-        first = start_daphne(tmp_path_factory.mktemp("web-a"), **env)
-        second = start_daphne(tmp_path_factory.mktemp("web-b"), **env)
-    yield first.url, second.url
-    first.stop()
-    second.stop()
+def web(web_pair):
+    """Two web processes with 5 s deadlines."""
+    return web_pair(BLAZE_REQUEST_TIMEOUT_SECONDS=str(DEADLINE))
 
 
 @pytest.fixture(autouse=True)

@@ -40,16 +40,8 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def web(django_db_setup, django_db_blocker, tmp_path_factory):
-    """Two web processes sharing the database and Redis, as behind a load balancer."""
-    from tests.servers import start_daphne
-
-    with django_db_blocker.unblock():
-        first = start_daphne(tmp_path_factory.mktemp("web-a"), **SERVER_ENV)
-        second = start_daphne(tmp_path_factory.mktemp("web-b"), **SERVER_ENV)
-    yield first.url, second.url
-    first.stop()
-    second.stop()
+def web(web_pair):
+    return web_pair(**SERVER_ENV)
 
 
 @pytest.fixture(autouse=True)
