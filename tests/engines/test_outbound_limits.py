@@ -93,10 +93,13 @@ def test_the_rate_cap_holds_across_two_web_processes(web, upstream, key):
     assert [response.status_code for response, _ in answers] == [200] * 20
     arrived = sorted(at for behaviour, at in upstream.arrivals if behaviour == "ok")
     assert len(arrived) == 20
-    # Ten a second, evenly spaced, whichever process sent them: any 11 arrivals span a second (less
-    # the loopback's jitter); a cap per process would have let 20 through in the first second.
-    assert min(later - earlier for earlier, later in zip(arrived, arrived[10:])) >= 0.9
+    # Ten a second, whichever process sent them: the 20 span 1.9 s; a cap per process would have let
+    # them through in under one.
     assert arrived[-1] - arrived[0] >= 1.8
+    # And evenly spaced: any 11 arrivals span a second, less the jitter between a permit and its
+    # arrival on a busy machine (up to 0.17 s seen). Caps per process (20 a second) or a bucket that
+    # bursts give 0.55 s or less.
+    assert min(later - earlier for earlier, later in zip(arrived, arrived[10:])) >= 0.75
 
 
 def test_the_concurrency_cap_holds_across_two_web_processes(web, upstream, key):
