@@ -57,11 +57,49 @@ class VectorCache:
         }
 
 
+class TorchSentenceModel:
+    """A sentence-transformers model run by torch, with OnnxSentenceModel's methods so the runtime does not ask
+    which backend it has. Its own trailing Normalize module is dropped, as the ONNX export drops it: `encode`
+    normalises when asked."""
+
+    def __init__(self, model):
+        self.model = model
+        self.dimension = model.get_embedding_dimension()
+        self.max_position_embeddings = getattr(model[0].auto_model.config, "max_position_embeddings", None)
+
+    @classmethod
+    def load(cls, model_dir, device, max_seq_length):
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Normalize
+
+        try:
+            model = SentenceTransformer(model_dir, device=device, local_files_only=True)
+        except Exception as exc:
+            raise RuntimeLoadError(f"Could not load the embedding model in {model_dir}: {exc}") from exc
+        model.max_seq_length = max_seq_length
+        if isinstance(model[-1], Normalize):
+            del model[-1]
+        return cls(model)
+
+    def encode(self, texts, normalize):
+        return self.model.encode(texts, batch_size=len(texts), normalize_embeddings=normalize, convert_to_numpy=True,
+                                 show_progress_bar=False)
+
+    def token_counts(self, texts):
+        return self.model.preprocess(texts)["attention_mask"].sum(dim=1).tolist()
+
+    def nbytes(self):
+        return tensor_bytes(self.model)
+
+    def health(self):
+        return {"dimension": self.dimension}
+
+
 class EmbeddingRuntime:
     """A sentence-transformers model in a local directory. A request is {"input": [text, ...]}; its result
     {"embeddings": [float32 numpy vector, ...], "prompt_tokens": int, "cache_hits": int}. Texts seen before (same model)
-    come from the cache; the rest of a batch, from all its requests, is encoded in one call: by torch, or with
-    config backend "onnx" by ONNX Runtime on the model's ONNX export (`self.model` is then an OnnxSentenceModel)."""
+    come from the cache; the rest of a batch, from all its requests, is encoded in one call: by torch
+    (TorchSentenceModel), or with config backend "onnx" by ONNX Runtime on the model's export (OnnxSentenceModel)."""
 
     def __init__(self, spec, device, cache_size=10_000):
         self.spec = spec
@@ -79,30 +117,16 @@ class EmbeddingRuntime:
         if not Path(self.spec.model).is_dir():
             raise RuntimeLoadError(f"No model directory at {self.spec.model}.")
         if self.backend == "onnx":
-            from engines.worker.runtimes.embedding_onnx import OnnxSentenceModel
-
-            model = OnnxSentenceModel.load(self.spec.model, self.device, self.max_seq_length)
-            self._check_max_seq_length(model.max_position_embeddings)
-            self.model = model
-            return
-        from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import Normalize
-
-        try:
-            model = SentenceTransformer(self.spec.model, device=self.device, local_files_only=True)
-        except Exception as exc:
-            raise RuntimeLoadError(f"Could not load the embedding model in {self.spec.model}: {exc}") from exc
-        self._check_max_seq_length(getattr(model[0].auto_model.config, "max_position_embeddings", None))
-        model.max_seq_length = self.max_seq_length
-        if not self.normalize and isinstance(model[-1], Normalize):
-            del model[-1]  # models like MiniLM normalize in their own last module; the config says not to
-        self.model = model
-
-    def _check_max_seq_length(self, limit):
+            from engines.worker.runtimes.embedding_onnx import OnnxSentenceModel as model_class
+        else:
+            model_class = TorchSentenceModel
+        model = model_class.load(self.spec.model, self.device, self.max_seq_length)
+        limit = model.max_position_embeddings
         if limit and self.max_seq_length > limit:
             raise RuntimeLoadError(
                 f"max_seq_length {self.max_seq_length} is more than this model reads ({limit} tokens): lower it."
             )
+        self.model = model
 
     def unload(self):
         self.model = None
@@ -110,9 +134,7 @@ class EmbeddingRuntime:
         release_memory(self.device)
 
     def loaded_bytes(self):
-        if self.model is None:
-            return 0
-        return self.model.nbytes() if self.backend == "onnx" else tensor_bytes(self.model)
+        return 0 if self.model is None else self.model.nbytes()
 
     def run_batch(self, requests, emit):
         texts = [text for request in requests for text in request["input"]]
@@ -127,10 +149,10 @@ class EmbeddingRuntime:
                     vectors[key] = vector
         from_cache = [key in vectors for key in keys]
         if missing:
-            for key, vector in zip(missing, self._encode(list(missing.values()))):
+            for key, vector in zip(missing, self.model.encode(list(missing.values()), self.normalize)):
                 vectors[key] = vector
                 self.cache.put(key, vector)
-        token_counts = self._token_counts(texts) if texts else []
+        token_counts = self.model.token_counts(texts) if texts else []
 
         results, start = [], 0
         for request in requests:
@@ -142,17 +164,6 @@ class EmbeddingRuntime:
             })
             start = end
         return results
-
-    def _encode(self, texts):
-        if self.backend == "onnx":
-            return self.model.encode(texts, normalize=self.normalize)
-        return self.model.encode(texts, batch_size=len(texts), normalize_embeddings=self.normalize,
-                                 convert_to_numpy=True, show_progress_bar=False)
-
-    def _token_counts(self, texts):
-        if self.backend == "onnx":
-            return self.model.token_counts(texts)
-        return self.model.preprocess(texts)["attention_mask"].sum(dim=1).tolist()
 
     def _cache_key(self, text):
         return hashlib.sha256(f"{self.spec.model}\0{text}".encode()).hexdigest()
@@ -168,8 +179,6 @@ class EmbeddingRuntime:
 
     def health(self):
         facts = {"device": self.device, "backend": self.backend, "dimension": None}
-        if self.model is not None and self.backend == "onnx":
-            facts.update(dimension=self.model.dimension, onnx_providers=self.model.session.get_providers())
-        elif self.model is not None:
-            facts["dimension"] = self.model.get_embedding_dimension()
+        if self.model is not None:
+            facts.update(self.model.health())
         return {**facts, **self.stats()}

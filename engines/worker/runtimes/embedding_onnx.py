@@ -148,3 +148,6 @@ class OnnxSentenceModel:
     def nbytes(self):
         """The exported weights' bytes (model.onnx and its external data file)."""
         return sum(path.stat().st_size for path in self.weight_files)
+
+    def health(self):
+        return {"dimension": self.dimension, "onnx_providers": self.session.get_providers()}

@@ -42,7 +42,7 @@ def test_normalize_gives_unit_vectors_and_can_be_turned_off(minilm_runtime, mini
 def test_batched_requests_get_their_own_vectors_in_order(minilm_runtime):
     first, second = ["the first request", "has two texts"], ["the second one, longer than the others by far"]
     batched = minilm_runtime.run_batch([{"input": first}, {"input": second}], emit=None)
-    alone = [minilm_runtime.model.encode(text, normalize_embeddings=True).tolist() for text in first + second]
+    alone = [minilm_runtime.model.encode([text], normalize=True)[0].tolist() for text in first + second]
     assert [len(result["embeddings"]) for result in batched] == [2, 1]
     assert [result["cache_hits"] for result in batched] == [0, 0]
     for got, want in zip(batched[0]["embeddings"] + batched[1]["embeddings"], alone):
