@@ -2,15 +2,16 @@
 (the web and worker processes are not this one, so the SDK's in-memory exporter cannot see their spans),
 decoded from the wire into `Span`s."""
 
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+
+from tests.upstream import serve
 
 KINDS = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 TRACE_URL = "http://traces.example/trace/{trace_id}"  # the trace viewer the tests' traced processes link to
@@ -65,10 +66,7 @@ class OtlpCollector:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        self.server, self.endpoint = serve(Handler, port)
 
     def trace(self, trace_id, until=None, timeout=15):
         """The spans of one trace once `until(spans)` holds (default: any arrived), waiting for the

@@ -67,9 +67,10 @@ def send_json(handler, status, payload):
         pass  # the client gave up waiting (a timeout test)
 
 
-def serve(handler_class):
-    """A ThreadingHTTPServer on a free loopback port, serving in a daemon thread; returns (server, url)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+def serve(handler_class, port=0):
+    """A ThreadingHTTPServer on a loopback port (a free one unless given), serving in a daemon thread;
+    returns (server, url)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler_class)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
