@@ -1,10 +1,14 @@
+import logging
 from datetime import timedelta
 
+from django import db
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from .models import ApiKey
+
+log = logging.getLogger(__name__)
 
 PREFIX = "blz_"
 
@@ -41,8 +45,13 @@ def stale_last_used(key):
 
 
 def mark_used(key):
+    """Record that `key` was used now. A database that does not answer costs the record, not the
+    request: /v1 answers from a cached key while it is away."""
     key.last_used_at = timezone.now()
-    ApiKey.objects.filter(pk=key.pk).update(last_used_at=key.last_used_at)
+    try:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=key.last_used_at)
+    except (db.OperationalError, db.InterfaceError) as exc:
+        log.warning("API key %s: last use not recorded, the database does not answer (%s)", key.pk, exc)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

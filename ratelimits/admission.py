@@ -1,6 +1,7 @@
 """Counting one request against the enabled policies that match its path, for the HTTP middleware and
 for what arrives another way (a playground message counts as the /v1 request it stands for). Redis
-down: the request passes (fail open) and a warning is logged."""
+down, or the database when a credential's owner must be read: the request passes (fail open) and a
+warning is logged; the policies last read stay in force while the database is away (`selectors`)."""
 
 import asyncio
 import logging
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import redis
 from asgiref.sync import sync_to_async
+from django import db
 from django.http import HttpRequest
 
 from monitoring import metrics
@@ -77,6 +79,9 @@ def _admission(request, user, policies, engines):
         yield Verdict(decision=tightest)
     except redis.RedisError as exc:
         log.warning("Rate limits not applied: Redis does not answer (%s)", exc)
+        yield ADMITTED
+    except (db.OperationalError, db.InterfaceError) as exc:  # a credential's owner could not be read
+        log.warning("Rate limits not applied: the database does not answer (%s)", exc)
         yield ADMITTED
 
 

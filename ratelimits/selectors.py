@@ -3,9 +3,10 @@ current usage for the operators."""
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
+from django import db
 from django.conf import settings
 
 from engines.models import Engine
@@ -45,11 +46,20 @@ def fresh_active_policies():
 
 
 def load_active_policies():
-    """Read the enabled policies from the database and cache them for this process."""
+    """Read the enabled policies from the database and cache them for this process. The database not
+    answering: the policies last read stay in force, read again after another cache time (what /v1
+    answers from its cached keys and plans must not fail on them); none read yet, the error is raised."""
     global _active
-    policies = tuple(RateLimitPolicy.objects.filter(enabled=True).order_by("pk"))
-    adaptive = any(policy.algorithm == RateLimitPolicy.Algorithm.ADAPTIVE for policy in policies)
-    engines = _engine_names() if adaptive else ()
+    try:
+        policies = tuple(RateLimitPolicy.objects.filter(enabled=True).order_by("pk"))
+        adaptive = any(policy.algorithm == RateLimitPolicy.Algorithm.ADAPTIVE for policy in policies)
+        engines = _engine_names() if adaptive else ()
+    except (db.OperationalError, db.InterfaceError) as exc:
+        if _active is None:
+            raise
+        log.warning("Rate limit policies kept as last read: the database does not answer (%s)", exc)
+        _active = replace(_active, loaded_at=time.monotonic())
+        return _active
     _active = ActivePolicies(policies, engines, time.monotonic())
     return _active
 

@@ -2,8 +2,11 @@
 
 import hashlib
 import json
+import logging
 from datetime import timedelta
 
+from django.db import OperationalError
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiKey, AuditEvent
@@ -135,3 +138,15 @@ def test_revoke_records_one_event_even_when_repeated(operator_user, key_for, cli
     client.delete(f"/api/keys/{key.pk}/")
     assert AuditEvent.objects.filter(action="apikey.revoke", target_id=str(key.pk)).count() == 1
     assert raw not in json.dumps(list(AuditEvent.objects.values()), default=str)
+
+
+def test_a_key_is_accepted_when_its_last_use_cannot_be_written(operator_user, key_for, bearer, monkeypatch, caplog):
+    key, raw = key_for(operator_user)
+
+    def database_away(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(QuerySet, "update", database_away)  # last_used_at is written with one update()
+    with caplog.at_level(logging.WARNING, logger="accounts.authentication"):
+        assert bearer(raw).get("/api/me/").status_code == 200
+    assert "last use not recorded" in caplog.text

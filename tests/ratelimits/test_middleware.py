@@ -6,13 +6,15 @@ import logging
 import time
 
 from asgiref.sync import async_to_sync
+from django.db import OperationalError
 from django.test import AsyncClient
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.audit import Actor
-from ratelimits import services
+from ratelimits import identity, selectors, services
+from ratelimits.models import RateLimitPolicy
 
 
 def rejections(scope, algorithm, action="reject"):
@@ -203,3 +205,28 @@ def test_a_too_tight_global_limit_never_locks_operators_out_of_undoing_it(make_p
     assert client.get("/api/me/").status_code == 429
     assert all(client.get("/api/ratelimits/").status_code == 200 for _ in range(3))
     assert client.get("/login/").status_code == 200
+
+
+def _database_away(*args, **kwargs):
+    raise OperationalError("connection refused")
+
+
+def test_the_policies_last_read_stay_in_force_while_the_database_is_away(make_policy, monkeypatch, caplog):
+    policy = make_policy(limit=5)
+    selectors.load_active_policies()
+    monkeypatch.setattr(RateLimitPolicy.objects, "filter", _database_away)
+    with caplog.at_level(logging.WARNING, logger="ratelimits.selectors"):
+        active = selectors.load_active_policies()
+    assert [kept.pk for kept in active.policies] == [policy.pk]
+    assert selectors.fresh_active_policies() is active  # not asked again before another cache time
+    assert "the database does not answer" in caplog.text
+
+
+def test_requests_pass_when_a_credentials_owner_cannot_be_read(make_policy, key_for, viewer_user, monkeypatch,
+                                                               caplog):
+    make_policy(scope="api_key", limit=1)
+    client = APIClient(HTTP_AUTHORIZATION=f"Bearer {key_for(viewer_user)[1]}")
+    monkeypatch.setattr(identity, "credential_owner", _database_away)
+    with caplog.at_level(logging.WARNING, logger="ratelimits.admission"):
+        assert [client.get("/api/me/").status_code for _ in range(2)] == [200, 200]
+    assert "the database does not answer" in caplog.text
