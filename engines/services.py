@@ -135,9 +135,12 @@ def store_images(*, user, engine_name, payload, seed, pngs):
         for index, png in enumerate(pngs):
             image = GeneratedImage(user=user, engine=engine_name, prompt=payload["prompt"], params=params,
                                    seed=seed + index)
-            image.file.save(f"{uuid.uuid4().hex}.png", ContentFile(png), save=True)
+            name = f"{uuid.uuid4().hex}.png"
+            writing = image.file.field.generate_filename(image, name)
+            image.file.save(name, ContentFile(png), save=True)
             images.append(image)
     except OSError as exc:
+        image.file.storage.delete(writing)  # the storage leaves the part of it that the disk took
         for image in images:
             image.file.delete(save=False)
         raise errors.StorageFull(f"The image store cannot keep the pictures ({exc.strerror or exc}): free space "
