@@ -5,10 +5,12 @@ from rest_framework.exceptions import ValidationError
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
-    """`?limit=` (1 or more) and `?offset=` (0 or more), as the schema documents them: a value that is
-    not a whole number in range is refused (400 naming it), not silently replaced by the default."""
+    """`?limit=` (1 to 1000) and `?offset=` (0 to 10^18), as the schema documents them: a value that is
+    not a whole number in range is refused (400 naming it), not replaced by the default nor clamped.
+    The offset's bound keeps offset + limit inside the 64-bit integer SQLite and PostgreSQL take."""
 
-    MINIMUM = {"limit": 1, "offset": 0}
+    max_limit = 1000
+    BOUNDS = {"limit": (1, max_limit), "offset": (0, 10**18)}
 
     def get_limit(self, request):
         self._check(request, self.limit_query_param)
@@ -20,11 +22,13 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     def _check(self, request, name):
         raw = request.query_params.get(name)
-        if raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) >= self.MINIMUM[name]):
-            raise ValidationError({name: [f"Expected a whole number from {self.MINIMUM[name]} up."]})
+        low, high = self.BOUNDS[name]
+        # The length first: int() of thousands of digits is slow, and refused past 4300 of them.
+        if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 20 and low <= int(raw) <= high):
+            raise ValidationError({name: [f"Expected a whole number from {low} to {high}."]})
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
-            parameter["schema"]["minimum"] = self.MINIMUM[parameter["name"]]
+            parameter["schema"]["minimum"], parameter["schema"]["maximum"] = self.BOUNDS[parameter["name"]]
         return parameters

@@ -1,5 +1,5 @@
 """What the native API takes (blaze_site/serializers.py, blaze_site/pagination.py): JSON bodies whose
-values have the schema's types, no unknown fields, and limit/offset that are whole numbers."""
+values have the schema's types, no unknown fields, and limit/offset that are whole numbers in range."""
 
 import pytest
 
@@ -38,6 +38,18 @@ def test_a_form_body_is_refused_with_415(operator):
 def test_a_limit_or_offset_that_is_not_a_whole_number_in_range_is_a_400(operator, query):
     response = operator.get(f"/api/routes/?{query}")
     assert response.status_code == 400 and list(response.json()["fields"]) == [query.partition("=")[0]]
+
+
+@pytest.mark.parametrize("query", ["limit=1001", "limit=124798424026931494912", "offset=1000000000000000001",
+                                   f"offset={'9' * 5000}"])
+def test_a_limit_or_offset_beyond_its_maximum_is_a_400_naming_it(admin_user, client_for, query):
+    response = client_for(admin_user).get(f"/api/users/?{query}")
+    assert response.status_code == 400 and list(response.json()["fields"]) == [query.partition("=")[0]]
+
+
+def test_the_largest_limit_and_offset_are_answered(operator):
+    body = operator.get("/api/routes/?limit=1000&offset=1000000000000000000").json()
+    assert (body["count"], body["results"]) == (0, [])
 
 
 def test_limit_and_offset_page_as_before(operator):

@@ -26,3 +26,9 @@ def test_a_429_is_documented_where_a_rate_limit_applies(schema):
 def test_a_request_body_takes_no_other_properties(schema):
     assert schema["components"]["schemas"]["RouteRequest"]["additionalProperties"] is False
     assert schema["paths"]["/api/routes/"]["post"]["requestBody"]["content"].keys() == {"application/json"}
+
+
+def test_limit_and_offset_state_their_bounds(schema):
+    parameters = {p["name"]: p["schema"] for p in schema["paths"]["/api/users/"]["get"]["parameters"]}
+    assert (parameters["limit"]["minimum"], parameters["limit"]["maximum"]) == (1, 1000)
+    assert (parameters["offset"]["minimum"], parameters["offset"]["maximum"]) == (0, 10**18)
