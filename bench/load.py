@@ -11,24 +11,36 @@ the request log) and dashboard viewers (WebSockets that count the snapshots they
 warm-up (models loaded, connections open, a first burst of each kind) each process's resident memory
 is read, and again at the end; the bound is no growth beyond 10% after warm-up.
 
+A request succeeds only when its whole answer is right (`answer_error`): a stream is read to
+`data: [DONE]` with no error event on the way (a stream that fails after its 200 says so only in its
+events); a chat answers with a message in each choice, embeddings with one vector per input, an image
+with PNG data. Anything else is an error, by type.
+
 Prints one JSON object: per kind requests, requests/s, p50/p95/p99 seconds and errors by type; the
 feed's snapshots per viewer; each process's memory at start and end and its growth.
 """
 
 import argparse
 import asyncio
+import base64
+import binascii
 import json
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.batching import ensure_redis, prompts, setup_django  # noqa: E402  (after the path)
+
+if TYPE_CHECKING:
+    import aiohttp
 
 MEMORY_GROWTH_BOUND = 0.10
 CLIENTS = {"chat": 3, "chat_stream": 2, "embeddings": 3, "image": 1, "api_read": 2}
@@ -48,6 +60,77 @@ def percentile(values, q):
         return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
+
+
+async def stream_error(lines: AsyncIterable[bytes]) -> str | None:
+    """Why a server-sent event stream (an async iterable of its lines) failed, or None: read to its end,
+    it must carry at least one chunk, no error event, and end with `data: [DONE]`."""
+    chunks, done, error = 0, False, None
+    async for line in lines:
+        line = line.strip()
+        if done or not line.startswith(b"data:"):
+            continue
+        data = line.removeprefix(b"data:").strip()
+        if data == b"[DONE]":
+            done = True
+            continue
+        try:
+            event = json.loads(data)
+        except ValueError:
+            error = error or "stream event not JSON"
+            continue
+        if isinstance(event, dict) and "error" in event:
+            detail = event["error"] if isinstance(event["error"], dict) else {}
+            error = error or f"stream error event ({detail.get('code') or detail.get('type')})"
+        else:
+            chunks += 1
+    if error:
+        return error
+    if not done:
+        return "stream ended without [DONE]"
+    return None if chunks else "stream without chunks"
+
+
+def _png(data: object) -> bool:
+    try:
+        return base64.b64decode(data, validate=True).startswith(b"\x89PNG")
+    except (binascii.Error, TypeError, ValueError):
+        return False
+
+
+def body_error(kind: str, body: object, sent: dict | None = None) -> str | None:
+    """Why a JSON answer to a `kind` request (`sent`: the request's JSON) lacks what it must hold, or None."""
+    if not isinstance(body, dict):
+        return None if kind == "api_read" and isinstance(body, list) else "body not a JSON object"
+    if kind == "chat":
+        choices = body.get("choices")
+        if not choices or not all(isinstance((choice.get("message") or {}).get("content"), str) for choice in choices):
+            return "chat without a message"
+    elif kind == "embeddings":
+        vectors = [item.get("embedding") for item in body.get("data") or []]
+        if len(vectors) != len(sent["input"]) or not all(isinstance(v, list) and v for v in vectors):
+            return "embeddings: not one vector per input"
+    elif kind == "image":
+        images = body.get("data") or []
+        if len(images) != sent.get("n", 1) or not all(_png(image.get("b64_json")) for image in images):
+            return "image without PNG data"
+    return None
+
+
+async def answer_error(kind: str, response: "aiohttp.ClientResponse", sent: dict | None = None) -> str | None:
+    """Why the answer to a `kind` request (`sent`: its JSON body) is not a success, or None: an error
+    status, a stream that errs or ends short (`stream_error`), a body without its content (`body_error`).
+    Reads the whole answer."""
+    if kind == "chat_stream" and response.status < 400:
+        return await stream_error(response.content)
+    raw = await response.read()
+    if response.status >= 400:
+        return f"HTTP {response.status}"
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return "body not JSON"
+    return body_error(kind, body, sent)
 
 
 class Recorder:
@@ -81,14 +164,10 @@ async def traffic(base_url, key, cookie, seconds, record, snapshots):
             started = time.perf_counter()
             try:
                 async with client.request(method, path, **options) as response:
-                    if kind == "chat_stream":
-                        async for _ in response.content:  # the answer's events, as they stream
-                            pass
-                    else:
-                        await response.read()
-                    record.add(kind, started, None if response.status < 400 else f"HTTP {response.status}")
+                    error = await answer_error(kind, response, options.get("json"))
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                record.add(kind, started, type(exc).__name__)
+                error = type(exc).__name__
+            record.add(kind, started, error)
 
         def chat(n, stream=False):
             return {"model": "load-llm", "messages": [{"role": "user", "content": prompts(n + 1)[n]}],

@@ -10,6 +10,8 @@ router tests and in bench/router.py. Its behaviour is the first path segment of 
     server.base_url("reset")      → the connection reset, nothing answered
     server.base_url("garbage")    → 200 with a body that is not JSON
     server.base_url("truncated")  → a body cut short (a stream: two chunks, then the connection drops)
+    server.base_url("stream_error") → a streamed chat fails after its 200: two chunks, an SSE error
+                                      event, then [DONE] (as Blaze ends a stream that fails midway)
     server.base_url("tools")      → a streamed chat answers with a call of get_weather, in OpenAI's deltas
 
 `hits[behaviour]` counts the POSTs each behaviour received, `arrivals` lists them as (behaviour,
@@ -128,7 +130,8 @@ class OpenAIUpstream:
                     if body.get("stream") and behaviour == "tools":
                         return self._stream_call(body)
                     if body.get("stream"):
-                        return self._stream(body, words, cut_after=2 if behaviour == "truncated" else None)
+                        return self._stream(body, words, cut_after=2 if behaviour == "truncated" else None,
+                                            fail_after=2 if behaviour == "stream_error" else None)
                     if behaviour == "truncated":
                         whole = json.dumps(chat_answer(body, "".join(words))).encode()
                         self.send_response(200)
@@ -181,7 +184,7 @@ class OpenAIUpstream:
                 self.close_connection = True
                 self.connection.close()
 
-            def _stream(self, body, words=WORDS, cut_after=None):
+            def _stream(self, body, words=WORDS, cut_after=None, fail_after=None):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -190,6 +193,11 @@ class OpenAIUpstream:
                     if index == cut_after:
                         time.sleep(0.2)  # the chunks sent reach the client before the reset discards the rest
                         return self._reset()
+                    if index == fail_after:
+                        error = {"message": "the worker died", "type": "server_error", "param": None,
+                                 "code": "target_failed"}
+                        self._chunk(f"data: {json.dumps({'error': error})}\n\n".encode())
+                        break
                     chunk = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "model": body.get("model"),
                              "choices": [{"index": 0, "delta": {"content": word},
                                           "finish_reason": "stop" if index == len(words) - 1 else None}]}

@@ -1,6 +1,7 @@
 """A short run of the load bench (bench/load.py --quick): mixed traffic against a live stack, every
-request answered, every kind served, every dashboard viewer fed. The long soak, with its memory
-bound, is the bench's own run (docs/benchmarks.md)."""
+request answered whole (each stream read to [DONE] with no error event, each body with what its kind
+answers with: the bench's `answer_error`), every kind served, every dashboard viewer fed. The long
+soak, with its memory bound, is the bench's own run (docs/benchmarks.md)."""
 
 import json
 import subprocess
