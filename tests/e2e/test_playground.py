@@ -288,10 +288,24 @@ def test_stop_ends_an_image_s_steps_in_the_worker(live_blaze, engine_worker, bro
     browser.find_element(By.ID, "img-go").click()
     step = re.compile(r"step (\d+) of")
     WebDriverWait(browser, 90).until(lambda b: int((step.match(text_of(b, "#img-status")) or [0, 0])[1]) >= 3)
+    shown = int(step.match(text_of(browser, "#img-status"))[1])
     browser.find_element(By.ID, "img-stop").click()
     WebDriverWait(browser, 5).until(lambda b: text_of(b, "#img-status").startswith("stopped"))
     screenshot(browser, "playground-images-stopped")
-    # The worker skipped the rest: a picture asked for next is drawn now, not after the 500 steps.
+
+    def steps_run():
+        """The steps the worker ran of the stopped picture, from its log line saying so (None before)."""
+        said = [json.loads(line) for line in engine_worker.log().splitlines()
+                if line.startswith("{") and '"steps_run"' in line and '"tiny-stop"' in line]
+        return said[-1]["steps_run"] if said else None
+
+    # The worker skipped the rest: its log says it stopped after the steps shown, far short of the 500,
+    # and it let go of the request at once.
+    WebDriverWait(browser, 15, poll_frequency=0.1).until(
+        lambda b: steps_run() is not None, "the worker never logged that it stopped the picture's steps")
+    assert shown <= steps_run() < 500
+    WebDriverWait(browser, 2, poll_frequency=0.1).until(lambda b: worker_info(engine_worker.hostname)["in_flight"] == 0)
+    # And a picture asked for next is drawn now, not after the 500 steps.
     steps = browser.find_element(By.ID, "img-steps")
     steps.clear()
     steps.send_keys("2")

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import logging
 from pathlib import Path
 
 from blaze_site.errors import InvalidInput
@@ -10,6 +11,8 @@ from engines.contract import RuntimeLoadError
 from engines.worker.runtimes import parameter_count, release_memory, tensor_bytes
 
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+log = logging.getLogger(__name__)
 
 
 class DiffusionRuntime:
@@ -21,7 +24,8 @@ class DiffusionRuntime:
     drawn from seed + j, so a request gives the same images alone or batched. Progress is emitted per
     denoising step as {"type": "progress", "step": k, "total": steps run} (img2img runs steps × strength).
     A request may carry "cancelled", a callable true once its client gave up: when every request of a
-    batch has, the remaining steps are skipped.
+    batch has, the remaining steps are skipped, and the worker's log says after how many steps
+    ("steps_run" of "steps").
     """
 
     def __init__(self, spec, device):
@@ -132,8 +136,10 @@ class DiffusionRuntime:
             return results
 
         drawing = sorted({index for index, _ in rows})
+        ran = [0]
 
         def report_progress(pipe, step_index, timestep, callback_kwargs):
+            ran[0] = step_index + 1
             for index in drawing:
                 emit(index, {"type": "progress", "step": step_index + 1, "total": pipe.num_timesteps})
             if all((requests[index].get("cancelled") or _never)() for index in drawing):
@@ -157,6 +163,10 @@ class DiffusionRuntime:
             arguments.update(width=first["width"], height=first["height"])
         with torch.inference_mode():
             images = pipe(**arguments).images
+        if pipe.interrupt:
+            log.info("%s: every client of a batch of %d gave up: stopped after %d of %d steps", self.spec.name,
+                     len(drawing), ran[0], pipe.num_timesteps,
+                     extra={"engine": self.spec.name, "steps_run": ran[0], "steps": pipe.num_timesteps})
 
         for (index, _), image in zip(rows, images):
             buffer = io.BytesIO()

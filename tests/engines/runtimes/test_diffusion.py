@@ -84,7 +84,7 @@ def test_progress_is_reported_per_step_for_each_request(tiny):
     assert all(event["type"] == "progress" for _, event in events)
 
 
-def test_a_batch_whose_clients_all_gave_up_skips_its_remaining_steps(tiny):
+def test_a_batch_whose_clients_all_gave_up_skips_its_remaining_steps_and_logs_how_many_ran(tiny, caplog):
     events, gave_up = [], {0: False, 1: False}
 
     def emit(index, event):
@@ -95,6 +95,8 @@ def test_a_batch_whose_clients_all_gave_up_skips_its_remaining_steps(tiny):
     tiny.run_batch([request(steps=8, cancelled=lambda: gave_up[0]),
                     request(seed=2, steps=8, cancelled=lambda: gave_up[1])], emit)
     assert [event["step"] for i, event in events if i == 0] == [1, 2]
+    stopped = [record for record in caplog.records if hasattr(record, "steps_run")]
+    assert [(record.steps_run, record.steps) for record in stopped] == [(2, 8)]
 
 
 def test_one_client_giving_up_does_not_cut_its_batch_mate_short(tiny):
