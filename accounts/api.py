@@ -19,6 +19,7 @@ from .serializers import (
     AuditFilterSerializer,
     CredentialsSerializer,
     MeSerializer,
+    UserChangeSerializer,
     UserSerializer,
 )
 
@@ -100,8 +101,10 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     """Users and their roles (admins). Users are deactivated, never deleted: the audit log names them."""
 
     queryset = User.objects.prefetch_related("groups").order_by("username")
-    serializer_class = UserSerializer
     permission_classes = [RolePermission]
+
+    def get_serializer_class(self):
+        return UserChangeSerializer if self.action in ("update", "partial_update") else UserSerializer
 
     def perform_create(self, serializer):
         serializer.instance = services.user_create(actor=Actor.from_request(self.request), **serializer.validated_data)
@@ -111,9 +114,7 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
         if user == self.request.user and serializer.validated_data.get("is_active") is False:
             raise PermissionDenied("You cannot deactivate yourself.")
         serializer.instance = services.user_update(
-            actor=Actor.from_request(self.request), user=user,
-            **{k: v for k, v in serializer.validated_data.items() if k in ("role", "is_active", "email")},
-        )
+            actor=Actor.from_request(self.request), user=user, **serializer.validated_data)
 
 
 @extend_schema(parameters=[

@@ -28,22 +28,38 @@ class MeSerializer(serializers.ModelSerializer):
 
 
 class UserSerializer(StrictInput, serializers.ModelSerializer):
+    """A user out, and in when an admin creates one (with a first password)."""
+
     role = serializers.ChoiceField(["admin", "operator", "viewer"])
-    password = serializers.CharField(write_only=True, required=False, min_length=8, max_length=1024)
+    password = serializers.CharField(write_only=True, min_length=8, max_length=1024)
 
     class Meta:
         model = User
         fields = ["id", "username", "email", "role", "is_active", "password", "last_login", "date_joined"]
         read_only_fields = ["id", "last_login", "date_joined"]
 
-    def validate(self, attrs):
-        if self.instance is None and not attrs.get("password"):
-            raise serializers.ValidationError({"password": ["Required when creating a user."]})
-        if self.instance is not None and "username" in attrs and attrs["username"] != self.instance.username:
-            raise serializers.ValidationError({"username": ["A username cannot change."]})
-        if self.instance is not None and "password" in attrs:
-            raise serializers.ValidationError({"password": ["Users change their own password on their account page."]})
-        return attrs
+
+class UserChangeSerializer(UserSerializer):
+    """A user as PUT and PATCH change it: role, email, active. The username is fixed once made, and a
+    password is changed by its owner on the account page, where the old one is asked: neither is input
+    here (the same username is let through, so a GET's body can be sent back)."""
+
+    password = None
+
+    class Meta(UserSerializer.Meta):
+        fields = [name for name in UserSerializer.Meta.fields if name != "password"]
+        read_only_fields = [*UserSerializer.Meta.read_only_fields, "username"]
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):  # each says where it is done instead, rather than "Unknown field."
+            refused = {}
+            if "username" in data and data["username"] != self.instance.username:
+                refused["username"] = ["A username cannot change."]
+            if "password" in data:
+                refused["password"] = ["Users change their own password on their account page."]
+            if refused:
+                raise serializers.ValidationError(refused)
+        return super().to_internal_value(data)
 
 
 class ApiKeySerializer(StrictInput, serializers.ModelSerializer):

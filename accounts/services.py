@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from blaze_site.errors import InvalidInput, NotAuthenticated
+from blaze_site.errors import Conflict, InvalidInput, NotAuthenticated
 
 from . import audit
 from .models import ROLES, ApiKey, RolePolicy, User
@@ -147,7 +147,7 @@ def _validate_role(role):
 def user_create(*, actor, username, password, role, email="", is_active=True):
     _validate_role(role)
     if User.objects.filter(username__iexact=username).exists():
-        raise InvalidInput("A user with that username already exists.", field="username")
+        raise Conflict("A user with that username already exists.", field="username")
     user = User.objects.create_user(username=username, password=password, email=email, is_active=is_active)
     user.groups.set([Group.objects.get(name=role)])
     audit.record(actor=actor, action="user.create", target=user, changes=audit.diff({}, _user_fields(user)))

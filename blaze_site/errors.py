@@ -24,6 +24,13 @@ class InvalidInput(ApplicationError):
     kind = "invalid_input"
 
 
+class Conflict(InvalidInput):
+    """The input names something that must be unique and is taken (a name, a route's engine on a
+    worker): the request itself is well formed, so the edges answer 409, not 400."""
+
+    kind = "conflict"
+
+
 class NotAuthenticated(ApplicationError):
     kind = "not_authenticated"
 
@@ -112,14 +119,17 @@ class OutOfMemory(TargetFailed):
 
 def checked(instance, **full_clean_options):
     """A model instance after its field rules and `clean()` (Django's `full_clean`), the first broken
-    one raised as InvalidInput naming its field: the one way services validate a model."""
+    one raised as InvalidInput naming its field (Conflict when every one is a taken value, Django's
+    code `unique`): the one way services validate a model."""
     from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
     try:
         instance.full_clean(**full_clean_options)
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
-        raise InvalidInput(messages[0], field="non_field_errors" if field == NON_FIELD_ERRORS else field) from exc
+        taken = all(error.code == "unique" for errors in exc.error_dict.values() for error in errors)
+        raise (Conflict if taken else InvalidInput)(
+            messages[0], field="non_field_errors" if field == NON_FIELD_ERRORS else field) from exc
     return instance
 
 

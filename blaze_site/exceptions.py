@@ -12,9 +12,10 @@ from blaze_site import errors
 
 HTTP_STATUS = {
     errors.InvalidInput: 400, errors.NotAuthenticated: 401, errors.PermissionDenied: 403, errors.NotFound: 404,
-    errors.MethodNotAllowed: 405, errors.RateLimited: 429, errors.TargetFailed: 500, errors.UpstreamFailed: 502,
-    errors.Unavailable: 503, errors.ServiceUnavailable: 503, errors.TimedOut: 504, errors.OutOfMemory: 507,
-    errors.StorageFull: 507, errors.Overloaded: 503, errors.QueueFull: 429, errors.WorkerBusy: 503,
+    errors.MethodNotAllowed: 405, errors.Conflict: 409, errors.RateLimited: 429, errors.TargetFailed: 500,
+    errors.UpstreamFailed: 502, errors.Unavailable: 503, errors.ServiceUnavailable: 503, errors.TimedOut: 504,
+    errors.OutOfMemory: 507, errors.StorageFull: 507, errors.Overloaded: 503, errors.QueueFull: 429,
+    errors.WorkerBusy: 503,
 }
 
 
@@ -53,6 +54,23 @@ def flatten(detail, prefix=""):
     return {prefix or "non_field_errors": messages}
 
 
+def codes(detail):
+    """Every code in a DRF ValidationError's nested `get_codes()`."""
+    if isinstance(detail, dict):
+        return [code for value in detail.values() for code in codes(value)]
+    if isinstance(detail, list):
+        return [code for value in detail for code in codes(value)]
+    return [detail]
+
+
+def is_conflict(exc):
+    """An errors.Conflict, or a ValidationError whose every fault is a value already taken (the code
+    `unique` of DRF's UniqueValidator, as of Django's unique checks): answered 409, not 400."""
+    if isinstance(exc, errors.Conflict):
+        return True
+    return isinstance(exc, exceptions.ValidationError) and set(codes(exc.get_codes())) == {"unique"}
+
+
 def error_body(message, fields=None):
     body = {"error": message}
     if fields:
@@ -65,6 +83,7 @@ def api_exception_handler(exc, context):
         response = Response(error_body(outage(exc).message), status=503)
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+    conflict = is_conflict(exc)
     if isinstance(exc, errors.InvalidInput):
         exc = exceptions.ValidationError({exc.field or "non_field_errors": [exc.message]})
     elif isinstance(exc, errors.ApplicationError):
@@ -81,6 +100,8 @@ def api_exception_handler(exc, context):
         name, messages = next(iter(fields.items()))
         message = messages[0] if name == "non_field_errors" else f"{name}: {messages[0]}"
         response.data = error_body(message, fields)
+        if conflict:
+            response.status_code = 409
     else:
         detail = response.data.get("detail", response.data) if isinstance(response.data, dict) else response.data
         response.data = error_body(str(detail))

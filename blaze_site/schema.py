@@ -1,11 +1,31 @@
 """What the OpenAPI schema says project-wide, written once here rather than on every view: a strict
-serializer's request body takes no other properties (`AutoSchema`), and the refusals any /api/
-operation can answer with, in the one error shape of `exceptions.error_body` (`document_refusals`)."""
+serializer's request body takes no other properties and a change that may find its value taken
+answers 409 (`AutoSchema`), and the refusals any /api/ operation can answer with, in the one error
+shape of `exceptions.error_body` (`document_refusals`)."""
 
+from django.db.models import UniqueConstraint
 from drf_spectacular import openapi
+from rest_framework.validators import UniqueValidator
 
 from blaze_site.serializers import StrictInput
 from ratelimits.middleware import EXEMPT_PREFIXES
+
+ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+CONFLICT = {"description": "A value that must be unique is taken (`fields` names it): a name, a route's engine "
+                           "on a worker.", "content": ERROR_CONTENT}
+
+
+def may_find_taken(serializer):
+    """Whether input through `serializer` may name a value another row holds (blaze_site.exceptions
+    answers 409): a writable field with DRF's UniqueValidator, or one in its model's unique constraints."""
+    model = getattr(getattr(serializer, "Meta", None), "model", None)
+    if model is None:
+        return False
+    writable = [field for field in serializer.fields.values() if not field.read_only]
+    constrained = {name for constraint in model._meta.constraints if isinstance(constraint, UniqueConstraint)
+                   for name in constraint.fields}
+    return any(field.source in constrained or any(isinstance(v, UniqueValidator) for v in field.validators)
+               for field in writable)
 
 
 class AutoSchema(openapi.AutoSchema):
@@ -14,6 +34,12 @@ class AutoSchema(openapi.AutoSchema):
         if direction == "request" and isinstance(serializer, StrictInput):
             schema["additionalProperties"] = False  # StrictInput refuses unknown fields
         return schema
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if self.method in ("POST", "PUT", "PATCH") and may_find_taken(self.get_request_serializer()):
+            responses.setdefault("409", CONFLICT)
+        return responses
 
 
 ERROR = {
@@ -59,10 +85,9 @@ REFUSALS = {
 def document_refusals(result, generator, request, public):
     """drf-spectacular's postprocessing hook (SPECTACULAR_SETTINGS)."""
     result["components"]["schemas"]["Error"] = ERROR
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in result["paths"].items():
         for operation in operations.values():
             for status, (description, applies) in REFUSALS.items():
                 if applies(path, operation):
-                    operation["responses"].setdefault(status, {"description": description, "content": error})
+                    operation["responses"].setdefault(status, {"description": description, "content": ERROR_CONTENT})
     return result

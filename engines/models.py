@@ -179,7 +179,8 @@ class RouteTarget(models.Model):
         siblings = RouteTarget.objects.filter(route_id=self.route_id).exclude(pk=self.pk).select_related("engine")
         if any(other.engine_id == self.engine_id and other.worker == self.worker for other in siblings):
             where = f"worker {self.worker}" if self.worker else "any worker"
-            raise ValidationError({"engine": f"The route already sends to {self.engine.name} on {where}."})
+            raise ValidationError({"engine": ValidationError(  # code: the API answers a taken target 409
+                f"The route already sends to {self.engine.name} on {where}.", code="unique")})
         kinds = {other.engine.kind for other in siblings}
         if kinds and self.engine.kind not in kinds:
             raise ValidationError({"engine": (

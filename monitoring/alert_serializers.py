@@ -6,16 +6,22 @@ from rest_framework import serializers
 
 from blaze_site.serializers import StrictInput
 from monitoring import notify
-from monitoring.models import LABEL_NAME, AlertReceiver, AlertRule, AlertSilence
+from monitoring.models import LABEL_NAME, RESERVED_LABELS, AlertReceiver, AlertRule, AlertSilence
 from monitoring.series import SERIES
 
 # The JSON fields, which their model's clean() checks: these classes give the schema their shape.
 TEXTS = {"type": "object", "additionalProperties": {"type": "string"}}
+LABEL_NAMES = {"type": "string", "pattern": f"^{LABEL_NAME.pattern}$"}
 
 
-@extend_schema_field(TEXTS)
+@extend_schema_field({**TEXTS, "propertyNames": LABEL_NAMES})
+class MatchersField(serializers.JSONField):
+    """{label name: value}; which names a series has is the rule's `series`' business (its clean())."""
+
+
+@extend_schema_field({**TEXTS, "propertyNames": {**LABEL_NAMES, "not": {"enum": list(RESERVED_LABELS)}}})
 class LabelsField(serializers.JSONField):
-    pass
+    """{label name: value} added to each alert's, but the ones the rule sets itself."""
 
 
 @extend_schema_field({**TEXTS, "properties": {"summary": {"type": "string", "pattern": r"\S"}},
@@ -45,7 +51,7 @@ class AlertRuleSerializer(StrictInput, serializers.ModelSerializer):
         sorted(SERIES), help_text=AlertRule._meta.get_field("series").help_text,
         error_messages={"invalid_choice": f"Unknown series {{input!r}}; known: {', '.join(sorted(SERIES))}."},
     )
-    matchers = LabelsField(required=False, help_text=AlertRule._meta.get_field("matchers").help_text)
+    matchers = MatchersField(required=False, help_text=AlertRule._meta.get_field("matchers").help_text)
     labels = LabelsField(required=False)
     annotations = AnnotationsField()
 

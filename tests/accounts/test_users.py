@@ -68,11 +68,28 @@ def test_user_can_be_created_inactive(admin_api, api):
     assert api.post("/api/token/", {"username": "newbie", "password": NEW_PASSWORD}).status_code == 401
 
 
-def test_duplicate_username_is_400_naming_username(admin_api, viewer_user):
-    response = admin_api.post("/api/users/", {**NEWBIE, "username": "VERA"}, format="json")
+@pytest.mark.parametrize("username", ["vera", "VERA"])
+def test_a_taken_username_is_409_naming_username(admin_api, viewer_user, username):
+    response = admin_api.post("/api/users/", {**NEWBIE, "username": username}, format="json")
+
+    assert response.status_code == 409
+    assert list(response.json()["fields"]) == ["username"]
+    assert response.json()["error"] == "username: A user with that username already exists."
+
+
+def test_a_users_own_body_can_be_put_back(admin_api, viewer_user):
+    body = admin_api.get(f"/api/users/{viewer_user.pk}/").json()
+
+    response = admin_api.put(f"/api/users/{viewer_user.pk}/", {**body, "role": "operator"}, format="json")
+    assert response.status_code == 200 and response.json()["role"] == "operator"
+
+
+def test_a_username_cannot_change(admin_api, viewer_user):
+    response = admin_api.patch(f"/api/users/{viewer_user.pk}/", {"username": "vera2"}, format="json")
 
     assert response.status_code == 400
-    assert list(response.json()["fields"]) == ["username"]
+    assert response.json()["fields"] == {"username": ["A username cannot change."]}
+
 
 def test_role_change_is_one_role_change_event(admin_api, viewer_user):
     response = admin_api.patch(f"/api/users/{viewer_user.pk}/", {"role": "operator"}, format="json")
@@ -128,6 +145,14 @@ def test_password_cannot_be_set_through_the_users_api(admin_api, viewer_user):
 
     assert response.status_code == 400
     assert list(response.json()["fields"]) == ["password"]
+
+
+def test_the_schema_documents_a_password_for_creating_a_user_only(admin_api):
+    schemas = admin_api.get("/api/schema/?format=json").json()["components"]["schemas"]
+
+    assert "password" in schemas["UserRequest"]["required"]
+    assert "password" not in schemas["UserChangeRequest"]["properties"]
+    assert "password" not in schemas["PatchedUserChangeRequest"]["properties"]
 
 
 def test_operator_cannot_change_users(operator_user, viewer_user, client_for):

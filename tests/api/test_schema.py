@@ -32,3 +32,18 @@ def test_limit_and_offset_state_their_bounds(schema):
     parameters = {p["name"]: p["schema"] for p in schema["paths"]["/api/users/"]["get"]["parameters"]}
     assert (parameters["limit"]["minimum"], parameters["limit"]["maximum"]) == (1, 1000)
     assert (parameters["offset"]["minimum"], parameters["offset"]["maximum"]) == (0, 10**18)
+
+
+def test_a_409_is_documented_where_a_value_may_be_taken(schema):
+    paths = schema["paths"]
+    assert "409" in paths["/api/engines/"]["post"]["responses"]
+    assert "409" in paths["/api/routes/{name}/"]["patch"]["responses"]
+    assert "409" in paths["/api/routes/{route_name}/targets/"]["post"]["responses"]
+    assert "409" in paths["/api/users/"]["post"]["responses"]
+
+
+def test_no_409_is_documented_where_nothing_can_be_taken(schema):
+    paths = schema["paths"]
+    assert "409" not in paths["/api/users/{id}/"]["patch"]["responses"]  # the username is fixed
+    assert "409" not in paths["/api/security/blocks/"]["post"]["responses"]  # blocking again replaces
+    assert "409" not in paths["/api/engines/{name}/enable/"]["post"]["responses"]

@@ -48,6 +48,21 @@ def test_unknown_engine_is_a_json_404(operator):
     assert "error" in response.json()
 
 
+def test_a_taken_name_is_a_409_naming_name(operator):
+    operator.post("/api/engines/", llm(), format="json")
+    response = operator.post("/api/engines/", llm(), format="json")
+    assert response.status_code == 409
+    assert response.json() == {"error": "name: engine with this name already exists.",
+                               "fields": {"name": ["engine with this name already exists."]}}
+
+
+def test_renaming_an_engine_to_a_taken_name_is_a_409(operator):
+    operator.post("/api/engines/", llm(), format="json")
+    operator.post("/api/engines/", llm(name="other"), format="json")
+    response = operator.patch("/api/engines/other/", {"name": "tiny"}, format="json")
+    assert response.status_code == 409 and list(response.json()["fields"]) == ["name"]
+
+
 def test_patch_changes_only_the_given_field(operator):
     operator.post("/api/engines/", llm(description="old"), format="json")
     response = operator.patch("/api/engines/tiny/", {"description": "new"}, format="json")

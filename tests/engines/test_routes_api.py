@@ -50,6 +50,11 @@ def test_create_list_and_retrieve_by_name(operator, chat):
         ("tiny", "local", "", 1), ("far", "remote", "", 1)]
 
 
+def test_a_taken_route_name_is_a_409_naming_name(operator, chat):
+    response = operator.post("/api/routes/", {"name": "chat"}, format="json")
+    assert response.status_code == 409 and list(response.json()["fields"]) == ["name"]
+
+
 def test_a_route_may_share_an_engines_name(operator, engines):
     assert operator.post("/api/routes/", {"name": "tiny"}, format="json").status_code == 201
 
@@ -83,7 +88,6 @@ def test_bad_route_input_is_a_400_naming_the_field(operator, db, body, field, me
 @pytest.mark.parametrize("body, field, message", [
     ({"engine": "tiny", "weight": 0}, "weight", "greater than or equal to 1"),
     ({"engine": "nope"}, "engine", "No engine named 'nope'."),
-    ({"engine": "tiny"}, "engine", "The route already sends to tiny on any worker."),
     ({"engine": "minilm"}, "engine", "This route's targets are llm engines; minilm is embedding."),
     ({"engine": "far", "worker": "w1"}, "worker", "Only a local engine runs on a worker"),
 ])
@@ -93,11 +97,17 @@ def test_bad_target_input_is_a_400_naming_the_field(operator, chat, body, field,
     assert response.json()["fields"][field] == [message] or message in response.json()["fields"][field][0]
 
 
+def test_a_target_already_on_the_route_is_a_409_naming_engine(operator, chat):
+    response = operator.post("/api/routes/chat/targets/", {"engine": "tiny"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["fields"] == {"engine": ["The route already sends to tiny on any worker."]}
+
+
 def test_a_target_may_pin_a_worker_once_per_worker(operator, chat):
     assert operator.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w1"},
                          format="json").status_code == 201
     assert operator.post("/api/routes/chat/targets/", {"engine": "tiny", "worker": "w1"},
-                         format="json").status_code == 400
+                         format="json").status_code == 409
 
 
 def test_change_weight_enable_disable_and_remove_a_target(operator, chat):

@@ -1,5 +1,5 @@
 """/api/alerts/: viewers read, operators change (every change audited), bad input is a 400 naming
-the field; the active alerts and the built-in pack."""
+the field and a taken name a 409; the active alerts and the built-in pack."""
 
 import datetime
 
@@ -92,10 +92,30 @@ def test_a_partial_change_is_checked_against_the_stored_rule(client_for, operato
     assert response.status_code == 400 and "matchers" in response.json()["fields"]
 
 
-def test_rule_names_are_unique(client_for, operator_user):
+def test_a_taken_rule_name_is_a_409_naming_name(client_for, operator_user):
     make_rule(name="chat-errors")
     response = client_for(operator_user).post("/api/alerts/rules/", RULE, format="json")
-    assert response.status_code == 400 and "name" in response.json()["fields"]
+    assert response.status_code == 409 and list(response.json()["fields"]) == ["name"]
+
+
+def test_renaming_a_rule_to_a_taken_name_is_a_409(client_for, operator_user):
+    make_rule(name="chat-errors")
+    make_rule(name="chat-slow")
+    response = client_for(operator_user).patch("/api/alerts/rules/chat-slow/", {"name": "chat-errors"}, format="json")
+    assert response.status_code == 409 and list(response.json()["fields"]) == ["name"]
+
+
+def test_a_taken_name_with_other_faults_is_a_400(client_for, operator_user):
+    make_rule(name="chat-errors")
+    response = client_for(operator_user).post("/api/alerts/rules/", {**RULE, "comparator": "~"}, format="json")
+    assert response.status_code == 400 and {"name", "comparator"} <= response.json()["fields"].keys()
+
+
+def test_the_schema_gives_label_keys_the_label_name_pattern(client_for, operator_user):
+    schemas = client_for(operator_user).get("/api/schema/?format=json").json()["components"]["schemas"]
+    labels = schemas["AlertRuleRequest"]["properties"]["labels"]["propertyNames"]
+    assert (labels["pattern"], labels["not"]) == ("^[a-zA-Z_][a-zA-Z0-9_]*$", {"enum": ["alertname", "severity"]})
+    assert schemas["AlertRuleRequest"]["properties"]["matchers"]["propertyNames"]["pattern"] == labels["pattern"]
 
 
 def test_viewers_read_the_rules_but_cannot_change_them(client_for, viewer_user):
@@ -139,6 +159,12 @@ def test_bad_receivers_are_a_400_naming_the_field(client_for, operator_user, cha
     response = client_for(operator_user).post("/api/alerts/receivers/", {**RECEIVER, **change}, format="json")
     assert response.status_code == 400
     assert field in response.json()["fields"], response.json()
+
+
+def test_a_taken_receiver_name_is_a_409_naming_name(client_for, operator_user):
+    make_receiver("https://hooks.example.com/other")
+    response = client_for(operator_user).post("/api/alerts/receivers/", RECEIVER, format="json")
+    assert response.status_code == 409 and list(response.json()["fields"]) == ["name"]
 
 
 def test_a_receiver_shows_its_last_delivery(client_for, operator_user, settings):

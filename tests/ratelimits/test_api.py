@@ -74,10 +74,10 @@ def test_a_partial_change_is_checked_against_the_stored_policy(client_for, opera
     assert response.status_code == 400 and "burst" in response.json()["fields"]
 
 
-def test_names_are_unique(client_for, operator_user, make_policy):
+def test_a_taken_name_is_a_409_naming_name(client_for, operator_user, make_policy):
     make_policy(name="chat-per-key")
     response = client_for(operator_user).post("/api/ratelimits/", GOOD, format="json")
-    assert response.status_code == 400 and "name" in response.json()["fields"]
+    assert response.status_code == 409 and list(response.json()["fields"]) == ["name"]
 
 
 def test_usage_shows_each_counted_identity(client_for, operator_user, make_policy, api):
