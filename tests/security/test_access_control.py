@@ -99,6 +99,7 @@ ACCESS = {
     "user-list": "GET admin read | POST admin manage", "user-detail": "GET admin read | PATCH admin manage",
     # The API's description is public: it holds no data, and clients are generated from it.
     "schema": "GET anyone", "api-docs": "GET anyone", "api-redoc": "GET anyone",
+    "api-redoc-script": "GET anyone",
 }
 SECRETS = {"upstream key": "sk-upstream-7f3a9c0d1e", "totp secret": "3132333435363738393031323334353637383930",
            "password": PASSWORD}
