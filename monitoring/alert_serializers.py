@@ -11,15 +11,25 @@ from monitoring.series import SERIES
 
 # The JSON fields, which their model's clean() checks: these classes give the schema their shape.
 TEXTS = {"type": "object", "additionalProperties": {"type": "string"}}
-LABEL_NAMES = {"type": "string", "pattern": f"^{LABEL_NAME.pattern}$"}
 
 
-@extend_schema_field({**TEXTS, "propertyNames": LABEL_NAMES})
+def label_texts(reserved=()):
+    """{label name: text}, but the `reserved` names. Said twice: `propertyNames` for JSON Schema's
+    readers, `patternProperties` for OpenAPI 3.0's (draft 4: schemathesis ignores propertyNames there)."""
+    names = {"type": "string", "pattern": f"^{LABEL_NAME.pattern}$"}
+    if reserved:
+        names["not"] = {"enum": list(reserved)}
+    but = f"(?!(?:{'|'.join(reserved)})$)" if reserved else ""
+    return {"type": "object", "propertyNames": names, "additionalProperties": False,
+            "patternProperties": {f"^{but}{LABEL_NAME.pattern}$": {"type": "string"}}}
+
+
+@extend_schema_field(label_texts())
 class MatchersField(serializers.JSONField):
     """{label name: value}; which names a series has is the rule's `series`' business (its clean())."""
 
 
-@extend_schema_field({**TEXTS, "propertyNames": {**LABEL_NAMES, "not": {"enum": list(RESERVED_LABELS)}}})
+@extend_schema_field(label_texts(RESERVED_LABELS))
 class LabelsField(serializers.JSONField):
     """{label name: value} added to each alert's, but the ones the rule sets itself."""
 

@@ -2,6 +2,7 @@
 the field and a taken name a 409; the active alerts and the built-in pack."""
 
 import datetime
+import re
 
 import pytest
 from django.utils import timezone
@@ -111,7 +112,18 @@ def test_a_taken_name_with_other_faults_is_a_400(client_for, operator_user):
     assert response.status_code == 400 and {"name", "comparator"} <= response.json()["fields"].keys()
 
 
-def test_the_schema_gives_label_keys_the_label_name_pattern(client_for, operator_user):
+@pytest.mark.parametrize("name", ["team", "_x", "severity", "alertname", "9lives", "on-call", ""])
+def test_the_schemas_label_names_are_those_the_server_takes(client_for, operator_user, name):
+    client = client_for(operator_user)
+    labels = client.get("/api/schema/?format=json").json()["components"]["schemas"]["AlertRuleRequest"][
+        "properties"]["labels"]
+    [pattern] = labels["patternProperties"]
+    in_schema = re.search(pattern, name) is not None and labels["additionalProperties"] is False
+    response = client.post("/api/alerts/rules/", {**RULE, "labels": {name: "x"}}, format="json")
+    assert (response.status_code == 201) == in_schema
+
+
+def test_the_schema_names_label_keys_with_property_names_too(client_for, operator_user):
     schemas = client_for(operator_user).get("/api/schema/?format=json").json()["components"]["schemas"]
     labels = schemas["AlertRuleRequest"]["properties"]["labels"]["propertyNames"]
     assert (labels["pattern"], labels["not"]) == ("^[a-zA-Z_][a-zA-Z0-9_]*$", {"enum": ["alertname", "severity"]})
