@@ -130,8 +130,10 @@ class AuditEventList(generics.ListAPIView):
     serializer_class = AuditEventSerializer
     permission_classes = [RolePermission]
 
-    def get_queryset(self):
-        # A plain dict: in a QueryDict, DRF takes `?since=` for no filter rather than a date it cannot read.
+    def filter_queryset(self, queryset):
+        # Here, not in get_queryset: the permission check calls that, and a role that may not read the
+        # log is told so (403) before its filters are read. A plain dict: in a QueryDict, DRF takes
+        # `?since=` for no filter rather than a date it cannot read.
         filters = AuditFilterSerializer(data=self.request.query_params.dict())
         filters.is_valid(raise_exception=True)
         return audit_events(**filters.validated_data)
@@ -139,7 +141,7 @@ class AuditEventList(generics.ListAPIView):
     def list(self, request, *args, **kwargs):
         export = request.query_params.get("export")
         if export == "csv":
-            return audit_csv_response(self.get_queryset())
+            return audit_csv_response(self.filter_queryset(self.get_queryset()))
         if export is not None:
             raise ValidationError({"export": ['Expected "csv", or no export at all.']})
         return super().list(request, *args, **kwargs)

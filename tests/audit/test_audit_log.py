@@ -139,6 +139,11 @@ def test_non_admins_cannot_read_the_log(request, client_for, role):
     assert client.get("/api/audit/").status_code == 403
 
 
+def test_non_admins_are_refused_before_the_filters_are_read(client_for, viewer_user):
+    response = client_for(viewer_user).get("/api/audit/", {"since": "2024-06-15T00:00:00Z", "until": "2024-06-05"})
+    assert response.status_code == 403
+
+
 # CSV export
 
 def test_api_csv_export_has_a_header_and_a_row_per_filtered_event(admin):
