@@ -54,43 +54,42 @@ def fuzzer(*, coverage):
 # A viewer is refused every change (403) before any input is read: the coverage phase would add little.
 admin_schema, viewer_schema = fuzzer(coverage=True), fuzzer(coverage=False)
 
-UNIQUE = "a name already taken"
+TAKEN = "not taken (alone a 409; beside another field's refusal, part of the 400)"
 FUTURE = "a time in the future"
-# Rules the schema cannot state (uniqueness, the clock, one field against another, an object's keys):
+# Rules the schema cannot state (uniqueness, the clock, one field against another, what exists):
 # a request it calls valid may be refused for them, with a 400 that names the field. Each is allowed
 # for the operations under its path and its fields only; any other refusal of valid input fails.
 UNSTATED_RULES = {
-    "/api/alerts/receivers/": {"name": UNIQUE, "url": "a host name of 253 characters at most (Django's URL check)"},
+    "/api/alerts/receivers/": {"name": TAKEN, "url": "a host name of 253 characters at most (Django's URL check)"},
     "/api/alerts/rules/": {
-        "name": UNIQUE, "matchers": "the keys are labels of the series", "labels": "the keys are label names",
+        "name": TAKEN, "matchers": "the keys are labels of the series",
         "annotations": "a template names $labels or $value only",
     },
     "/api/alerts/silences/": {
         "matchers": "a valid regex, and not matching every alert", "ends_at": f"after starts_at, {FUTURE}",
     },
+    "/api/audit/": {"until": "not before since"},
     "/api/engines/": {
-        "name": UNIQUE, "kind": "fixed once registered", "config": "the settings of the engine's kind",
+        "name": TAKEN, "kind": "fixed once registered", "config": "the settings of the engine's kind",
         "model": "required for a local engine, an existing directory when a path",
         "base_url": "a remote engine's, required there", "api_key": "a remote engine's",
     },
     "/api/keys/": {"expires_at": FUTURE},
     "/api/metrics/history/": dict.fromkeys(("engine", "route", "target", "worker"), "a label of every series named"),
     "/api/ratelimits/": {
-        "name": UNIQUE, "burst": "token_bucket and adaptive policies only",
+        "name": TAKEN, "burst": "token_bucket and adaptive policies only",
         "max_delay": "required by the delay action, only there",
     },
     "/api/routes/": {
-        "name": UNIQUE,
+        "name": TAKEN,
         "fallbacks": "routes or engines that exist, of the route's kind, not the route itself, no loop, each once",
     },
     "/api/routes/{route_name}/targets/": {
-        "engine": "an engine that exists, of the route's kind, once per worker; fixed once added",
+        "engine": f"an engine that exists, of the route's kind, {TAKEN} on the worker; fixed once added",
         "worker": "a local engine's only, without spaces; fixed once added",
     },
     "/api/security/blocks/": {"network": "an IP address or CIDR network (no OpenAPI 3.0 format)", "expires_at": FUTURE},
-    "/api/users/": {
-        "username": f"{UNIQUE}, fixed once made", "password": "required to create a user, changed on the account page",
-    },
+    "/api/users/": {"username": TAKEN},
 }
 
 
