@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.batching import llm_model, prompts  # noqa: E402
-from bench.decoding import decode_all  # noqa: E402
+from bench.decoding import completion_tokens, decode_all  # noqa: E402
 
 SCHEMA = {"type": "object", "properties": {
     "topic": {"type": "string", "maxLength": 24}, "mood": {"enum": ["calm", "bright", "dark"]},
@@ -46,7 +46,7 @@ def run(runtime, decoding, requests):
         decoder = runtime.decoder()
         started = time.perf_counter()
         steps, results = decode_all(decoder, requests)
-        tokens = sum(result["completion_tokens"] for result in results)
+        tokens = completion_tokens(results)
         return time.perf_counter() - started, steps, tokens, forward[0]
     finally:
         decoding.RunningBatch.step = step
