@@ -32,11 +32,11 @@ from tests.security.test_access_control import ACCESS, ROLES, _path, url_pattern
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-# What shows that a page's scripts did their work, beyond loading without an error.
+# What shows that a page's scripts did their work, beyond loading without an error (a JS expression).
 RENDERED = {
-    "api-docs": ".swagger-ui .opblock",  # Swagger UI drew the operations from the schema
-    "api-redoc": "[data-section-id] h2",  # ReDoc drew the schema's sections
-    "playground": "#socket-state",
+    "api-docs": "document.querySelector('.swagger-ui .opblock')",  # Swagger UI drew the schema's operations
+    "api-redoc": "document.querySelector('[data-section-id] h2')",  # ReDoc drew the schema's sections
+    "playground": "document.getElementById('socket-state').textContent === 'ready'",  # its WebSocket is open
 }
 PLAYGROUND_MODES = ("chat", "compare", "embed", "images")
 
@@ -48,6 +48,8 @@ def world(upstream, key_for):
     actor = Actor.system("test")
     engine = services.engine_create(actor=actor, name="acl", kind="llm", backend="remote", model="up",
                                     base_url=upstream.base_url("ok"))
+    for kind in ("embedding", "diffusion"):  # so that every playground mode has a model and runs its script
+        Engine.objects.create(name=f"acl-{kind}", kind=kind, model="/nowhere")
     route = services.route_create(actor=actor, name="acl")
     services.route_target_add(actor=actor, route=route, engine=engine)
     AlertRule.objects.create(name="acl", series="route_error_ratio", comparator=">", threshold=0.5,
@@ -110,8 +112,8 @@ def visit(browser, base, url, name):
     browser.get(base + url)
     WebDriverWait(browser, 10).until(lambda b: b.execute_script("return document.readyState") == "complete")
     if name in RENDERED:
-        WebDriverWait(browser, 15).until(
-            lambda b: b.find_elements(By.CSS_SELECTOR, RENDERED[name]), f"{url} never rendered")
+        WebDriverWait(browser, 15).until(lambda b: b.execute_script(f"return !!({RENDERED[name]})"),
+                                         f"{url} never rendered")
     time.sleep(0.5)  # a WebSocket opened, a fetch answered, a chart drawn
     return [f"{url}: {problem}" for problem in page_problems(browser)]
 
