@@ -59,8 +59,10 @@ class ModelCache:
         self.on_step = on_step  # (engine, rows, seconds) per batched call: a batch, or one decode step
         self._entries = OrderedDict()
         self._lock = threading.RLock()
-        # One load at a time: transformers' from_pretrained is not safe in two threads at once (two
-        # loads met as "Cannot copy out of meta tensor"), and a device loads one model at a time anyway.
+        # One load at a time, from its first import on: transformers' from_pretrained is not safe in two
+        # threads at once (two loads met as "Cannot copy out of meta tensor"), nor is a first import of
+        # transformers and diffusers (both import accelerate: "partially initialized module"), and a
+        # device loads one model at a time anyway.
         self._loading_one = threading.Lock()
         self._loading = {}
 
@@ -100,16 +102,16 @@ class ModelCache:
                 self._loading.pop(spec.name).set()
 
     def _load(self, spec):
-        runtime = self.runtime_factory(spec, self.device)
-        estimate = runtime.estimate_bytes()
-        if estimate > self.budget_bytes:
-            raise CacheRefusal(
-                f"Engine {spec.name} needs about {filesizeformat(estimate)} but this worker's model cache holds "
-                f"{filesizeformat(self.budget_bytes)} (BLAZE_CACHE_BYTES); it can never be loaded here."
-            )
-        self._make_room(estimate, keep=None)
-        self.on_change("loading", {"engine": spec.name, "estimated_bytes": estimate})
         with self._loading_one:
+            runtime = self.runtime_factory(spec, self.device)
+            estimate = runtime.estimate_bytes()
+            if estimate > self.budget_bytes:
+                raise CacheRefusal(
+                    f"Engine {spec.name} needs about {filesizeformat(estimate)} but this worker's model cache holds "
+                    f"{filesizeformat(self.budget_bytes)} (BLAZE_CACHE_BYTES); it can never be loaded here."
+                )
+            self._make_room(estimate, keep=None)
+            self.on_change("loading", {"engine": spec.name, "estimated_bytes": estimate})
             runtime.load()
         batcher = self._batcher(spec, runtime)
         entry = CacheEntry(spec=spec, runtime=runtime, batcher=batcher, estimated_bytes=estimate,

@@ -103,18 +103,25 @@ def test_unload_drops_the_model(cache):
     assert names(cache) == [] and cache.used_bytes == 0
 
 
-def test_two_models_asked_for_at_once_load_one_after_the_other():
+def test_two_models_asked_for_at_once_load_one_after_the_other_estimates_included():
     import threading
     import time
 
     loading, most = [], []
 
+    def busy(name):
+        loading.append(name)
+        most.append(len(loading))
+        time.sleep(0.1)
+        loading.remove(name)
+
     class SlowLoad(SizedRuntime):
+        def estimate_bytes(self):  # an LLM's imports transformers (and so accelerate), as a pipeline's load does
+            busy(self.spec.name)
+            return super().estimate_bytes()
+
         def load(self):
-            loading.append(self.spec.name)
-            most.append(len(loading))
-            time.sleep(0.1)
-            loading.remove(self.spec.name)
+            busy(self.spec.name)
 
     cache = ModelCache(budget_bytes=100 * MiB, device="cpu", runtime_factory=SlowLoad)
     threads = [threading.Thread(target=cache.get, args=(spec(name, 10),)) for name in ("left", "right")]
