@@ -121,7 +121,8 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
     OpenApiParameter("action", str, description="Exact action or dotted prefix (`engine`)"),
     OpenApiParameter("actor", str), OpenApiParameter("target", str),
     OpenApiParameter("since", OpenApiTypes.DATETIME), OpenApiParameter("until", OpenApiTypes.DATETIME),
-    OpenApiParameter("export", str, enum=["csv"], description="`csv` streams the filtered log as CSV"),
+    OpenApiParameter("export", str, enum=["csv"],
+                     description="`csv` streams the filtered log as CSV; `limit`/`offset` page it, as the list"),
 ], responses={(200, "application/json"): AuditEventSerializer(many=True), (200, "text/csv"): OpenApiTypes.STR})
 class AuditEventList(generics.ListAPIView):
     """The audit log, newest first (admins). Read-only: there is no way to change or delete an event."""
@@ -141,7 +142,11 @@ class AuditEventList(generics.ListAPIView):
     def list(self, request, *args, **kwargs):
         export = request.query_params.get("export")
         if export == "csv":
-            return audit_csv_response(self.filter_queryset(self.get_queryset()))
+            events = self.filter_queryset(self.get_queryset())
+            if {"limit", "offset"} & request.query_params.keys():  # checked as the list checks them
+                offset, limit = self.paginator.get_offset(request), self.paginator.get_limit(request)
+                events = events[offset:offset + limit]
+            return audit_csv_response(events)
         if export is not None:
             raise ValidationError({"export": ['Expected "csv", or no export at all.']})
         return super().list(request, *args, **kwargs)

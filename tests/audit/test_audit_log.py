@@ -153,6 +153,17 @@ def test_api_csv_export_has_a_header_and_a_row_per_filtered_event(admin):
     assert sorted(row[COLUMNS.index("action")] for row in rows[1:]) == ["engine.create", "engine.update"]
 
 
+def test_limit_and_offset_page_the_csv_export(admin):
+    event("engine.create"), event("engine.update"), event("apikey.create")
+    rows = csv_rows(admin.get("/api/audit/?export=csv&limit=1&offset=1"))
+    assert [row[COLUMNS.index("action")] for row in rows[1:]] == ["engine.update"]
+
+
+def test_a_bad_limit_is_refused_by_the_csv_export_too(admin):
+    response = admin.get("/api/audit/?export=csv&limit=false")
+    assert response.status_code == 400 and list(response.json()["fields"]) == ["limit"]
+
+
 def test_csv_neutralises_spreadsheet_formulas(admin):
     event(target='=HYPERLINK("http://evil.example","click")', actor="+alice")
     [_, row] = csv_rows(admin.get("/api/audit/?export=csv"))
