@@ -128,6 +128,11 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A database host that hangs (accepts, never answers) fails a connection in seconds, not never
+    # (`?connect_timeout=` in DATABASE_URL sets another), and is then not asked again for a few seconds.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+    DATABASES["default"]["ENGINE"] = "blaze_site.postgresql"
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so that servers started by the browser tests share the test database;
     # one per test process, so that concurrent runs do not collide.

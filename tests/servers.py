@@ -143,16 +143,23 @@ def start_redis(log_dir, port=None):
 class TcpProxy:
     """A TCP proxy on a loopback port of its own to 127.0.0.1:`target_port`: point a process at it, then
     `cut()` it (the listener and every connection through it close: the service is gone, as far as that
-    process can tell) and `restore()` it on the same port."""
+    process can tell) or `hold()` it (new connections are accepted and never answered: a host that
+    hangs), and `restore()` it on the same port."""
 
     def __init__(self, target_port):
         import socketserver
         import threading
 
         proxy = self
+        self.silent = False
 
         class Pipe(socketserver.BaseRequestHandler):
             def handle(self):
+                if proxy.silent:
+                    proxy.held.add(self.request)
+                    while self.request in proxy.held:
+                        time.sleep(0.05)
+                    return
                 upstream = socket.create_connection(("127.0.0.1", target_port))
                 proxy.open.update({self.request, upstream})
                 pumps = [threading.Thread(target=_pump, args=pair, daemon=True)
@@ -165,26 +172,39 @@ class TcpProxy:
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address, daemon_threads = True, True
 
-        self._server_class, self._handler, self.open = Server, Pipe, set()
+        self._server_class, self._handler, self.open, self.held = Server, Pipe, set(), set()
         self.port = free_port()
         self.restore()
+
+    def hold(self):
+        self.silent = True
 
     def restore(self):
         import threading
 
+        if self.silent:  # still listening: answer again, and let go of the connections it held
+            self.silent = False
+            _close(self.held)
+            return
         self.server = self._server_class(("127.0.0.1", self.port), self._handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def cut(self):
+        self.silent = False
         self.server.shutdown()
         self.server.server_close()
-        for sock in list(self.open):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-        self.open.clear()
+        _close(self.open)
+        _close(self.held)
+
+
+def _close(sockets):
+    for sock in list(sockets):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+    sockets.clear()
 
 
 def _pump(source, sink):

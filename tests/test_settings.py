@@ -41,7 +41,13 @@ def manage(var_dir, *args, **variables):
 def test_database_url_selects_postgresql(tmp_path):
     database = settings_in(tmp_path, DATABASE_URL="postgres://u:p@h:5432/db")["DATABASES"]["default"]
     assert (database["ENGINE"], database["NAME"], database["HOST"], database["USER"]) == (
-        "django.db.backends.postgresql", "db", "h", "u")
+        "blaze_site.postgresql", "db", "h", "u")  # Django's, quiet after a failed connection
+    assert database["OPTIONS"]["connect_timeout"] == 3
+
+
+def test_database_url_may_set_its_own_connect_timeout(tmp_path):
+    database = settings_in(tmp_path, DATABASE_URL="postgres://u:p@h:5432/db?connect_timeout=10")
+    assert database["DATABASES"]["default"]["OPTIONS"]["connect_timeout"] == 10
 
 
 def test_without_database_url_sqlite_lives_in_the_var_dir(tmp_path):
