@@ -47,7 +47,7 @@ class Decoder:
         for item in items:
             try:
                 ids = self.runtime.prompt_ids(item.request)
-                row = _Row(self.runtime, item, len(ids))
+                row = Row(self.runtime, item, len(ids))
             except InvalidInput as exc:
                 refused.append((item, {"error": str(exc), "param": exc.field}))
                 continue
@@ -81,10 +81,14 @@ class Decoder:
         return finished
 
 
-class _Row:
-    def __init__(self, runtime, item, prompt_tokens):
+class Row:
+    """One running request: its text so far (`text`), its sampler, and its prompt's size; the rows of
+    either decoder (transformers here, llama.cpp in `llamacpp`) are these. `cached_tokens`: how many of
+    its prompt tokens came from the prefix cache rather than being computed."""
+
+    def __init__(self, runtime, item, prompt_tokens, cached_tokens=0):
         request = item.request
-        self.prompt_tokens = prompt_tokens
+        self.prompt_tokens, self.cached_tokens = prompt_tokens, cached_tokens
         self.text = RowText(runtime.tokenizer, limit=runtime.token_limit(request, prompt_tokens),
                             stops=[stop for stop in request.get("stop") or [] if stop], eos_ids=runtime.eos_ids(),
                             emit=item.emit)
@@ -92,12 +96,12 @@ class _Row:
         self.tokenizer = runtime.tokenizer
 
     def result(self):
-        return row_result(self.tokenizer, self.text, self.sampler, self.prompt_tokens)
+        return row_result(self.tokenizer, self.text, self.sampler, self.prompt_tokens, self.cached_tokens)
 
 
 def sampler_for(runtime, request):
     """The RowSampler a request asks for (its sampling, bias, penalties, grammar and logprobs)."""
-    return RowSampler(request.get("temperature"), request.get("top_p"), request.get("seed"), runtime.model.device,
+    return RowSampler(request.get("temperature"), request.get("top_p"), request.get("seed"), runtime.sampling_device,
                       logit_bias=request.get("logit_bias"), frequency_penalty=request.get("frequency_penalty"),
                       presence_penalty=request.get("presence_penalty"), constraint=runtime.constraint(request),
                       top_logprobs=request.get("logprobs"))
@@ -120,10 +124,11 @@ def token_bytes(tokenizer, token, piece):
     return list(piece.encode())
 
 
-def row_result(tokenizer, text, sampler, prompt_tokens):
-    """A finished row's result: its text, why it ended, its token counts, and its logprobs if asked."""
+def row_result(tokenizer, text, sampler, prompt_tokens, cached_tokens=0):
+    """A finished row's result: its text, why it ended, its token counts (`cached_tokens`: prompt
+    tokens the prefix cache supplied), and its logprobs if asked."""
     result = {"text": text.text, "finish_reason": text.finish_reason, "prompt_tokens": prompt_tokens,
-              "completion_tokens": len(text.ids)}
+              "cached_tokens": cached_tokens, "completion_tokens": len(text.ids)}
     if sampler.top_logprobs is not None:
         def entry(token, logprob):
             piece = tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)

@@ -22,7 +22,8 @@ from blaze_site.errors import InvalidInput
 _TOKENIZERS = weakref.WeakKeyDictionary()  # HF tokenizer → its llguidance form (0.3 s to build, once per model)
 
 
-def _ll_tokenizer(tokenizer, vocab_size):
+def hf_tokenizer(tokenizer, vocab_size):
+    """A transformers tokenizer in llguidance's form (built once per tokenizer)."""
     converted = _TOKENIZERS.get(tokenizer)
     if converted is None or converted.vocab_size != vocab_size:
         converted = _TOKENIZERS[tokenizer] = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
@@ -32,7 +33,8 @@ def _ll_tokenizer(tokenizer, vocab_size):
 class Constraint:
     """One row's grammar: `mask(logits)` leaves only the allowed next tokens possible (in place),
     `consume(token)` moves on. `grammar` is the payload's: {"json_object": true} or {"json_schema": {...}}.
-    `vocab_size`: the width of the model's logits (it may exceed the tokenizer's vocabulary)."""
+    `tokenizer`: the model's vocabulary in llguidance's form (`hf_tokenizer`, or llama.cpp's through
+    `llguidance.llamacpp`); `vocab_size`: the width of the model's logits (it may exceed the vocabulary)."""
 
     def __init__(self, tokenizer, grammar, *, vocab_size):
         schema = {"type": "object"} if grammar.get("json_object") else grammar["json_schema"]
@@ -41,7 +43,7 @@ class Constraint:
                 json.dumps(schema), defaults={"whitespace_flexible": False})  # compact JSON, as OpenAI writes it
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"This JSON schema cannot be enforced: {exc}", field="response_format") from exc
-        self.matcher = llguidance.LLMatcher(_ll_tokenizer(tokenizer, vocab_size), compiled, log_level=0)
+        self.matcher = llguidance.LLMatcher(tokenizer, compiled, log_level=0)
         if self.matcher.is_error():
             raise InvalidInput(f"This JSON schema cannot be enforced: {self.matcher.get_error()}",
                                field="response_format")

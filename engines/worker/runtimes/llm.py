@@ -102,6 +102,11 @@ class LlmRuntime:
     def loaded_bytes(self):
         return tensor_bytes(self.model) if self.model is not None else 0
 
+    @property
+    def sampling_device(self):
+        """Where the logits are, so where each row's sampling generator lives."""
+        return self.model.device
+
     def batch_key(self, request):
         return None
 
@@ -117,9 +122,10 @@ class LlmRuntime:
         grammar = request.get("grammar")
         if not grammar:
             return None
-        from engines.worker.runtimes.grammar import Constraint
+        from engines.worker.runtimes.grammar import Constraint, hf_tokenizer
 
-        return Constraint(self.tokenizer, grammar, vocab_size=self.model.config.vocab_size)
+        vocab_size = self.model.config.vocab_size
+        return Constraint(hf_tokenizer(self.tokenizer, vocab_size), grammar, vocab_size=vocab_size)
 
     def token_limit(self, request, prompt_tokens):
         """The most tokens a request may generate: its max_tokens, the engine's cap, the context left."""

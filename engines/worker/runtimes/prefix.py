@@ -1,0 +1,100 @@
+"""Prefix caching: the computed KV of earlier prompts (a system prompt, the earlier turns of a chat),
+kept per loaded model so a request that starts the same way prefills only what follows.
+
+`PrefixCache` is the index both decoders share: entries keyed by their token ids, looked up by the
+longest common prefix, dropped least recently used first to stay under a byte budget. What an entry
+holds (the transformers decoder: per-layer key and value tensors; llama.cpp: a sequence's saved
+state) is the decoder's business; the cache only counts its bytes.
+"""
+
+import threading
+from collections import OrderedDict
+
+MIN_TOKENS = 16  # a shorter shared start (a BOS, a template's first tag) is not worth a separate prefill
+
+
+class Entry:
+    __slots__ = ("ids", "value", "nbytes")
+
+    def __init__(self, ids, value, nbytes):
+        self.ids, self.value, self.nbytes = ids, value, nbytes
+
+
+class PrefixCache:
+    """Computed prefixes of one model, at most `budget_bytes` in all. `match(ids)` finds the entry
+    sharing the longest start with `ids` (never all of it: the last prompt token is always computed,
+    for its logits); `add(ids, value, nbytes)` keeps a computed sequence. `hits`, `misses` and
+    `saved_tokens` count lookups since load."""
+
+    def __init__(self, budget_bytes, *, min_tokens=MIN_TOKENS):
+        self.budget_bytes = budget_bytes
+        self.min_tokens = min_tokens
+        self.entries = OrderedDict()  # tuple(ids) -> Entry, least recently used first
+        self.used_bytes = 0
+        self.hits = self.misses = self.saved_tokens = 0
+        self._lock = threading.Lock()  # the scheduler's thread writes, the heartbeat reads
+
+    def match(self, ids):
+        """(entry, tokens it covers) for the longest shared start of at least `min_tokens`, or (None, 0)."""
+        best, best_length = None, 0
+        limit = len(ids) - 1
+        with self._lock:
+            for key, entry in self.entries.items():
+                length = _common(key, ids, limit)
+                if length > best_length:
+                    best, best_length = entry, length
+            if best is None or best_length < self.min_tokens:
+                self.misses += 1
+                return None, 0
+            self.entries.move_to_end(tuple(best.ids))
+            self.hits += 1
+            self.saved_tokens += best_length
+        return best, best_length
+
+    def covers(self, ids):
+        """Whether an entry already holds all of `ids` (so adding them would store nothing new)."""
+        with self._lock:
+            return any(len(key) >= len(ids) and key[: len(ids)] == tuple(ids) for key in self.entries)
+
+    def add(self, ids, value, nbytes):
+        """Keep `value` (the KV of `ids`, `nbytes` large). Entries it extends are dropped; least recently
+        used ones go until it fits; one larger than the whole budget is not kept. Returns whether it was."""
+        key = tuple(ids)
+        if len(key) < self.min_tokens or nbytes > self.budget_bytes:
+            return False
+        with self._lock:
+            for old in [old for old in self.entries if len(old) <= len(key) and key[: len(old)] == old]:
+                self.used_bytes -= self.entries.pop(old).nbytes
+            while self.entries and self.used_bytes + nbytes > self.budget_bytes:
+                _, evicted = self.entries.popitem(last=False)
+                self.used_bytes -= evicted.nbytes
+            self.entries[key] = Entry(list(ids), value, nbytes)
+            self.used_bytes += nbytes
+        return True
+
+    def clear(self):
+        with self._lock:
+            self.entries.clear()
+            self.used_bytes = 0
+
+    def describe(self):
+        with self._lock:
+            return {"entries": len(self.entries), "bytes": self.used_bytes, "budget_bytes": self.budget_bytes,
+                    "hits": self.hits, "misses": self.misses, "saved_tokens": self.saved_tokens}
+
+
+def _common(key, ids, limit):
+    """How many leading tokens `key` and `ids` share, at most `limit`."""
+    length = min(len(key), limit)
+    if length <= 0 or key[0] != ids[0]:
+        return 0
+    if tuple(ids[:length]) == key[:length]:
+        return length
+    low, high = 0, length  # the shared length is in [low, high): bisect on equal slices (C speed each)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if tuple(ids[:middle]) == key[:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
