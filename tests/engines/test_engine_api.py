@@ -104,7 +104,7 @@ def test_viewer_reads_but_cannot_write(operator, viewer):
 
 @pytest.mark.parametrize("kind, config", [
     ("llm", {"max_batch_size": 8, "batch_wait_ms": 10, "max_queue": 256, "precision": "fp32", "max_new_tokens": 512,
-             "quantization": "none", "scheduler": "continuous"}),
+             "quantization": "none", "scheduler": "continuous", "prefix_cache_mb": 256, "runtime": "transformers"}),
     ("diffusion", {"max_batch_size": 4, "batch_wait_ms": 10, "max_queue": 256, "precision": "fp32", "max_steps": 50,
                    "max_size": 1024, "attention_slicing": False, "vae_slicing": False, "cpu_offload": "none",
                    "safety_checker": True}),

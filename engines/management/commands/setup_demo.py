@@ -11,7 +11,7 @@ from accounts.models import User
 from engines import services as engine_services
 from engines.demo import demo_engines
 from engines.models import Engine
-from engines.serializers import validate_config
+from engines.serializers import llm_config, validate_config
 
 
 class Command(BaseCommand):
@@ -45,6 +45,9 @@ class Command(BaseCommand):
             if Engine.objects.filter(name=name).exists():
                 self.stdout.write(f"Engine '{name}' is registered.")
                 continue
-            fields = {**fields, "config": validate_config(fields["kind"], fields["config"])}
+            config = validate_config(fields["kind"], fields["config"])
+            if fields["kind"] == "llm":
+                config = llm_config(fields["model"], config)
+            fields = {**fields, "config": config}
             engine_services.engine_create(actor=actor, name=name, **fields)
             self.stdout.write(self.style.SUCCESS(f"Registered demo engine '{name}' ({fields['kind']})."))

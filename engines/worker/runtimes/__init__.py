@@ -25,7 +25,7 @@ import gc
 import math
 from pathlib import Path
 
-from engines.contract import RuntimeLoadError
+from engines.contract import RuntimeLoadError, llm_runtime
 
 
 def parameter_count(folder):
@@ -64,7 +64,9 @@ def release_memory(device):
 
 def runtime_for(spec, device):
     """The runtime instance for `spec` on `device` (imports the kind's module lazily: torch is slow)."""
-    if spec.kind == "llm":
+    if spec.kind == "llm" and llm_runtime(spec.model, spec.config) == "llama.cpp":
+        from engines.worker.runtimes.llamacpp import LlamaCppRuntime as runtime_class
+    elif spec.kind == "llm":
         from engines.worker.runtimes.llm import LlmRuntime as runtime_class
     elif spec.kind == "embedding":
         from engines.worker.runtimes.embedding import EmbeddingRuntime as runtime_class

@@ -1,0 +1,451 @@
+"""LLM runtime on llama.cpp: a GGUF model decoded with continuous batching, under the same scheduler,
+rows, samplers, grammars and prefix cache as the transformers runtime.
+
+Through llama-cpp-python's C bindings rather than its `Llama` class: `Llama` keeps one sequence per
+context, and continuous batching needs one context holding up to `max_batch_size` sequences
+(`n_seq_max`), each row decoding in its own. llama.cpp computes the logits; the token is picked by
+the row's `RowSampler` (torch, on the CPU), so temperature, top_p, seed, logit_bias, penalties,
+logprobs and JSON-schema constraints behave exactly as on the transformers runtime.
+
+The KV cache is unified (one pool of cells for every sequence) and sized `max_batch_size ×
+context_length` cells, so every row can always grow to its own `context_length`. The prefix cache
+keeps finished rows' sequence state in host memory (`llama_state_seq_get_data`) and restores the
+shared start into a new row's sequence, trimmed to what matches.
+"""
+
+import ctypes
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import llama_cpp
+import numpy
+import torch
+from jinja2 import TemplateError
+
+from blaze_site.errors import InvalidInput
+from engines.contract import PREFIX_CACHE_MB, RuntimeLoadError
+from engines.worker.runtimes.chat import template_messages
+from engines.worker.runtimes.decoding import Row, choose
+from engines.worker.runtimes.prefix import PrefixCache
+
+CONTEXT_LENGTH = 2048  # tokens per row (prompt and completion) unless the engine says otherwise
+KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV type is f16
+_backend = threading.Lock()
+_backend_ready = False
+
+
+@llama_cpp.llama_log_callback
+def _quiet(level, text, user_data):
+    """llama.cpp logs every load to stderr; the worker's own log says what matters."""
+
+
+def _init_backend():
+    global _backend_ready
+    with _backend:
+        if not _backend_ready:
+            llama_cpp.llama_log_set(_quiet, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+def _meta(model, key):
+    """A GGUF metadata value as text, or None."""
+    buffer = ctypes.create_string_buffer(256)
+    size = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
+    return buffer.value.decode() if size >= 0 else None
+
+
+class GgufVocab:
+    """A GGUF model's vocabulary with the few tokenizer methods the shared decoding code calls
+    (`decode`, `convert_ids_to_tokens`), and `encode`. Text is llama.cpp's own tokenization."""
+
+    def __init__(self, model):
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.size = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.eos_ids = {token for token in range(self.size) if llama_cpp.llama_vocab_is_eog(self.vocab, token)}
+        self.bos_token_id = llama_cpp.llama_vocab_bos(self.vocab)
+        self.eos_token_id = llama_cpp.llama_vocab_eos(self.vocab)
+
+    def encode(self, text, *, add_special):
+        data = text.encode()
+        room = len(data) + 16
+        tokens = (llama_cpp.llama_token * room)()
+        count = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, room, add_special, True)
+        if count < 0:  # more tokens than bytes (cannot happen with byte-level vocabularies): retry the size asked
+            room = -count
+            tokens = (llama_cpp.llama_token * room)()
+            count = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, room, add_special, True)
+        return list(tokens[:count])
+
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
+        if not ids:
+            return ""
+        array = (llama_cpp.llama_token * len(ids))(*ids)
+        room = len(ids) * 16 + 16
+        while True:
+            buffer = ctypes.create_string_buffer(room)
+            count = llama_cpp.llama_detokenize(self.vocab, array, len(ids), buffer, room, False,
+                                               not skip_special_tokens)
+            if count >= 0:
+                return buffer.raw[:count].decode(errors="replace")
+            room = -count + 1
+
+    def convert_ids_to_tokens(self, token):
+        return llama_cpp.llama_vocab_get_text(self.vocab, token).decode(errors="replace")
+
+    def piece(self, token):
+        """A token's text as the chat template should see it (its special tokens, such as BOS)."""
+        return self.decode([token], skip_special_tokens=False) if token >= 0 else ""
+
+
+class LlamaCppRuntime:
+    """One GGUF model in one llama.cpp context. Config keys are those of `LlmConfig` that apply
+    (max_new_tokens, max_batch_size, context_length, gpu_layers, threads, prefix_cache_mb)."""
+
+    def __init__(self, spec, device):
+        self.spec = spec
+        self.device = device
+        config = spec.config
+        self.max_new_tokens = config.get("max_new_tokens", 512)
+        self.rows = config.get("max_batch_size", 16)
+        self.context_length = config.get("context_length") or CONTEXT_LENGTH
+        self.gpu_layers = config.get("gpu_layers")  # None: every layer on a CUDA worker, none on a CPU one
+        self.threads = config.get("threads") or os.cpu_count() or 1
+        self.prefix_bytes = int(config.get("prefix_cache_mb", PREFIX_CACHE_MB) * 2**20)
+        self.model = self.context = self.tokenizer = None
+        self.chat_template = None
+        self._ll_tokenizer = None
+        self._ll_lock = threading.Lock()
+
+    # -- the model cache's side ------------------------------------------------------------------
+
+    def _path(self):
+        path = Path(self.spec.model).expanduser()
+        if path.suffix != ".gguf" or not path.is_file():
+            raise RuntimeLoadError(f"No GGUF file at {self.spec.model}: the llama.cpp runtime loads a .gguf file.")
+        return path
+
+    def estimate_bytes(self):
+        """The file's size (the weights as stored) plus the KV cache and prefix cache this engine asks for."""
+        path = self._path()
+        _init_backend()
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True  # hyperparameters and vocabulary only: milliseconds
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise RuntimeLoadError(f"llama.cpp cannot read {path}: not a GGUF model it knows.")
+        try:
+            arch = _meta(model, "general.architecture")
+            dims = [_meta(model, f"{arch}.{key}") for key in
+                    ("block_count", "attention.head_count", "attention.head_count_kv", "embedding_length")]
+        finally:
+            llama_cpp.llama_model_free(model)
+        try:
+            kv = self._kv_bytes(*(int(value) for value in dims))
+        except (TypeError, ValueError):  # per-layer head counts (an array): count the file alone
+            kv = 0
+        return path.stat().st_size + kv + self.prefix_bytes
+
+    def load(self):
+        path = self._path()
+        _init_backend()
+        on_cuda = self.device.startswith("cuda")
+        if self.gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise RuntimeLoadError(
+                f"gpu_layers is {self.gpu_layers}, but this worker's llama-cpp-python was built without GPU "
+                "support. Reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or set gpu_layers to 0.")
+        params = llama_cpp.llama_model_default_params()
+        layers = self.gpu_layers if self.gpu_layers is not None else (-1 if on_cuda else 0)
+        params.n_gpu_layers = 999 if layers < 0 else layers
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise RuntimeLoadError(f"llama.cpp could not load the model at {path}.")
+        trained = llama_cpp.llama_model_n_ctx_train(model)
+        if trained and self.context_length > trained:
+            llama_cpp.llama_model_free(model)
+            raise RuntimeLoadError(
+                f"context_length {self.context_length} exceeds the {trained} tokens this model was trained on.")
+        context_params = llama_cpp.llama_context_default_params()
+        context_params.n_ctx = self.rows * self.context_length
+        context_params.n_batch = max(512, self.rows)
+        context_params.n_ubatch = max(512, self.rows)
+        context_params.n_seq_max = self.rows
+        context_params.kv_unified = True  # one pool of cells: rows of any length share it
+        context_params.n_threads = context_params.n_threads_batch = self.threads
+        context_params.no_perf = True
+        context = llama_cpp.llama_init_from_model(model, context_params)
+        if not context:
+            llama_cpp.llama_model_free(model)
+            raise RuntimeLoadError(f"llama.cpp could not make a context of {context_params.n_ctx} tokens for "
+                                   f"{path}: lower max_batch_size or context_length.")
+        template = llama_cpp.llama_model_chat_template(model, None)
+        self.model, self.context = model, context
+        self.tokenizer = GgufVocab(model)
+        self.chat_template = template.decode() if template else None
+        self.n_batch = context_params.n_batch
+
+    def unload(self):
+        if self.context:
+            llama_cpp.llama_free(self.context)
+        if self.model:
+            llama_cpp.llama_model_free(self.model)
+        self.model = self.context = self.tokenizer = self._ll_tokenizer = None
+
+    def loaded_bytes(self):
+        """Measured after load: the weights' tensors as llama.cpp holds them, the KV cells it allocated,
+        and the prefix cache's budget."""
+        if not self.model:
+            return 0
+        model = self.model
+        kv = self._kv_bytes(llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head(model),
+                            llama_cpp.llama_model_n_head_kv(model), llama_cpp.llama_model_n_embd(model))
+        return llama_cpp.llama_model_size(model) + kv + self.prefix_bytes
+
+    def _kv_bytes(self, layers, heads, kv_heads, width):
+        per_layer = width // max(heads, 1) * kv_heads  # values per token per layer, for K and again for V
+        return self.rows * self.context_length * layers * per_layer * 2 * KV_BYTES_PER_VALUE
+
+    def batch_key(self, request):
+        return None
+
+    def health(self):
+        return {"device": self.device, "runtime": "llama.cpp",
+                "parameters": llama_cpp.llama_model_n_params(self.model) if self.model else None,
+                "gpu_offload": bool(self.model) and self.device.startswith("cuda")
+                and llama_cpp.llama_supports_gpu_offload()}
+
+    def decoder(self):
+        return LlamaDecoder(self)
+
+    def prefix_cache_stats(self):
+        decoder = getattr(self, "_decoder", None)
+        return decoder.prefix_cache.describe() if decoder is not None and decoder.prefix_cache else None
+
+    # -- what the rows ask of it -----------------------------------------------------------------
+
+    sampling_device = "cpu"  # llama.cpp hands its logits over in host memory
+
+    @property
+    def vocab_size(self):
+        return self.tokenizer.size
+
+    def eos_ids(self):
+        return self.tokenizer.eos_ids
+
+    def token_limit(self, request, prompt_tokens):
+        limit = min(request.get("max_tokens") or self.max_new_tokens, self.max_new_tokens)
+        return min(limit, self.context_length - prompt_tokens)
+
+    def constraint(self, request):
+        grammar = request.get("grammar")
+        if not grammar:
+            return None
+        import llguidance.llamacpp
+
+        from engines.worker.runtimes.grammar import Constraint
+
+        with self._ll_lock:  # about a second to build: once per loaded model
+            if self._ll_tokenizer is None:
+                with warnings.catch_warnings():  # it calls llama_token_get_attr, deprecated, once per token
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._ll_tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(self.tokenizer.vocab)
+        return Constraint(self._ll_tokenizer, grammar, vocab_size=self.vocab_size)
+
+    def prompt_ids(self, request):
+        """The request's prompt as token ids, the chat rendered by the GGUF's own template; InvalidInput
+        when this model cannot take it."""
+        messages = request.get("messages")
+        if messages and self.chat_template:
+            text = self._render(messages, request.get("tools"))
+            ids = self.tokenizer.encode(text, add_special=False)  # the template writes its own BOS
+        else:
+            if messages:
+                messages, _ = template_messages(messages, request.get("tools"), native=False)
+                text = "\n".join(f"{message['role']}: {message['content']}" for message in messages) + "\nassistant:"
+            else:
+                text = request.get("prompt") or ""
+            ids = self.tokenizer.encode(text, add_special=True) if text else []
+        if not ids:
+            raise InvalidInput("The prompt is empty.", field="prompt")
+        if len(ids) >= self.context_length:
+            raise InvalidInput(
+                f"The prompt is {len(ids)} tokens; this engine reads at most {self.context_length} tokens a request, "
+                "prompt and completion together (its context_length).",
+                field="messages" if messages else "prompt")
+        return ids
+
+    def _render(self, messages, tools):
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        native = "tools" in self.chat_template
+        messages, tools = template_messages(messages, tools, native)
+        vocab = self.tokenizer
+        try:
+            rendered, _ = render_jinja_template(
+                conversations=[messages], tools=tools, chat_template=self.chat_template, add_generation_prompt=True,
+                bos_token=vocab.piece(vocab.bos_token_id), eos_token=vocab.piece(vocab.eos_token_id))
+        except TemplateError as exc:
+            raise InvalidInput(f"This model's chat template refuses these messages: {exc}", field="messages") from exc
+        return rendered[0]
+
+
+class LlamaDecoder:
+    """The running rows of one llama.cpp context, as `engines.worker.scheduler` drives them (the same
+    interface as `decoding.Decoder`): each row decodes in its own sequence; `join` prefills each new row's
+    prompt (what the prefix cache does not supply) in its own decode calls, `step`
+    decodes one token for every row in one batch, `keep` frees the cells of the rows that left."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.context = runtime.context
+        self.memory = llama_cpp.llama_get_memory(runtime.context)
+        self.width = max(runtime.n_batch, runtime.rows)
+        self.batch = llama_cpp.llama_batch_init(self.width, 0, 1)
+        self.prefix_cache = PrefixCache(runtime.prefix_bytes) if runtime.prefix_bytes else None
+        runtime._decoder = self
+        self._start()
+
+    def _start(self):
+        self.rows = []  # Row of each running request, in the scheduler's order
+        self.seqs = []  # each row's sequence id
+        self.ids = []  # each row's tokens in the KV cache (prompt, then those fed back)
+        self.last = []  # each row's newest token, fed at the next step
+        self.free = list(range(self.runtime.rows - 1, -1, -1))
+
+    def __del__(self):
+        batch, self.batch = getattr(self, "batch", None), None
+        if batch is not None:
+            llama_cpp.llama_batch_free(batch)
+
+    @property
+    def size(self):
+        return len(self.rows)
+
+    def reset(self):
+        """After a failure: every sequence is dropped (the prefix cache's saved states stay valid)."""
+        llama_cpp.llama_memory_clear(self.memory, True)
+        self._start()
+
+    def join(self, items):
+        refused, new = [], []
+        for item in items:
+            try:
+                ids = self.runtime.prompt_ids(item.request)
+                row = Row(self.runtime, item, len(ids))
+            except InvalidInput as exc:
+                refused.append((item, {"error": str(exc), "param": exc.field}))
+                continue
+            seq = self.free.pop()
+            cached = row.cached_tokens = self._restore(ids, seq)
+            new.append((row, seq, ids, cached))
+        if not new:
+            return refused, {}
+        logits = self._prefill([(seq, ids, cached) for _, seq, ids, cached in new])
+        tokens = choose(logits, [row.sampler for row, *_ in new])
+        first = len(self.rows)
+        for (row, seq, ids, _), token in zip(new, tokens.tolist(), strict=True):
+            self.rows.append(row)
+            self.seqs.append(seq)
+            self.ids.append(list(ids))
+            self.last.append(token)
+        return refused, self._added(tokens.tolist(), first)
+
+    def step(self):
+        batch = self.batch
+        for index, (token, seq, ids) in enumerate(zip(self.last, self.seqs, self.ids, strict=True)):
+            batch.token[index] = token
+            batch.pos[index] = len(ids)
+            batch.n_seq_id[index] = 1
+            batch.seq_id[index][0] = seq
+            batch.logits[index] = 1
+        batch.n_tokens = len(self.rows)
+        self._decode()
+        for ids, token in zip(self.ids, self.last, strict=True):
+            ids.append(token)
+        logits = torch.from_numpy(self._logits(len(self.rows)))
+        tokens = choose(logits, [row.sampler for row in self.rows]).tolist()
+        self.last = tokens
+        return self._added(tokens, 0)
+
+    def keep(self, rows):
+        kept = set(rows)
+        for index, seq in enumerate(self.seqs):
+            if index not in kept:
+                self._save(self.ids[index], seq)
+                llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+                self.free.append(seq)
+        self.rows = [self.rows[row] for row in rows]
+        self.seqs = [self.seqs[row] for row in rows]
+        self.ids = [self.ids[row] for row in rows]
+        self.last = [self.last[row] for row in rows]
+
+    def _added(self, tokens, first):
+        finished = {}
+        for offset, token in enumerate(tokens):
+            row = self.rows[first + offset]
+            if row.text.add(token):
+                finished[first + offset] = row.result()
+        return finished
+
+    def _prefill(self, prompts):
+        """Decode each (sequence, prompt ids, tokens already cached) from its first uncached token;
+        returns each prompt's next-token logits, in order.
+
+        One sequence per llama_decode call (in chunks of up to n_batch tokens): prompts of several
+        sequences decoded in one batch came out with logits a few hundredths apart from the same prompt
+        decoded alone (enough to flip a greedy choice), while decode steps over many sequences matched
+        single-sequence decoding token for token. So a row's answer does not depend on who joined with it."""
+        logits = numpy.empty((len(prompts), self.runtime.vocab_size), dtype=numpy.float32)
+        batch = self.batch
+        for row, (seq, ids, cached) in enumerate(prompts):
+            for start in range(cached, len(ids), self.width):
+                chunk = ids[start:start + self.width]
+                for index, token in enumerate(chunk):
+                    batch.token[index] = token
+                    batch.pos[index] = start + index
+                    batch.n_seq_id[index] = 1
+                    batch.seq_id[index][0] = seq
+                    batch.logits[index] = 0
+                batch.logits[len(chunk) - 1] = start + len(chunk) == len(ids)
+                batch.n_tokens = len(chunk)
+                self._decode()
+            logits[row] = self._logits(1)[0]
+        return torch.from_numpy(logits)
+
+    def _decode(self):
+        status = llama_cpp.llama_decode(self.context, self.batch)
+        if status:
+            raise RuntimeError(f"llama.cpp could not decode this batch (llama_decode returned {status}).")
+
+    def _logits(self, rows):
+        """The last decode's logits, one row per token that asked for them (a view: read it before the next decode)."""
+        pointer = llama_cpp.llama_get_logits(self.context)
+        return numpy.ctypeslib.as_array(pointer, shape=(rows, self.runtime.vocab_size))
+
+    # -- the prefix cache --------------------------------------------------------------------------
+
+    def _restore(self, ids, seq):
+        """Put the longest cached start of `ids` into sequence `seq`; returns how many tokens it covers."""
+        if self.prefix_cache is None:
+            return 0
+        entry, length = self.prefix_cache.match(ids)
+        if entry is None:
+            return 0
+        state = entry.value
+        if not llama_cpp.llama_state_seq_set_data(self.context, state, len(state), seq):
+            llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
+            return 0
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, length, -1)  # keep only the shared start
+        return length
+
+    def _save(self, ids, seq):
+        """Keep a leaving row's computed tokens (its sequence's state, copied to host memory)."""
+        if self.prefix_cache is None or len(ids) < self.prefix_cache.min_tokens or self.prefix_cache.covers(ids):
+            return
+        size = llama_cpp.llama_state_seq_get_size(self.context, seq)
+        state = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.context, state, size, seq)
+        if written:
+            self.prefix_cache.add(ids, state, written)
