@@ -10,6 +10,11 @@ serves every row whatever its length.
 `RowText` follows one row's text (stop strings, EOS, its token limit, deltas that add up to the
 final text); `RowSampler` picks each row's token with its own temperature, top_p and seeded generator,
 so a seeded row gives the same text whatever shares its batch.
+
+Prefix caching (`prefix.PrefixCache`, bounded by the engine's `prefix_cache_mb`): a row that leaves the
+batch leaves its computed keys and values behind, and a new prompt that starts the same way is prefilled
+from them, computing only what follows. Reused KV is what the same tokens at the same positions would
+compute again (attention is causal), so greedy text does not change.
 """
 
 import re
@@ -20,6 +25,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from blaze_site.errors import InvalidInput
+from engines.worker.runtimes.prefix import PrefixCache, prefix_cache_bytes
 
 
 class Decoder:
@@ -27,15 +33,23 @@ class Decoder:
     new requests (items with `.request` and `.emit(event)`) and picks their first token; `step()`
     decodes one token for every row; both return the rows that finished, {row: result}, which the
     caller then drops with `keep`. A request the model cannot take is refused by `join` with
-    {"error", "param"} and takes no row."""
+    {"error", "param"} and takes no row.
+
+    `prefix_cache` (a PrefixCache, or None when the engine's `prefix_cache_mb` is 0) holds the KV of
+    rows that left; `keep` adds to it and `join` prefills from it."""
 
     def __init__(self, runtime):
         self.runtime = runtime
+        budget = prefix_cache_bytes(runtime.spec.config)
+        self.prefix_cache = PrefixCache(budget) if budget else None
         self.reset()
 
     def reset(self):
+        """Drop every row (after a failed step). The prefix cache stays: its entries are copies taken
+        as rows left, which no later step writes to."""
         self.batch = RunningBatch(self.runtime.model)
         self.rows = []
+        self.prompts = []  # each row's prompt ids
         self.last = None  # each row's newest token, fed to the next step
 
     @property
@@ -43,7 +57,7 @@ class Decoder:
         return len(self.rows)
 
     def join(self, items):
-        refused, prompts, new = [], [], []
+        refused, prompts, prefixes, new = [], [], [], []
         for item in items:
             try:
                 ids = self.runtime.prompt_ids(item.request)
@@ -51,14 +65,17 @@ class Decoder:
             except InvalidInput as exc:
                 refused.append((item, {"error": str(exc), "param": exc.field}))
                 continue
+            entry, row.cached_tokens = self.prefix_cache.match(ids) if self.prefix_cache is not None else (None, 0)
             prompts.append(ids)
+            prefixes.append((entry.value, row.cached_tokens) if entry is not None else None)
             new.append(row)
         if not new:
             return refused, {}
-        logits = self.batch.join(prompts)
+        logits = self.batch.join(prompts, prefixes)
         tokens = choose(logits, [row.sampler for row in new])
         first = len(self.rows)
         self.rows.extend(new)
+        self.prompts.extend(prompts)
         self.last = tokens if self.last is None else torch.cat([self.last, tokens])
         return refused, self._added(tokens, first)
 
@@ -68,9 +85,32 @@ class Decoder:
         return self._added(tokens, 0)
 
     def keep(self, rows):
+        if self.prefix_cache is not None:
+            kept = set(rows)
+            for row in range(self.size):
+                if row not in kept:
+                    self._save(row)
         self.batch.keep(rows)
         self.rows = [self.rows[row] for row in rows]
+        self.prompts = [self.prompts[row] for row in rows]
         self.last = self.last[torch.tensor(rows, dtype=torch.long, device=self.last.device)] if rows else None
+
+    def _save(self, row):
+        """Keep a leaving row's KV in the prefix cache: its prompt and the tokens fed back since (its
+        last chosen token never was), unless an entry holds them all already."""
+        length = self.batch.length(row)
+        ids = (self.prompts[row] + self.rows[row].text.ids)[:length]
+        if len(ids) < self.prefix_cache.min_tokens or self.prefix_cache.covers(ids):
+            return
+        kv = self.batch.row_kv(row)
+        nbytes = sum(keys.nbytes + values.nbytes for keys, values in kv)
+        if nbytes > self.prefix_cache.budget_bytes:  # `add` would refuse it: spare the copy
+            return
+        try:
+            kv = [(keys.clone(), values.clone()) for keys, values in kv]  # the batch's own tensors go with the row
+        except torch.OutOfMemoryError:  # the cache is an optimisation: the rows' results must still go out
+            return
+        self.prefix_cache.add(ids, kv, nbytes)
 
     def _added(self, tokens, first):
         finished = {}
@@ -142,9 +182,10 @@ def row_result(tokenizer, text, sampler, prompt_tokens, cached_tokens=0):
 class RunningBatch:
     """The rows decoding together on one model: their KV cache, attention mask and positions.
 
-    `join(prompts)` prefills new rows (appended at the end) and returns their next-token logits;
-    `step(tokens)` feeds every row its last token and returns the next logits; `keep(rows)` drops the
-    others. Rows are positions in this batch, in the order they joined and survived."""
+    `join(prompts, prefixes)` prefills new rows (appended at the end) and returns their next-token
+    logits; `step(tokens)` feeds every row its last token and returns the next logits; `keep(rows)`
+    drops the others. Rows are positions in this batch, in the order they joined and survived; each
+    row's tokens are its last `length(row)` columns."""
 
     def __init__(self, model):
         self.model = model
@@ -156,21 +197,59 @@ class RunningBatch:
     def size(self):
         return 0 if self.mask is None else self.mask.shape[0]
 
+    def length(self, row):
+        """How many tokens a row has in the cache."""
+        return int(self.mask[row].sum())
+
+    def row_kv(self, row):
+        """One row's keys and values, per layer: [(keys, values)], each [1, heads, length, dim] (views into
+        the batch's tensors: clone them to keep them)."""
+        length = self.length(row)
+        return [(layer.keys[row:row + 1, :, -length:], layer.values[row:row + 1, :, -length:])
+                for layer in self.cache.layers]
+
     @torch.inference_mode()
-    def join(self, prompts):
-        width = max(len(ids) for ids in prompts)
-        ids = torch.zeros((len(prompts), width), dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt):] = torch.tensor(prompt)
-            mask[row, width - len(prompt):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = DynamicCache(config=self.model.config)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1]
+    def join(self, prompts, prefixes=None):
+        """`prefixes`, one per prompt: None, or (kv, length) where kv (as `row_kv` gives) holds at least
+        the prompt's first `length` tokens, already computed; that prompt is prefilled from there."""
+        prefixes = prefixes or [None] * len(prompts)
+        # Cached and uncached prompts go in separate forwards: together, an uncached row would be padded
+        # by the longest cached prefix and a cached row by the longest uncached prompt.
+        groups = [[row for row, prefix in enumerate(prefixes) if prefix is None],
+                  [row for row, prefix in enumerate(prefixes) if prefix is not None]]
+        parts = [self._prefill([prompts[row] for row in group], [prefixes[row] for row in group])
+                 for group in groups if group]
+        cache, mask = _stacked([(cache, mask) for cache, mask, _ in parts])
+        logits = torch.cat([logits for _, _, logits in parts])
+        order = [row for group in groups for row in group]
+        if order != sorted(order):
+            index = torch.tensor(order, device=self.device).argsort()  # back to the prompts' order
+            cache.batch_select_indices(index)
+            mask, logits = mask[index], logits[index]
         self._merge(cache, mask)
         return logits
+
+    def _prefill(self, prompts, prefixes):
+        """One forward over `prompts`, each from its cached prefix if it has one: (cache, mask, logits),
+        with every row's tokens together at the right end."""
+        cached = [prefix[1] if prefix else 0 for prefix in prefixes]
+        seeded = max(cached)  # columns that come from the prefix cache, before those computed here
+        width = max(len(ids) - done for ids, done in zip(prompts, cached))
+        ids = torch.zeros((len(prompts), width), dtype=torch.long)
+        mask = torch.zeros((len(prompts), seeded + width), dtype=torch.long)
+        for row, (prompt, done) in enumerate(zip(prompts, cached)):
+            rest = prompt[done:]
+            ids[row, width - len(rest):] = torch.tensor(rest)
+            mask[row, seeded - done:seeded] = 1
+            mask[row, seeded + width - len(rest):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        cache = DynamicCache(_seed(prefixes, seeded) if seeded else None, config=self.model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, seeded:]
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        if seeded and any(len(prompt) - done < width for prompt, done in zip(prompts, cached)):
+            cache, mask = _packed(cache, mask)  # a rest shorter than the longest left a gap before it
+        return cache, mask, logits
 
     @torch.inference_mode()
     def step(self, tokens):
@@ -196,12 +275,41 @@ class RunningBatch:
     def _merge(self, cache, mask):
         if self.cache is None:
             self.cache, self.mask = cache, mask
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-        for old, new in zip(self.cache.layers, cache.layers, strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, width), _left_pad(new.keys, width)])
-            old.values = torch.cat([_left_pad(old.values, width), _left_pad(new.values, width)])
-        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
+        else:
+            self.cache, self.mask = _stacked([(self.cache, self.mask), (cache, mask)])
+
+
+def _stacked(parts):
+    """One (cache, mask) holding the rows of every (cache, mask) in `parts`, in order, left-padded to the
+    widest. The first part's cache is reused."""
+    if len(parts) == 1:
+        return parts[0]
+    cache, _ = parts[0]
+    width = max(mask.shape[1] for _, mask in parts)
+    for index, layer in enumerate(cache.layers):
+        layer.keys = torch.cat([_left_pad(part.layers[index].keys, width) for part, _ in parts])
+        layer.values = torch.cat([_left_pad(part.layers[index].values, width) for part, _ in parts])
+    return cache, torch.cat([_left_pad(mask, width, dim=1) for _, mask in parts])
+
+
+def _seed(prefixes, width):
+    """Per layer, the (keys, values) of every (kv, length) prefix's first `length` tokens, left-padded to `width`."""
+    return [tuple(torch.cat([_left_pad(kv[layer][part][:, :, :length], width) for kv, length in prefixes])
+                  for part in (0, 1))
+            for layer in range(len(prefixes[0][0]))]
+
+
+def _packed(cache, mask):
+    """`cache` and `mask` with each row's tokens moved together to the right end, in their order, and
+    the columns no row uses any more dropped."""
+    order = mask.sort(dim=1, stable=True).indices  # per row: its padding columns, then its tokens
+    mask = mask.gather(1, order)
+    unused = int((mask.sum(0) == 0).sum())
+    for layer in cache.layers:
+        index = order[:, None, :, None].expand_as(layer.keys)
+        layer.keys = layer.keys.gather(2, index)[:, :, unused:]
+        layer.values = layer.values.gather(2, index)[:, :, unused:]
+    return cache, mask[:, unused:]
 
 
 def _left_pad(tensor, width, dim=2):

@@ -10,7 +10,14 @@ state) is the decoder's business; the cache only counts its bytes.
 import threading
 from collections import OrderedDict
 
+from engines.contract import PREFIX_CACHE_MB
+
 MIN_TOKENS = 16  # a shorter shared start (a BOS, a template's first tag) is not worth a separate prefill
+
+
+def prefix_cache_bytes(config):
+    """The prefix cache an LLM engine's config asks for (`prefix_cache_mb`), in bytes; 0: none."""
+    return int(config.get("prefix_cache_mb", PREFIX_CACHE_MB) * 2**20)
 
 
 class Entry:
