@@ -1,6 +1,7 @@
 """The last /v1 requests, each with its story, for the Requests page: the route and the target chosen,
 the targets skipped and why, each attempt (and so each failover), the time queued for a worker, the
-time to first token, tokens, status, request id and trace id. The answer to "latency went up: why?".
+time to first token, tokens (generated, and of the prompt: how many its engine's prefix cache supplied),
+status, request id and trace id. The answer to "latency went up: why?".
 
 Kept in Redis, bounded (BLAZE_REQUEST_LOG_SIZE), never in the database. Prompts and answers are kept
 only for routes whose operator turned `keep_prompts` on; keys and other secrets never.
@@ -29,8 +30,8 @@ _pending = {}  # event loop -> entries waiting for the next flush
 def begin(*, request_id, endpoint, client=""):
     """Start the request's entry; the serving path's notes go into it from here on."""
     entry = {"id": request_id, "t": time.time(), "endpoint": endpoint, "client": client, "model": None,
-             "route": None, "attempts": [], "skipped": {}, "status": None, "tokens": None,
-             "queue_seconds": None, "ttft_seconds": None, "trace_id": tracing.trace_id()}
+             "route": None, "attempts": [], "skipped": {}, "status": None, "tokens": None, "prompt_tokens": None,
+             "cached_tokens": None, "queue_seconds": None, "ttft_seconds": None, "trace_id": tracing.trace_id()}
     _current.set(entry)
     return entry
 
@@ -44,6 +45,22 @@ def note(**fields):
     entry = _current.get()
     if entry is not None:
         entry.update(fields)
+
+
+def token_counts(usage):
+    """The entry's token fields from an answer's OpenAI `usage` (a local engine's, or a remote host's as
+    it sent it): `tokens` generated, `prompt_tokens`, and `cached_tokens`, those of the prompt the
+    engine's prefix cache supplied. None where the usage does not say (or says it in something other
+    than a count)."""
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+
+    def count(value):
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    return {"tokens": count(usage.get("completion_tokens")), "prompt_tokens": count(usage.get("prompt_tokens")),
+            "cached_tokens": count(details.get("cached_tokens"))}
 
 
 def note_skipped(reasons):

@@ -173,11 +173,47 @@ def request_detail(request, request_id):
                   {"entry": entry, "trace_url": tracing.trace_url(entry.get("trace_id"))})
 
 
+def _count(help_text, **kwargs):
+    return drf_serializers.IntegerField(allow_null=True, min_value=0, help_text=help_text, **kwargs)
+
+
+def _seconds(help_text, **kwargs):
+    return drf_serializers.FloatField(allow_null=True, help_text=help_text, **kwargs)
+
+
+# One entry of the request log (monitoring/request_log.py), as the API returns it; entries written
+# before a field existed lack it.
+REQUEST_LOG_ENTRY = inline_serializer("RequestLogEntry", {
+    "id": drf_serializers.CharField(help_text="The request id (its X-Request-ID)."),
+    "t": drf_serializers.FloatField(help_text="When it arrived, Unix seconds."),
+    "endpoint": drf_serializers.CharField(),
+    "client": drf_serializers.CharField(allow_blank=True, help_text="The API key's label, or the user."),
+    "model": drf_serializers.CharField(allow_null=True, help_text="The route or engine asked for."),
+    "route": drf_serializers.CharField(allow_null=True),
+    "attempts": drf_serializers.ListField(
+        child=drf_serializers.DictField(), help_text="Each target tried: target, engine, worker, outcome, error."),
+    "skipped": drf_serializers.DictField(child=drf_serializers.CharField(), help_text="Targets passed over, and why."),
+    "status": drf_serializers.IntegerField(allow_null=True),
+    "seconds": _seconds("Time to the whole answer."),
+    "queue_seconds": _seconds("Time queued for a worker."),
+    "ttft_seconds": _seconds("Time to the first token."),
+    "tokens": _count("Tokens generated (all choices)."),
+    "prompt_tokens": _count("Tokens of the prompt.", required=False),
+    "cached_tokens": _count("Prompt tokens the engine's prefix cache supplied instead of computing them "
+                            "(usage.prompt_tokens_details.cached_tokens).", required=False),
+    "trace_id": drf_serializers.CharField(allow_blank=True, allow_null=True),
+    "streamed": drf_serializers.BooleanField(required=False),
+    **{text: drf_serializers.CharField(required=False, allow_blank=True, help_text="Only if the route keeps prompts.")
+       for text in ("prompt", "answer")},
+})
+
+
 @never_cache
 @extend_schema(parameters=[*(OpenApiParameter(name, str) for name in ("route", "engine", "client")),
                            OpenApiParameter("status", {"type": "string", "pattern": STATUS_FILTER.pattern},
                                             description="2xx, 4xx, 5xx or an exact code")],
-               responses=inline_serializer("RequestLog", {"requests": drf_serializers.ListField()}))
+               responses=inline_serializer("RequestLog", {"requests": drf_serializers.ListField(
+                   child=REQUEST_LOG_ENTRY)}))
 @api_view(["GET"])
 @authentication_classes(MONITORING_AUTHENTICATION)
 @permission_classes([MonitoringAccess])

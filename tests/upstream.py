@@ -82,7 +82,8 @@ def chat_answer(body, text):
     return {
         "id": "chatcmpl-upstream", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": len(WORDS), "total_tokens": 3 + len(WORDS)},
+        "usage": {"prompt_tokens": 3, "completion_tokens": len(WORDS), "total_tokens": 3 + len(WORDS),
+                  "prompt_tokens_details": {"cached_tokens": 2}},  # as vLLM reports its prefix cache's
     }
 
 

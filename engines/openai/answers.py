@@ -1,9 +1,10 @@
 """A local engine's results in OpenAI's shapes: choices (n of them), tool calls, logprobs, and the
 deltas of a streamed answer.
 
-A worker's result is one row's {"text", "finish_reason", "prompt_tokens", "completion_tokens",
-"logprobs"?}, or {"choices": [row, …]} for n > 1. `data` is the validated request (protocol.py):
-its `tool_mode` says how tool calls are read from the text (tools.py).
+A worker's result is one row's {"text", "finish_reason", "prompt_tokens", "cached_tokens"?,
+"completion_tokens", "logprobs"?}, or {"choices": [row, …], "prompt_tokens", "cached_tokens"?, …} for
+n > 1. `data` is the validated request (protocol.py): its `tool_mode` says how tool calls are read
+from the text (tools.py).
 """
 
 import json

@@ -107,7 +107,7 @@ UNSUPPORTED = {
     "reasoning_effort": "Local engines have no reasoning effort setting.",
     "verbosity": "Local engines have no verbosity setting.",
     "service_tier": "Blaze has no service tiers: send priority (0-9) instead.",
-    "prompt_cache_key": "Local engines keep no prompt cache.",
+    "prompt_cache_key": "A local engine's prefix cache needs no key: a prompt that starts as an earlier one reuses it.",
     "safety_identifier": "Not supported by local engines; send user to have it in the request log.",
     "metadata": "Blaze does not store completions.",
     "best_of": "Not supported: ask for n choices instead.",

@@ -199,7 +199,7 @@ def _log_relayed(body, chat):
     try:
         answer = orjson.loads(body)
         choice = answer["choices"][0]
-        request_log.note(tokens=(answer.get("usage") or {}).get("completion_tokens"))
+        request_log.note(**request_log.token_counts(answer.get("usage")))
         request_log.note_text(answer=choice["message"]["content"] if chat else choice["text"])
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
         pass  # not an OpenAI-shaped answer: relayed all the same
@@ -215,8 +215,11 @@ def _sse(data):
 
 
 def _usage(result):
+    """A local engine's result's usage, as OpenAI reports it: `prompt_tokens_details.cached_tokens` are the
+    prompt tokens the engine's prefix cache supplied (0 from a runtime that keeps none)."""
     prompt, completion = result.get("prompt_tokens", 0), result.get("completion_tokens", 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": result.get("cached_tokens") or 0}}
 
 
 def _stream(name, served, data, chat):
@@ -234,10 +237,10 @@ def _stream(name, served, data, chat):
             choice = {"index": index, "text": (delta or {}).get("text", ""), "logprobs": None, "finish_reason": finish}
         return {"id": completion_id, "object": obj, "created": created, "model": name, "choices": [choice]}
 
-    entry, tokens, status = request_log.current(), [], 200
+    entry, tokens, status, counts = request_log.current(), [], 200, {}
 
     async def events():
-        nonlocal status
+        nonlocal status, counts
         if chat:
             for index in range(data["n"]):
                 yield _sse(chunk(index, {"role": "assistant", "content": ""}))
@@ -253,8 +256,10 @@ def _stream(name, served, data, chat):
                         for at, delta in deltas:
                             yield _sse(chunk(at, delta))
                         yield _sse(chunk(index, finish=finish))
+                    usage = _usage(event["result"])
+                    counts = request_log.token_counts(usage)
                     if data["include_usage"]:
-                        yield _sse({**chunk(), "choices": [], "usage": _usage(event["result"])})
+                        yield _sse({**chunk(), "choices": [], "usage": usage})
                 elif event["type"] == contract.ERROR:
                     status = http_status(contract.error_from(event))
                     yield _sse({"error": _openai_error(contract.error_from(event))})
@@ -262,7 +267,7 @@ def _stream(name, served, data, chat):
             await served.events.aclose()
             if entry is not None:
                 request_log.note_text(answer="".join(tokens))
-                request_log.finish(entry, status=status, tokens=len(tokens), streamed=True)
+                request_log.finish(entry, status=status, streamed=True, **{**counts, "tokens": len(tokens)})
         yield "data: [DONE]\n\n"
 
     response = _event_stream(events())
@@ -301,14 +306,14 @@ async def _generation(request, endpoint, chat):
         return _relayed(served)
     if data["stream"]:
         return _stream(plan.name, served, data, chat=chat)
-    result = served.result
-    request_log.note(tokens=result.get("completion_tokens"))
+    result, usage = served.result, _usage(served.result)
+    request_log.note(**request_log.token_counts(usage))
     request_log.note_text(answer=answers.rows(result)[0]["text"])
     return JsonResponse({
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
         "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()), "model": plan.name, "choices": answers.choices(result, data, chat),
-        "usage": _usage(result),
+        "usage": usage,
     })
 
 

@@ -76,6 +76,23 @@ def test_the_page_filters_by_status_and_a_row_opens_the_request(live_blaze, rout
     assert "broken" in story and "answered" in story and "target disabled" in story
 
 
+def test_the_tokens_a_host_reports_are_logged_and_shown_with_those_its_cache_supplied(live_blaze, route, key,
+                                                                                      client_for, client):
+    answer = ask(live_blaze, key[1])
+    usage = answer.json()["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 2}  # relayed as the host sent it
+    [entry] = logged(route="chat")
+    assert (entry["tokens"], entry["prompt_tokens"], entry["cached_tokens"]) == (
+        usage["completion_tokens"], 3, 2)
+    viewer = make_user("vi", "viewer")
+    [listed] = client_for(viewer).get("/api/requests/?route=chat").json()["requests"]
+    assert listed["cached_tokens"] == 2
+    client.force_login(viewer)
+    assert "· 2 cached" in client.get("/requests/").content.decode()
+    story = client.get(f"/requests/{entry['id']}/").content.decode()
+    assert f"{usage['completion_tokens']} generated · prompt 3, 2 of them cached" in story
+
+
 def test_the_api_refuses_a_status_it_cannot_read(client_for):
     response = client_for(make_user("vi", "viewer")).get("/api/requests/?status=bad")
     assert response.status_code == 400 and list(response.json()["fields"]) == ["status"]
