@@ -223,7 +223,8 @@ class Feed:
                 "total_bytes": worker["total_bytes"], "free_bytes": worker["free_bytes"],
                 "gpu_utilization_percent": worker.get("gpu_utilization_percent"),
                 "cache_used_bytes": worker["cache_used_bytes"], "cache_budget_bytes": worker["cache_budget_bytes"],
-                "models": [{"engine": e["engine"], "bytes": e["bytes"]} for e in worker["cache"]],
+                "models": [{"engine": e["engine"], "bytes": e["bytes"], "prefix_cache": e.get("prefix_cache")}
+                           for e in worker["cache"]],
                 "heartbeat_age_seconds": round(time.time() - worker["last_seen"], 1),
                 "evictions_per_minute": round(evicted * 60 / seconds, 2) if seconds else 0.0,
             }

@@ -76,6 +76,14 @@ MODEL_CACHE_BYTES = Gauge(
 EMBEDDING_CACHE_EVENTS = Counter(
     "blaze_embedding_cache_events_total", "Embedding result cache hits and misses.", ["engine", "event"],
 )
+PREFIX_CACHE_HITS = Counter(
+    "blaze_prefix_cache_hits_total", "LLM requests whose prompt started with a prefix the engine's prefix cache held.",
+    ["engine"],
+)
+PREFIX_CACHE_TOKENS_SAVED = Counter(
+    "blaze_prefix_cache_tokens_saved_total", "Prompt tokens an engine's prefix cache supplied, not computed.",
+    ["engine"],
+)
 
 RATE_LIMIT_REJECTIONS = Counter(
     "blaze_rate_limit_rejections_total", "Requests refused (or delayed) by a rate limit.",

@@ -37,6 +37,8 @@ class CacheEntry:
             "loaded_at": self.loaded_at, "last_used": self.last_used, "hits": self.hits,
             "batch_queue": self.batcher.pending, "running": getattr(self.batcher, "running", None),
             "scheduler": "continuous" if isinstance(self.batcher, ContinuousScheduler) else "dynamic",
+            # An LLM's {"entries", "bytes", "budget_bytes", "hits", "misses", "saved_tokens"}; None without one.
+            "prefix_cache": stats() if (stats := getattr(self.runtime, "prefix_cache_stats", None)) else None,
         }
 
 

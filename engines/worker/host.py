@@ -262,6 +262,7 @@ class EngineHost:
                 results.append(result)
             result = results[0] if len(results) == 1 else {
                 "choices": results, "prompt_tokens": results[0]["prompt_tokens"],
+                "cached_tokens": results[0].get("cached_tokens", 0),  # the rows share one prompt
                 "completion_tokens": sum(each["completion_tokens"] for each in results)}
             self._traced(rows[0], submitted, result)
             if "queue_seconds" in rows[0]:
@@ -295,8 +296,9 @@ class EngineHost:
         admitted = submitted_ns + int(request["queue_seconds"] * 1e9)
         tracing.record("blaze.queue", submitted_ns, admitted, priority=request.get("priority"))
         tracing.record("blaze.run", admitted, batch_size=request.get("batch_size"),
-                       prompt_tokens=result.get("prompt_tokens"), completion_tokens=result.get("completion_tokens"),
-                       finish_reason=result.get("finish_reason"), embedding_cache_hits=result.get("cache_hits"))
+                       prompt_tokens=result.get("prompt_tokens"), cached_tokens=result.get("cached_tokens"),
+                       completion_tokens=result.get("completion_tokens"), finish_reason=result.get("finish_reason"),
+                       embedding_cache_hits=result.get("cache_hits"))
 
     def _submit(self, entry, requests, on_events):
         """Futures for the requests, queued on the engine's batcher unless its waiting line is full
@@ -336,6 +338,10 @@ class EngineHost:
         if tokens:
             metrics.TOKENS_GENERATED.labels(spec.name).inc(tokens)
             metrics.TOKENS_PER_SECOND.labels(spec.name).set(tokens / seconds if seconds > 0 else 0)
+        cached = result.get("cached_tokens") or 0  # absent from other runtimes' results
+        if cached > 0:
+            metrics.PREFIX_CACHE_HITS.labels(spec.name).inc()
+            metrics.PREFIX_CACHE_TOKENS_SAVED.labels(spec.name).inc(cached)
         if "cache_hits" in result:
             hits = result["cache_hits"]
             metrics.EMBEDDING_CACHE_EVENTS.labels(spec.name, "hit").inc(hits)

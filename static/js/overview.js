@@ -51,13 +51,31 @@
     body.replaceChildren(...rows);
   }
 
+  function bar(used, budget) {
+    const node = el("div", {class: "bar", title: `${size(used)} of ${size(budget)}`}, el("span", {class: "bar-fill"}));
+    node.firstChild.style.width = `${Math.min(100, (100 * used) / (budget || 1)).toFixed(1)}%`;
+    return node;
+  }
+
   function cacheBar(worker) {
-    const used = worker.cache_used_bytes || 0, budget = worker.cache_budget_bytes || 1;
-    const bar = el("div", {class: "bar", title: `${size(used)} of ${size(budget)}`});
-    bar.append(el("span", {class: "bar-fill"}));
-    bar.firstChild.style.width = `${Math.min(100, (100 * used) / budget).toFixed(1)}%`;
     const models = worker.models.map((m) => `${m.engine} (${size(m.bytes)})`).join(", ");
-    return el("div", {}, bar, el("small", {class: "muted"}, models || "no model loaded"));
+    return el("div", {}, bar(worker.cache_used_bytes || 0, worker.cache_budget_bytes),
+              el("small", {class: "muted"}, models || "no model loaded"));
+  }
+
+  // Each live worker's loaded LLMs that keep a prefix cache (their heartbeat's counts since the model loaded).
+  function prefixCacheRows(workers) {
+    return workers.filter((w) => !w.lost).flatMap((w) => w.models.filter((m) => m.prefix_cache).map((m) => {
+      const p = m.prefix_cache, lookups = p.hits + p.misses;
+      return el("tr", {"data-engine": m.engine, "data-worker": w.id},
+        el("td", {}, link(`/engines/${encodeURIComponent(m.engine)}/`, m.engine)),
+        el("td", {}, w.id),
+        el("td", {}, `${p.hits} of ${lookups}`, el("small", {class: "muted"},
+           lookups ? ` (${Math.round((100 * p.hits) / lookups)}%)` : "")),
+        el("td", {}, `${p.saved_tokens}`),
+        el("td", {}, bar(p.bytes, p.budget_bytes), el("small", {class: "muted"},
+           `${size(p.bytes)} of ${size(p.budget_bytes)} · ${p.entries} ${p.entries === 1 ? "prefix" : "prefixes"}`)));
+    }));
   }
 
   function drawTables(snapshot) {
@@ -110,6 +128,8 @@
       el("td", {}, number(e.queue_depth, 0)),
       el("td", {}, ms(e.queue_wait_p95_seconds)))),
     "No engine yet: register one on the Engines page.");
+
+    fill("prefix-cache-table", prefixCacheRows(snapshot.workers), "No loaded LLM keeps a prefix cache.");
 
     fill("alerts-table", alerts.map((a) => el("tr", {},
       el("td", {}, link("/alerts/", a.labels.alertname || a.rule || "alert"), el("br"),

@@ -159,6 +159,33 @@ def test_the_cache_bar_follows_a_load_and_an_eviction(live_blaze, live_feed, eng
     wait.until(lambda b: "tiny-cache" not in text_of(b, live_cache) and "no model loaded" in text_of(b, live_cache))
 
 
+def test_the_overview_shows_each_loaded_llm_s_prefix_cache_hits(live_blaze, live_feed, engine_worker, browser,
+                                                                tiny_llm_path, key_for):
+    Engine.objects.create(name="tiny-prefix-view", kind="llm", model=tiny_llm_path, config={"max_new_tokens": 4})
+    make_user("pia", "viewer")
+    browser.delete_all_cookies()
+    sign_in(browser, live_blaze, "pia", PASSWORD)
+    _, key = key_for(make_user("app", "viewer"), scopes=("inference",))
+    system = " ".join(["the quick red cat sat on the blue mat under the table."] * 10)
+    body = {"model": "tiny-prefix-view", "max_tokens": 4, "temperature": 0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "hi"}]}
+    for _ in range(2):  # the same long prompt twice: the second starts from the first's kept prefix
+        answer = httpx.post(f"{live_blaze}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                            json=body, timeout=60)
+        assert answer.status_code == 200
+    row = f'#prefix-cache-table tr[data-engine="tiny-prefix-view"][data-worker="{engine_worker.hostname}"]'
+
+    def cells(b):
+        return [cell.text for cell in b.find_elements(By.CSS_SELECTOR, f"{row} td")]
+
+    WebDriverWait(browser, 20).until(lambda b: (cells(b) or ["", "", ""])[2].startswith("1 of 2"))
+    cached = answer.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert int(cells(browser)[3]) == cached > 0  # prompt tokens saved
+    assert " of " in cells(browser)[4] and "prefix" in cells(browser)[4]  # bytes held against the budget
+    assert " of " in cells[4] and "prefix" in cells[4]  # bytes held against the budget
+    screenshot(browser, "overview-prefix-cache")
+
+
 def test_pages_run_only_blaze_s_own_scripts(live_blaze, live_feed, browser):
     make_user("vic", "viewer")
     injected = "</script><script>window.__injected = 1</script><img src=x onerror=window.__injected=2>"
