@@ -19,16 +19,21 @@ import threading
 import warnings
 from pathlib import Path
 
-import llama_cpp
-import numpy
-import torch
-from jinja2 import TemplateError
+# llama.cpp's OpenMP threads otherwise spin between decode calls, taking the cores the worker's own
+# threads (sampling, streaming to Redis) and the web process need: on the 2-core machine, with other
+# processes busy, 4× fewer tokens/s (docs/decisions.md). Read when libgomp loads, so before llama_cpp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from blaze_site.errors import InvalidInput
-from engines.contract import PREFIX_CACHE_MB, RuntimeLoadError
-from engines.worker.runtimes.chat import template_messages
-from engines.worker.runtimes.decoding import Row, choose
-from engines.worker.runtimes.prefix import PrefixCache
+import llama_cpp  # noqa: E402
+import numpy  # noqa: E402
+import torch  # noqa: E402
+from jinja2 import TemplateError  # noqa: E402
+
+from blaze_site.errors import InvalidInput  # noqa: E402
+from engines.contract import RuntimeLoadError  # noqa: E402
+from engines.worker.runtimes.chat import template_messages  # noqa: E402
+from engines.worker.runtimes.decoding import Row, choose  # noqa: E402
+from engines.worker.runtimes.prefix import PrefixCache, prefix_cache_bytes  # noqa: E402
 
 CONTEXT_LENGTH = 2048  # tokens per row (prompt and completion) unless the engine says otherwise
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV type is f16
@@ -113,10 +118,10 @@ class LlamaCppRuntime:
         self.context_length = config.get("context_length") or CONTEXT_LENGTH
         self.gpu_layers = config.get("gpu_layers")  # None: every layer on a CUDA worker, none on a CPU one
         self.threads = config.get("threads") or os.cpu_count() or 1
-        self.prefix_bytes = int(config.get("prefix_cache_mb", PREFIX_CACHE_MB) * 2**20)
+        self.prefix_bytes = prefix_cache_bytes(config)
         self.model = self.context = self.tokenizer = None
         self.chat_template = None
-        self._ll_tokenizer = None
+        self._ll_tokenizer = self._decoder = None
         self._ll_lock = threading.Lock()
 
     # -- the model cache's side ------------------------------------------------------------------
@@ -191,7 +196,7 @@ class LlamaCppRuntime:
             llama_cpp.llama_free(self.context)
         if self.model:
             llama_cpp.llama_model_free(self.model)
-        self.model = self.context = self.tokenizer = self._ll_tokenizer = None
+        self.model = self.context = self.tokenizer = self._ll_tokenizer = self._decoder = None
 
     def loaded_bytes(self):
         """Measured after load: the weights' tensors as llama.cpp holds them, the KV cells it allocated,
@@ -220,7 +225,7 @@ class LlamaCppRuntime:
         return LlamaDecoder(self)
 
     def prefix_cache_stats(self):
-        decoder = getattr(self, "_decoder", None)
+        decoder = self._decoder
         return decoder.prefix_cache.describe() if decoder is not None and decoder.prefix_cache else None
 
     # -- what the rows ask of it -----------------------------------------------------------------

@@ -40,6 +40,7 @@ from engines.worker.runtimes.decoding import (
     sampler_for,
     supports_running_batch,
 )
+from engines.worker.runtimes.prefix import prefix_cache_bytes
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2, "8bit": 1, "4bit": 0.5}
@@ -56,8 +57,7 @@ class LlmRuntime:
         self.quantization = spec.config.get("quantization", "none")
         self.max_new_tokens = spec.config.get("max_new_tokens", 512)
         self.scheduler = spec.config.get("scheduler", "continuous")
-        self.model = None
-        self.tokenizer = None
+        self.model = self.tokenizer = self._decoder = None
 
     def estimate_bytes(self):
         config = self._model_config()
@@ -65,7 +65,7 @@ class LlmRuntime:
             model = _model_class(config).from_config(config)
         parameters = sum(parameter.numel() for parameter in model.parameters())
         per_parameter = BYTES_PER_PARAMETER[self.precision if self.quantization == "none" else self.quantization]
-        return int(parameters * per_parameter)
+        return int(parameters * per_parameter) + self._prefix_bytes(model)
 
     def load(self):
         self._check_device()
@@ -95,12 +95,21 @@ class LlmRuntime:
         self.model, self.tokenizer = model.eval(), tokenizer
 
     def unload(self):
-        self.model = None
-        self.tokenizer = None
+        self.model = self.tokenizer = self._decoder = None
         release_memory(self.device)
 
     def loaded_bytes(self):
-        return tensor_bytes(self.model) if self.model is not None else 0
+        """The weights' tensors, and the prefix cache's budget when this model decodes continuously."""
+        return tensor_bytes(self.model) + self._prefix_bytes(self.model) if self.model is not None else 0
+
+    def _prefix_bytes(self, model):
+        continuous = self.scheduler == "continuous" and supports_running_batch(model)
+        return prefix_cache_bytes(self.spec.config) if continuous else 0
+
+    def prefix_cache_stats(self):
+        """The prefix cache's entries, bytes, hits and tokens saved (None without one)."""
+        decoder = self._decoder
+        return decoder.prefix_cache.describe() if decoder is not None and decoder.prefix_cache else None
 
     @property
     def sampling_device(self):
@@ -115,7 +124,8 @@ class LlmRuntime:
         or the model cannot have rows join its batch (seq2seq, sliding-window attention)."""
         if self.scheduler != "continuous" or not supports_running_batch(self.model):
             return None
-        return Decoder(self)
+        self._decoder = Decoder(self)
+        return self._decoder
 
     def constraint(self, request):
         """The grammar a request's output must follow (`response_format`, a forced tool call), or None."""

@@ -113,7 +113,8 @@ def test_the_end_of_sequence_token_finishes_with_stop(llm):
         result = run(llm, request(max_tokens=6))[0]
     finally:
         llm.model.generation_config.eos_token_id = eos
-    assert result == {"text": "", "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 0}
+    assert result == {"text": "", "finish_reason": "stop", "prompt_tokens": 3, "cached_tokens": 0,
+                      "completion_tokens": 0}
 
 
 def test_the_same_seed_samples_the_same_text_even_in_a_different_batch(llm):
