@@ -6,6 +6,9 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from engines.demo.build import smollm2_gguf
+from engines.models import Engine
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
@@ -43,6 +46,15 @@ def test_admin_signs_in_and_sees_the_demo_engine(live_blaze, browser, monkeypatc
     browser.get(f"{live_blaze}/engines/")
     rows = browser.find_elements(By.CSS_SELECTOR, "#engines tbody tr")
     assert any("minilm" in row.text and "Embedding" in row.text for row in rows)
+
+    # The demo LLM is the wheel's GGUF on llama.cpp, beside the same model on transformers, and the
+    # playground's compare mode opens with the two side by side.
+    if smollm2_gguf() is not None:
+        assert Engine.objects.get(name="smollm2").config["runtime"] == "llama.cpp"
+        assert Engine.objects.get(name="smollm2-hf").config["runtime"] == "transformers"
+        browser.get(f"{live_blaze}/playground/?mode=compare")
+        checked = browser.find_elements(By.CSS_SELECTOR, "input[name=compare]:checked")
+        assert [box.get_attribute("value") for box in checked] == ["smollm2", "smollm2-hf"]
 
 
 def test_operator_registers_an_engine_and_it_is_audited(live_blaze, browser, tmp_path):
