@@ -13,7 +13,8 @@ Both sides import this module and nothing of each other (an import-linter contra
 - A request given up before its final event has its cancel key set (`request_cancelled`): the worker
   stops decoding it within CANCEL_POLL_SECONDS and frees its slot.
 - An LLM payload's `choices` (n) runs as that many rows seeded one on; their token events carry
-  `index`, and the `done` result is `{"choices": [row, …], "prompt_tokens", "completion_tokens"}`.
+  `index`, and the `done` result is `{"choices": [row, …], "prompt_tokens", "cached_tokens",
+  "completion_tokens"}` (`cached_tokens`: prompt tokens the model's prefix cache supplied).
 - A payload may carry `priority` (0-9, orders admission to an LLM's running batch) and `deadline`
   (epoch seconds: a request still waiting then is answered `timed_out` without running). A worker
   over BLAZE_WORKER_MAX_IN_FLIGHT answers `worker_busy`, an engine whose waiting line is at its
