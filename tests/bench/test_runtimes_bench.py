@@ -46,7 +46,7 @@ def test_the_transformers_engine_answers_every_request_at_every_level(lines):
 
 
 def test_each_target_is_measured_at_every_level_or_says_why_not(lines):
-    for target in ("blaze-llama.cpp", "llama-server"):
+    for target in ("blaze-llama.cpp", "llama-server", "llama-server-passive"):
         rows, why = measured(lines, "throughput", target), errors(lines, target)
         assert (len(rows), len(why)) in ((len(CLIENTS), 0), (0, 1)), (rows, why)
         assert all(row["completed"] == row["requests"] and row["completion_tokens"] > 0 for row in rows), rows
@@ -78,6 +78,7 @@ def test_the_summary_holds_each_ratio_against_its_target(lines):
     summary = lines[-1]
     assert summary["summary"] is True and summary["clients"] == list(CLIENTS)
     assert set(summary["tok_s_vs_llama_server"]) == {"1", "2"}
+    assert set(summary["llama_server_compared"]["tok_s"].values()) <= {None, "llama-server", "llama-server-passive"}
     assert set(summary["prefix_ttft_p50_speedup"]) == {"blaze-llama.cpp", "blaze-transformers"}
     assert summary["targets"]["tok_s_vs_llama_server"] == 0.9
     assert "blaze-transformers" in summary["measured"]
