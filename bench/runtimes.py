@@ -22,8 +22,9 @@ Throughput: at each client count each client sends its next streamed chat comple
 answered, greedy (temperature 0), `max_tokens` 48, every prompt distinct and asking for a long answer
 (none of the three can ignore EOS through this API, so the tokens counted are the completion tokens
 each answer's usage reports), one connection per request. The targets take turns at each level, each
-warmed up once before the first. Per target and level: tokens/s (completion tokens of all clients /
-wall time), TTFT p50/p99 (send → first content delta), end to end p50/p99.
+warmed up once before the first; after --seconds (120) no client sends another, so a target that
+crawls cannot hold the run (its line says `cut_short`). Per target and level: tokens/s (completion
+tokens of all clients / wall time), TTFT p50/p99 (send → first content delta), end to end p50/p99.
 
 Shared prompt: conversations of a few turns, one client each, behind one system prompt of about 1,000
 tokens (counted with the model's tokenizer), each turn sent with the answers so far. Each Blaze runtime
@@ -208,11 +209,12 @@ async def stream_chat(client, model, messages, max_tokens):
     return result
 
 
-async def run_clients(base_url, key, model, scripts, max_tokens, system=None):
+async def run_clients(base_url, key, model, scripts, max_tokens, system=None, seconds=None):
     """One client per script (its user messages), all at once; a client sends its next message when the
-    last is answered. With a `system` prompt a script is one conversation: each turn is sent after the
-    system prompt and the turns and answers so far; without, each message is a chat of its own.
-    Returns (wall seconds, every answer's stream_chat result with its client and turn)."""
+    last is answered, and none once `seconds` have passed. With a `system` prompt a script is one
+    conversation: each turn is sent after the system prompt and the turns and answers so far; without,
+    each message is a chat of its own. Returns (wall seconds, every answer's stream_chat result with its
+    client and turn)."""
     async with aiohttp.ClientSession(
         base_url, headers={"Authorization": f"Bearer {key}"}, timeout=aiohttp.ClientTimeout(total=900),
         # A connection per request, for every target: llama-server's HTTP library closes a kept-alive
@@ -222,6 +224,8 @@ async def run_clients(base_url, key, model, scripts, max_tokens, system=None):
         async def one_client(index, script):
             history, results = [{"role": "system", "content": system}] if system else [], []
             for turn, text in enumerate(script):
+                if seconds is not None and time.perf_counter() - started > seconds:
+                    break
                 messages = [*history, {"role": "user", "content": text}]
                 result = await stream_chat(client, model, messages, max_tokens)
                 results.append({**result, "client": index, "turn": turn})
@@ -296,6 +300,9 @@ def main():
                                                           "--quick: 100)")
     parser.add_argument("--threads", type=int, help="llama.cpp's CPU threads, in Blaze's engine (its `threads`) and "
                                                     "in llama-server (-t) alike (default: every core)")
+    parser.add_argument("--seconds", type=float, default=120,
+                        help="a throughput measurement's clients send no new request after this (a llama-server "
+                             "whose threads spin on a busy machine would take many minutes)")
     parser.add_argument("--skip-peer", action="store_true", help="leave llama-server out (and do not build it)")
     args = parser.parse_args()
     quick = args.quick
@@ -383,10 +390,11 @@ def main():
             scripts = [long_prompts(first_prompt + i * per_client, per_client) for i in range(clients)]
             first_prompt += clients * per_client
             for name, target in targets.items():  # the same prompts, one target after the other
-                wall, answers = asyncio.run(run_clients(target["url"], key, target["model"], scripts, max_tokens))
+                wall, answers = asyncio.run(run_clients(target["url"], key, target["model"], scripts, max_tokens,
+                                                        seconds=args.seconds))
                 results[name, clients] = line(phase="throughput", target=name, clients=clients,
                                               requests_per_client=per_client, **target.get("facts", {}), **common,
-                                              **figures(wall, answers))
+                                              **figures(wall, answers), cut_short=len(answers) < clients * per_client)
 
         topics = [TOPICS[i % len(TOPICS)] for i in range(conversations)]
         chats = [[f"Tell me everything you know about {topic}.", "Tell me more, with an example.",

@@ -38,7 +38,8 @@ def test_the_transformers_engine_answers_every_request_at_every_level(lines):
     assert [row["clients"] for row in rows] == list(CLIENTS)
     for row in rows:
         requests = row["clients"] * PER_CLIENT
-        assert (row["requests"], row["completed"], row["error_kinds"]) == (requests, requests, {}), row
+        assert (row["requests"], row["completed"], row["error_kinds"], row["cut_short"]) == (
+            requests, requests, {}, False), row
         assert 0 < row["completion_tokens"] <= requests * TOKENS
         assert row["tok_s"] == pytest.approx(row["completion_tokens"] / row["duration_s"], rel=0.01)
         assert 0 < row["ttft_p50_s"] <= row["ttft_p99_s"] <= row["e2e_p99_s"] <= row["duration_s"]
