@@ -182,6 +182,10 @@ class LlamaCppRuntime:
         # tokens prefilled several times slower.
         context_params.kv_unified = False
         context_params.n_threads = context_params.n_threads_batch = self.threads
+        # Flash attention's results depend on how a prompt is split into calls (logits up to 0.67 apart for
+        # the same 1,141-token prompt prefilled whole or from a cached start), so a prefix-cache hit changed
+        # greedy answers. Without it the two agree exactly.
+        context_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         context_params.no_perf = True
         context = llama_cpp.llama_init_from_model(model, context_params)
         if not context:
@@ -381,7 +385,7 @@ class LlamaDecoder:
         kept = set(rows)
         for index, seq in enumerate(self.seqs):
             if index not in kept:
-                self._save(self.ids[index], seq)
+                self._save(self.ids[index][: self.rows[index].prompt_tokens], seq)
                 llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
                 self.free.append(seq)
         self.rows = [self.rows[row] for row in rows]
@@ -449,9 +453,14 @@ class LlamaDecoder:
         return length
 
     def _save(self, ids, seq):
-        """Keep a leaving row's computed tokens (its sequence's state, copied to host memory)."""
+        """Keep a leaving row's prompt (its sequence's state, cut to the prompt, copied to host memory).
+
+        Its prompt only: the answer's KV came from decode steps, whose matrix products llama.cpp computes
+        another way than a prompt's, so a next turn reusing it could answer differently (1 of 12 answers
+        of a two-turn load did). The next turn's own prompt, answer included, is kept when it leaves."""
         if self.prefix_cache is None or len(ids) < self.prefix_cache.min_tokens or self.prefix_cache.covers(ids):
             return
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, len(ids), -1)
         size = llama_cpp.llama_state_seq_get_size(self.context, seq)
         state = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.context, state, size, seq)
