@@ -19,9 +19,9 @@ import threading
 import warnings
 from pathlib import Path
 
-# llama.cpp's OpenMP threads otherwise spin between decode calls, taking the cores the worker's own
-# threads (sampling, streaming to Redis) and the web process need: on the 2-core machine, with other
-# processes busy, 4× fewer tokens/s (docs/decisions.md). Read when libgomp loads, so before llama_cpp.
+# llama.cpp's OpenMP threads otherwise spin at every barrier, taking the cores the worker's own threads
+# (sampling, streaming to Redis) and the web process need: on the 2-core machine, with other processes
+# busy, 7-9× fewer tokens/s (docs/decisions.md). Read when libgomp loads, so before llama_cpp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import llama_cpp  # noqa: E402
@@ -117,7 +117,9 @@ class LlamaCppRuntime:
         self.rows = config.get("max_batch_size", 16)
         self.context_length = config.get("context_length") or CONTEXT_LENGTH
         self.gpu_layers = config.get("gpu_layers")  # None: every layer on a CUDA worker, none on a CPU one
-        self.threads = config.get("threads") or os.cpu_count() or 1
+        # One core left to the worker's own threads (sampling, streaming) and the web process: on the 2-core
+        # machine, with them busy, one llama.cpp thread decoded faster than two (docs/decisions.md).
+        self.threads = config.get("threads") or max(1, (os.cpu_count() or 1) - 1)
         self.prefix_bytes = prefix_cache_bytes(config)
         self.model = self.context = self.tokenizer = None
         self.chat_template = None
