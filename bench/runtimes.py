@@ -12,7 +12,8 @@ both served by daphne → a Celery worker → the continuous scheduler, and llam
 the peer (`--parallel` as many slots as the most clients), built from the llama.cpp sources that the
 installed llama-cpp-python's sdist vendors: `pip download --no-binary`, cmake, cached under
 var/llama-server and built only when missing (several minutes on 2 cores; --quick never builds it).
-Both llama.cpp targets run on --threads CPU threads (default: every core). llama-server runs twice: as
+llama-server runs on --threads CPU threads (default: every core), Blaze's engine on --threads when
+given (its `threads`), else on its own default (every core but one). llama-server runs twice: as
 it ships (its OpenMP threads spin between steps) and as `llama-server-passive` (OMP_WAIT_POLICY=PASSIVE,
 asleep between steps, as Blaze's runtime sets for itself); which is faster depends on whether anything
 else wants the cores, and Blaze is compared with the faster at each figure. A target that cannot be
@@ -299,7 +300,8 @@ def main():
     parser.add_argument("--system-tokens", type=int, help="the shared system prompt's length (default 1000; "
                                                           "--quick: 100)")
     parser.add_argument("--threads", type=int, help="llama.cpp's CPU threads, in Blaze's engine (its `threads`) and "
-                                                    "in llama-server (-t) alike (default: every core)")
+                                                    "in llama-server (-t) alike (default: the engine's own default, "
+                                                    "every core for llama-server)")
     parser.add_argument("--seconds", type=float, default=120,
                         help="a throughput measurement's clients send no new request after this (a llama-server "
                              "whose threads spin on a busy machine would take many minutes)")
@@ -330,7 +332,8 @@ def main():
     llm_dir, label = llm_model(None, quick, work_dir, positions=1024)
     system, system_count = system_prompt(AutoTokenizer.from_pretrained(llm_dir), system_tokens)
     common = {"model_gguf": gguf.name if gguf else None, "transformers_model": label, "max_tokens": max_tokens,
-              "cpu_count": os.cpu_count(), "llama_cpp_threads": args.threads or os.cpu_count()}
+              "cpu_count": os.cpu_count(), "llama_cpp_threads": {LLAMA_CPP: args.threads or "engine default",
+                                                                 "llama-server": args.threads or os.cpu_count()}}
 
     targets, failed = {}, {}
     rows = max(*levels, conversations) if quick else max(32, *levels, conversations)
