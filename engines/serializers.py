@@ -46,7 +46,7 @@ class LlmConfig(BatchingConfig):
         help_text="llama.cpp only: layers offloaded to the GPU (-1: all). Default: all on a CUDA worker, none on "
                   "a CPU one.")
     threads = serializers.IntegerField(min_value=1, max_value=256, required=False,
-                                       help_text="llama.cpp only: CPU threads (default: every core but one).")
+                                       help_text="llama.cpp only: CPU threads (default: every core).")
 
     LLAMA_CPP_ONLY = ("context_length", "gpu_layers", "threads")
     TRANSFORMERS_ONLY = {"precision": "fp32", "quantization": "none", "scheduler": "continuous"}

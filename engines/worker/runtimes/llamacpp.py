@@ -117,9 +117,9 @@ class LlamaCppRuntime:
         self.rows = config.get("max_batch_size", 16)
         self.context_length = config.get("context_length") or CONTEXT_LENGTH
         self.gpu_layers = config.get("gpu_layers")  # None: every layer on a CUDA worker, none on a CPU one
-        # One core left to the worker's own threads (sampling, streaming) and the web process: on the 2-core
-        # machine, with them busy, one llama.cpp thread decoded faster than two (docs/decisions.md).
-        self.threads = config.get("threads") or max(1, (os.cpu_count() or 1) - 1)
+        # Every core, as llama-server: served on the 2-core machine, one thread was faster for one client
+        # but slower for 8 and 32 (docs/decisions.md).
+        self.threads = config.get("threads") or os.cpu_count() or 1
         self.prefix_bytes = prefix_cache_bytes(config)
         self.model = self.context = self.tokenizer = None
         self.chat_template = None
