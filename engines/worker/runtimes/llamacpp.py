@@ -31,8 +31,8 @@ from jinja2 import TemplateError  # noqa: E402
 
 from blaze_site.errors import InvalidInput  # noqa: E402
 from engines.contract import RuntimeLoadError  # noqa: E402
-from engines.worker.runtimes.chat import template_messages  # noqa: E402
-from engines.worker.runtimes.decoding import Row, choose  # noqa: E402
+from engines.worker.runtimes.chat import plain_prompt, template_messages  # noqa: E402
+from engines.worker.runtimes.decoding import Row, added, choose  # noqa: E402
 from engines.worker.runtimes.prefix import PrefixCache, prefix_cache_bytes  # noqa: E402
 
 CONTEXT_LENGTH = 2048  # tokens per row (prompt and completion) unless the engine says otherwise
@@ -275,11 +275,7 @@ class LlamaCppRuntime:
             text = self._render(messages, request.get("tools"))
             ids = self.tokenizer.encode(text, add_special=False)  # the template writes its own BOS
         else:
-            if messages:
-                messages, _ = template_messages(messages, request.get("tools"), native=False)
-                text = "\n".join(f"{message['role']}: {message['content']}" for message in messages) + "\nassistant:"
-            else:
-                text = request.get("prompt") or ""
+            text = plain_prompt(messages, request.get("tools")) if messages else request.get("prompt") or ""
             ids = self.tokenizer.encode(text, add_special=True) if text else []
         if not ids:
             raise InvalidInput("The prompt is empty.", field="prompt")
@@ -364,7 +360,7 @@ class LlamaDecoder:
             self.seqs.append(seq)
             self.ids.append(list(ids))
             self.last.append(token)
-        return refused, self._added(tokens.tolist(), first)
+        return refused, added(self.rows, tokens.tolist(), first)
 
     def step(self):
         batch = self.batch
@@ -381,7 +377,7 @@ class LlamaDecoder:
         logits = torch.from_numpy(self._logits(len(self.rows)))
         tokens = choose(logits, [row.sampler for row in self.rows]).tolist()
         self.last = tokens
-        return self._added(tokens, 0)
+        return added(self.rows, tokens, 0)
 
     def keep(self, rows):
         kept = set(rows)
@@ -394,14 +390,6 @@ class LlamaDecoder:
         self.seqs = [self.seqs[row] for row in rows]
         self.ids = [self.ids[row] for row in rows]
         self.last = [self.last[row] for row in rows]
-
-    def _added(self, tokens, first):
-        finished = {}
-        for offset, token in enumerate(tokens):
-            row = self.rows[first + offset]
-            if row.text.add(token):
-                finished[first + offset] = row.result()
-        return finished
 
     def _prefill(self, prompts):
         """Decode each (sequence, prompt ids, tokens already cached) from its first uncached token;

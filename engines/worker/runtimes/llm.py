@@ -31,7 +31,7 @@ from transformers.generation.streamers import BaseStreamer
 from blaze_site.errors import InvalidInput
 from engines.contract import RuntimeLoadError
 from engines.worker.runtimes import release_memory, tensor_bytes
-from engines.worker.runtimes.chat import renders_tools, template_messages
+from engines.worker.runtimes.chat import plain_prompt, renders_tools, template_messages
 from engines.worker.runtimes.decoding import (
     Decoder,
     RowText,
@@ -236,11 +236,7 @@ class LlmRuntime:
                     f"This model's chat template refuses these messages: {exc}", field="messages") from exc
             ids = self.tokenizer(text, add_special_tokens=False).input_ids  # the template writes its own BOS
         else:
-            if messages:
-                messages, _ = template_messages(messages, request.get("tools"), native=False)
-                text = "\n".join(f"{message['role']}: {message['content']}" for message in messages) + "\nassistant:"
-            else:
-                text = request.get("prompt") or ""
+            text = plain_prompt(messages, request.get("tools")) if messages else request.get("prompt") or ""
             ids = self.tokenizer(text).input_ids
         context = self._context_length()
         if not ids:

