@@ -1,24 +1,32 @@
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import generics, mixins, parsers, permissions, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action, api_view, parser_classes, permission_classes
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from . import services
 from .audit import Actor
 from .csv_export import audit_csv_response
-from .models import AuditEvent, User
-from .permissions import RolePermission, ScopePermission
-from .selectors import api_keys_visible_to, audit_events
+from .models import AuditEvent, Team, User
+from .permissions import RolePermission, ScopePermission, TeamPermission
+from .selectors import api_keys_visible_to, audit_events, teams_visible_to
 from .serializers import (
     ApiKeySerializer,
     AuditEventSerializer,
     AuditFilterSerializer,
     CredentialsSerializer,
     MeSerializer,
+    TeamMemberSerializer,
+    TeamSerializer,
     UserChangeSerializer,
     UserSerializer,
 )
@@ -115,6 +123,59 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             raise PermissionDenied("You cannot deactivate yourself.")
         serializer.instance = services.user_update(
             actor=Actor.from_request(self.request), user=user, **serializer.validated_data)
+
+
+LIVE_KEYS = OpenApiResponse(OpenApiTypes.OBJECT, description="A live API key still counts for the team "
+                                                                "(the message names it): revoke it first.")
+
+
+@extend_schema_view(destroy=extend_schema(responses={204: None, 409: LIVE_KEYS}))
+class TeamViewSet(viewsets.ModelViewSet):
+    """Teams by name, that API keys are issued for so that usage counts per team. Admins see and change
+    every team; anyone else reads the teams they belong to (another team is a 404). A team that a
+    live key counts for cannot be deleted (409)."""
+
+    serializer_class = TeamSerializer
+    permission_classes = [TeamPermission]
+    lookup_field = "name"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no user
+            return Team.objects.none()
+        return teams_visible_to(self.request.user)
+
+    def perform_create(self, serializer):
+        serializer.instance = services.team_create(actor=Actor.from_request(self.request), **serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = services.team_update(
+            actor=Actor.from_request(self.request), team=serializer.instance, **serializer.validated_data)
+
+    def perform_destroy(self, instance):
+        services.team_delete(actor=Actor.from_request(self.request), team=instance)
+
+    @extend_schema(request=TeamMemberSerializer, responses=TeamSerializer)
+    @action(detail=True, methods=["post"], url_path="members", url_name="members")
+    def member_add(self, request, name=None):
+        """Add a user to the team (already a member: nothing changes)."""
+        team = self.get_object()
+        member = TeamMemberSerializer(data=request.data, context=self.get_serializer_context())
+        member.is_valid(raise_exception=True)
+        team = services.team_member_add(actor=Actor.from_request(request), team=team,
+                                        user=member.validated_data["username"])
+        return Response(TeamSerializer(team).data)
+
+    @extend_schema(request=None, responses={204: None, 409: LIVE_KEYS},
+                   parameters=[OpenApiParameter("username", str, OpenApiParameter.PATH)])
+    @action(detail=True, methods=["delete"], url_path=r"members/(?P<username>[^/]+)", url_name="member")
+    def member_remove(self, request, name=None, username=None):
+        """Take a member out of the team; refused (409) while a live key of theirs counts for it."""
+        team = self.get_object()
+        user = team.members.filter(username=username).first()
+        if user is None:
+            raise NotFound(f"{username} is not a member of team {team.name}.")
+        services.team_member_remove(actor=Actor.from_request(request), team=team, user=user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @extend_schema(parameters=[

@@ -16,7 +16,7 @@ class AccountsConfig(AppConfig):
     def ready(self):
         from django.contrib.auth.models import Group
 
-        from blaze_site import lookups
+        from core import lookups
 
         from .models import ApiKey, User
 

@@ -1,6 +1,6 @@
 from django import forms
 
-from .models import ROLES, ApiKey
+from .models import ROLES, ApiKey, Team
 
 
 class LoginForm(forms.Form):
@@ -27,6 +27,20 @@ class ApiKeyForm(forms.Form):
     expires_in_days = forms.IntegerField(
         min_value=1, max_value=3650, required=False, label="Expires in (days)", help_text="Empty: never expires."
     )
+    team = forms.ModelChoiceField(
+        queryset=Team.objects.none(), to_field_name="name", required=False, empty_label="none: your own key",
+        help_text="Its usage counts for the team.",
+    )
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["team"].queryset = user.teams.all()
+
+
+class TeamForm(forms.Form):
+    name = forms.SlugField(max_length=50, help_text="Letters, digits, hyphens, underscores.",
+                           widget=forms.TextInput(attrs={"placeholder": "e.g. ml-research"}))
+    description = forms.CharField(max_length=300, required=False)
 
 
 class UserCreateForm(forms.Form):

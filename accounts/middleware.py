@@ -5,8 +5,8 @@ from asgiref.sync import sync_to_async
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from blaze_site import logs
-from blaze_site.middleware import DualModeMiddleware
+from core import logs
+from core.middleware import DualModeMiddleware
 
 from .selectors import mfa_required_for
 

@@ -34,6 +34,24 @@ class RolePolicy(models.Model):
         return f"{self.group.name} policy"
 
 
+class Team(models.Model):
+    """A group of users that API keys may be issued for, so that usage and budgets count per team.
+
+    Membership grants nothing: roles alone decide what a user may do.
+    """
+
+    name = models.SlugField(max_length=50, unique=True, help_text="Letters, digits, hyphens, underscores.")
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
 class ApiKey(models.Model):
     """A secret an application sends as `Authorization: Bearer blz_…`.
 
@@ -55,6 +73,13 @@ class ApiKey(models.Model):
     priority = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(MAX_PRIORITY)],
         help_text="0-9, 9 first: the default and the most its requests may ask for. Blank: its owner's role's.",
+    )
+    # PROTECT: a key's usage counts against its team's budget; a team deleted from under a live key
+    # would turn it into a personal key and let its spend escape that budget unnoticed. The service
+    # refuses to delete a team with live keys and detaches its dead ones first.
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.PROTECT, related_name="api_keys",
+        help_text="The team its usage counts for; one its owner belongs to. Blank: its owner's own.",
     )
 
     class Meta:

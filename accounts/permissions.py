@@ -44,3 +44,17 @@ class RolePermission(ScopePermission, permissions.DjangoModelPermissions):
         if request.method not in view.allowed_methods:
             return True
         return permissions.DjangoModelPermissions.has_permission(self, request, view)
+
+
+class TeamPermission(RolePermission):
+    """Anyone signed in may read teams (the view shows a role without `view_team` its own teams only);
+    a change needs the role's team permission, and adding or removing a member is changing the team."""
+
+    member_actions = ("member_add", "member_remove")
+
+    def has_permission(self, request, view):
+        if request.method in permissions.SAFE_METHODS:
+            return ScopePermission.has_permission(self, request, view)
+        if getattr(view, "action", None) in self.member_actions:
+            return ScopePermission.has_permission(self, request, view) and request.user.has_perm("accounts.change_team")
+        return super().has_permission(request, view)

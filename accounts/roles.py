@@ -7,6 +7,7 @@ ROLE_PERMISSIONS = {
         "engines.view_engine", "engines.view_route",
         "accounts.add_apikey", "accounts.view_apikey",
         "monitoring.view_alertrule", "monitoring.view_alertreceiver", "monitoring.view_alertsilence",
+        "usage.view_price",
     ],
     "operator": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
@@ -19,6 +20,7 @@ ROLE_PERMISSIONS = {
         "monitoring.delete_alertrule", "monitoring.view_alertreceiver", "monitoring.add_alertreceiver",
         "monitoring.change_alertreceiver", "monitoring.delete_alertreceiver", "monitoring.view_alertsilence",
         "monitoring.add_alertsilence", "monitoring.change_alertsilence", "monitoring.delete_alertsilence",
+        "usage.view_price", "usage.add_price", "usage.change_price", "usage.delete_price", "usage.view_budget",
     ],
     "admin": [
         "engines.view_engine", "engines.add_engine", "engines.change_engine", "engines.delete_engine",
@@ -26,6 +28,7 @@ ROLE_PERMISSIONS = {
         "engines.view_route", "engines.add_route", "engines.change_route", "engines.delete_route",
         "accounts.add_apikey", "accounts.view_apikey", "accounts.view_all_apikeys",
         "accounts.view_user", "accounts.add_user", "accounts.change_user",
+        "accounts.view_team", "accounts.add_team", "accounts.change_team", "accounts.delete_team",
         "accounts.view_auditevent",
         "ratelimits.view_ratelimitpolicy", "ratelimits.add_ratelimitpolicy",
         "ratelimits.change_ratelimitpolicy", "ratelimits.delete_ratelimitpolicy",
@@ -34,6 +37,8 @@ ROLE_PERMISSIONS = {
         "monitoring.delete_alertrule", "monitoring.view_alertreceiver", "monitoring.add_alertreceiver",
         "monitoring.change_alertreceiver", "monitoring.delete_alertreceiver", "monitoring.view_alertsilence",
         "monitoring.add_alertsilence", "monitoring.change_alertsilence", "monitoring.delete_alertsilence",
+        "usage.view_price", "usage.add_price", "usage.change_price", "usage.delete_price", "usage.view_all_usage",
+        "usage.view_budget", "usage.add_budget", "usage.change_budget", "usage.delete_budget",
     ],
 }
 

@@ -1,8 +1,8 @@
 from rest_framework import serializers
 
-from blaze_site.serializers import StrictInput
+from core.serializers import StrictInput
 
-from .models import ApiKey, AuditEvent, User
+from .models import ApiKey, AuditEvent, Team, User
 
 
 class CredentialsSerializer(StrictInput, serializers.Serializer):
@@ -15,10 +15,13 @@ class MeSerializer(serializers.ModelSerializer):
     role = serializers.CharField(read_only=True)
     mfa_enabled = serializers.SerializerMethodField()
     permissions = serializers.SerializerMethodField()
+    teams = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True,
+                                         help_text="The teams the user belongs to (keys may be issued for them).")
 
     class Meta:
         model = User
-        fields = ["id", "username", "email", "role", "mfa_enabled", "permissions", "last_login", "date_joined"]
+        fields = ["id", "username", "email", "role", "teams", "mfa_enabled", "permissions", "last_login",
+                  "date_joined"]
 
     def get_mfa_enabled(self, user) -> bool:
         return user.totpdevice_set.filter(confirmed=True).exists()
@@ -62,17 +65,58 @@ class UserChangeSerializer(UserSerializer):
         return super().to_internal_value(data)
 
 
+class TeamSerializer(StrictInput, serializers.ModelSerializer):
+    """A team out (its members by username), and its name and description in. Members are added and
+    removed at …/members/, one at a time, each change audited."""
+
+    members = serializers.SerializerMethodField(help_text="The members' usernames, in order.")
+
+    class Meta:
+        model = Team
+        fields = ["id", "name", "description", "members", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+    def get_members(self, team) -> list[str]:
+        return sorted(member.username for member in team.members.all())
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys") and "members" in data:  # where it is done instead, rather than dropped unread
+            raise serializers.ValidationError({"members": ["Add and remove members at /api/teams/<name>/members/."]})
+        return super().to_internal_value(data)
+
+
+class TeamMemberSerializer(StrictInput, serializers.Serializer):
+    username = serializers.SlugRelatedField(
+        slug_field="username", queryset=User.objects.all(),
+        error_messages={"does_not_exist": "No user named '{value}'."},
+    )
+
+
+class OwnTeamField(serializers.SlugRelatedField):
+    """A team by name among the requesting user's own: a key is issued for its owner, and only for a team
+    they belong to (the service checks it again). Another team reads as none, so its name does not leak."""
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return request.user.teams.all() if request is not None else Team.objects.none()
+
+
 class ApiKeySerializer(StrictInput, serializers.ModelSerializer):
     scopes = serializers.ListField(
         child=serializers.ChoiceField(ApiKey.SCOPES), min_length=1, max_length=len(ApiKey.SCOPES)
     )
     owner = serializers.CharField(source="user.username", read_only=True)
     state = serializers.CharField(read_only=True)
+    team = OwnTeamField(
+        slug_field="name", queryset=Team.objects.none(), required=False, allow_null=True,
+        error_messages={"does_not_exist": "You are not a member of a team named '{value}'."},
+        help_text="The team its usage counts for, one you belong to. Null or absent: your own key.",
+    )
 
     class Meta:
         model = ApiKey
         fields = [
-            "id", "name", "prefix", "owner", "scopes", "state", "priority",
+            "id", "name", "prefix", "owner", "team", "scopes", "state", "priority",
             "created_at", "expires_at", "last_used_at", "revoked_at",
         ]
         read_only_fields = ["id", "prefix", "owner", "state", "created_at", "last_used_at", "revoked_at"]

@@ -1,4 +1,4 @@
-"""Writes for accounts: sign-in, lockout, MFA, users and roles, API keys. Each records its audit event."""
+"""Writes for accounts: sign-in, lockout, MFA, users and roles, teams, API keys. Each records its audit event."""
 
 import secrets
 import time
@@ -11,11 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from blaze_site.errors import Conflict, InvalidInput, NotAuthenticated
+from core.errors import Conflict, InvalidInput, NotAuthenticated, checked
 
 from . import audit
-from .models import ROLES, ApiKey, RolePolicy, User
-from .selectors import confirmed_totp_device, mfa_required_for
+from .models import ROLES, ApiKey, RolePolicy, Team, User
+from .selectors import confirmed_totp_device, live_api_keys, mfa_required_for
 
 
 def _lock_keys(username, ip):
@@ -193,11 +193,94 @@ def role_policy_set(*, actor, role, mfa_required):
     return policy
 
 
+def _team_fields(team):
+    return {"name": team.name, "description": team.description}
+
+
+def _checked_team(team):
+    """`team` after its field rules, its name unique regardless of case (`ml` and `ML` would read as one team)."""
+    checked(team, validate_unique=False)
+    if Team.objects.filter(name__iexact=team.name).exclude(pk=team.pk).exists():
+        raise Conflict("A team with that name already exists.", field="name")
+    return team
+
+
+def _live_keys_named(keys):
+    names = [key.name for key in keys[:3]]
+    more = len(keys) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more else "")
+
+
 @transaction.atomic
-def api_key_create(*, actor, user, name, scopes, expires_at=None, priority=None):
+def team_create(*, actor, name, description=""):
+    team = _checked_team(Team(name=name, description=description))
+    team.save()
+    audit.record(actor=actor, action="team.create", target=team, changes=audit.diff({}, _team_fields(team)))
+    return team
+
+
+@transaction.atomic
+def team_update(*, actor, team, name=None, description=None):
+    before = _team_fields(team)
+    if name is not None:
+        team.name = name
+    if description is not None:
+        team.description = description
+    _checked_team(team).save()
+    changes = audit.diff(before, _team_fields(team))
+    if changes:
+        audit.record(actor=actor, action="team.update", target=team, changes=changes)
+    return team
+
+
+@transaction.atomic
+def team_delete(*, actor, team):
+    """Delete a team that no live key counts for. Its revoked and expired keys, which can never be
+    used again, are detached first (their `apikey.create` events still name the team)."""
+    live = list(live_api_keys().filter(team=team).order_by("name"))
+    if live:
+        raise Conflict(f"Team {team.name} still has {len(live)} live API key{'s' if len(live) != 1 else ''} "
+                       f"({_live_keys_named(live)}): revoke them first.")
+    detached = sorted(team.api_keys.values_list("pk", flat=True))
+    team.api_keys.update(team=None)
+    audit.record(actor=actor, action="team.delete", target=team, changes=audit.diff(_team_fields(team), {}),
+                 data={"members": sorted(team.members.values_list("username", flat=True)),
+                       "detached_keys": detached})
+    team.delete()
+
+
+@transaction.atomic
+def team_member_add(*, actor, team, user):
+    if team.members.filter(pk=user.pk).exists():
+        return team
+    team.members.add(user)
+    audit.record(actor=actor, action="team.member_add", target=team, data={"member": user.username})
+    return team
+
+
+@transaction.atomic
+def team_member_remove(*, actor, team, user):
+    """Take `user` out of `team`; refused while a live key of theirs counts for it (it could not have
+    been issued now, and would go on spending the team's budget)."""
+    live = list(live_api_keys().filter(team=team, user=user).order_by("name"))
+    if live:
+        raise Conflict(f"{user.username} has {len(live)} live API key{'s' if len(live) != 1 else ''} for team "
+                       f"{team.name} ({_live_keys_named(live)}): revoke them first.")
+    if team.members.filter(pk=user.pk).exists():
+        team.members.remove(user)
+        audit.record(actor=actor, action="team.member_remove", target=team, data={"member": user.username})
+    return team
+
+
+@transaction.atomic
+def api_key_create(*, actor, user, name, scopes, expires_at=None, priority=None, team=None):
     """Create a key; returns `(api_key, raw_key)`. The raw key exists only in this return value.
-    `priority` (None: the owner's role's) may exceed the owner's role's only when an admin creates it."""
+    `priority` (None: the owner's role's) may exceed the owner's role's only when an admin creates it.
+    `team` (None: the owner's own key) must be one of the owner's teams."""
     scopes = sorted(set(scopes))
+    if team is not None and not team.members.filter(pk=user.pk).exists():
+        raise InvalidInput(f"{user.username} is not a member of team {team.name}: a key may be issued only for "
+                           "a team its owner belongs to.", field="team")
     if priority is not None and priority > user.priority and actor.user is not None and actor.user.role != "admin":
         raise InvalidInput(f"Must be at most {user.priority}, your role's priority; an admin may set more.",
                            field="priority")
@@ -209,12 +292,13 @@ def api_key_create(*, actor, user, name, scopes, expires_at=None, priority=None)
     raw_key = f"blz_{secrets.token_urlsafe(32)}"
     key = ApiKey.objects.create(
         user=user, name=name, prefix=raw_key[:12], key_hash=ApiKey.hash(raw_key), scopes=scopes,
-        expires_at=expires_at, priority=priority,
+        expires_at=expires_at, priority=priority, team=team,
     )
     audit.record(
         actor=actor, action="apikey.create", target=key,
         changes=audit.diff({}, {"name": name, "owner": user.username, "scopes": scopes,
-                                "expires_at": expires_at.isoformat() if expires_at else None, "priority": priority}),
+                                "expires_at": expires_at.isoformat() if expires_at else None, "priority": priority,
+                                "team": team.name if team else None}),
     )
     return key, raw_key
 

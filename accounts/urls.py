@@ -16,4 +16,9 @@ urlpatterns = [
     path("users/", views.users, name="users"),
     path("users/<int:pk>/", views.user_update, name="user_update"),
     path("roles/<str:role>/policy/", views.role_policy, name="role_policy"),
+    path("teams/", views.teams, name="teams"),
+    path("teams/<slug:name>/", views.team_edit, name="team_edit"),
+    path("teams/<slug:name>/delete/", views.team_delete, name="team_delete"),
+    path("teams/<slug:name>/members/", views.team_member_add, name="team_member_add"),
+    path("teams/<slug:name>/members/<str:username>/remove/", views.team_member_remove, name="team_member_remove"),
 ]

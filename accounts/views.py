@@ -16,14 +16,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
 
-from blaze_site.errors import InvalidInput, NotAuthenticated
+from core.errors import InvalidInput, NotAuthenticated
 
 from . import services
 from .audit import Actor
 from .csv_export import audit_csv_response
-from .forms import ApiKeyForm, AuditFilterForm, LoginForm, UserCreateForm
+from .forms import ApiKeyForm, AuditFilterForm, LoginForm, TeamForm, UserCreateForm
 from .models import ROLES, User
-from .selectors import api_keys_visible_to, audit_events, confirmed_totp_device
+from .selectors import api_keys_visible_to, audit_events, confirmed_totp_device, teams_visible_to
 
 
 def login_view(request):
@@ -125,16 +125,21 @@ def password_change(request):
 
 @login_required
 def api_keys(request):
-    form = ApiKeyForm(request.POST or None)
+    form = ApiKeyForm(request.POST or None, user=request.user)
     created = None
     if request.method == "POST" and form.is_valid():
         days = form.cleaned_data["expires_in_days"]
-        key, raw_key = services.api_key_create(
-            actor=Actor.from_request(request), user=request.user, name=form.cleaned_data["name"],
-            scopes=form.cleaned_data["scopes"], expires_at=timezone.now() + timedelta(days=days) if days else None,
-        )
-        created = {"key": key, "raw": raw_key}
-        form = ApiKeyForm()
+        try:
+            key, raw_key = services.api_key_create(
+                actor=Actor.from_request(request), user=request.user, name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"], expires_at=timezone.now() + timedelta(days=days) if days else None,
+                team=form.cleaned_data["team"],
+            )
+        except InvalidInput as exc:
+            form.add_error(exc.field, exc.message)
+        else:
+            created = {"key": key, "raw": raw_key}
+            form = ApiKeyForm(user=request.user)
     return render(request, "accounts/api_keys.html", {
         "form": form, "created": created, "keys": api_keys_visible_to(request.user),
         "show_owner": request.user.has_perm("accounts.view_all_apikeys"),
@@ -212,3 +217,83 @@ def role_policy(request, role):
     except InvalidInput as exc:
         messages.error(request, exc.message)
     return redirect("users")
+
+
+@permission_required("accounts.view_team", raise_exception=True)
+def teams(request):
+    form = TeamForm(request.POST or None)
+    if request.method == "POST":
+        if not request.user.has_perm("accounts.add_team"):
+            return render(request, "403.html", status=403)
+        if form.is_valid():
+            try:
+                team = services.team_create(actor=Actor.from_request(request), **form.cleaned_data)
+            except InvalidInput as exc:
+                form.add_error(exc.field, exc.message)
+            else:
+                messages.success(request, f"Team {team.name} created: add its members below.")
+                return redirect("team_edit", name=team.name)
+    return render(request, "accounts/teams.html", {"form": form, "teams": teams_visible_to(request.user)},
+                  status=400 if form.errors else 200)
+
+
+@permission_required("accounts.view_team", raise_exception=True)
+def team_edit(request, name):
+    team = get_object_or_404(teams_visible_to(request.user).prefetch_related("members__groups"), name=name)
+    form = TeamForm(request.POST or None, initial={"name": team.name, "description": team.description})
+    if request.method == "POST":
+        if not request.user.has_perm("accounts.change_team"):
+            return render(request, "403.html", status=403)
+        if form.is_valid():
+            try:
+                services.team_update(actor=Actor.from_request(request), team=team, **form.cleaned_data)
+            except InvalidInput as exc:
+                form.add_error(exc.field, exc.message)
+                team.refresh_from_db()  # the refused name stays in the form, not in the page's links
+            else:
+                messages.success(request, f"Team {team.name} saved.")
+                return redirect("team_edit", name=team.name)
+    return render(request, "accounts/team.html", {
+        "team": team, "form": form, "keys": team.api_keys.select_related("user"),
+        "candidates": User.objects.exclude(teams=team).order_by("username"),
+    }, status=400 if form.errors else 200)
+
+
+@permission_required("accounts.delete_team", raise_exception=True)
+@require_POST
+def team_delete(request, name):
+    team = get_object_or_404(teams_visible_to(request.user), name=name)
+    try:
+        services.team_delete(actor=Actor.from_request(request), team=team)
+    except InvalidInput as exc:
+        messages.error(request, exc.message)
+        return redirect("team_edit", name=name)
+    messages.success(request, f"Team {name} deleted.")
+    return redirect("teams")
+
+
+@permission_required("accounts.change_team", raise_exception=True)
+@require_POST
+def team_member_add(request, name):
+    team = get_object_or_404(teams_visible_to(request.user), name=name)
+    user = User.objects.filter(username=request.POST.get("username", "")).first()
+    if user is None:
+        messages.error(request, "Choose a user to add.")
+    else:
+        services.team_member_add(actor=Actor.from_request(request), team=team, user=user)
+        messages.success(request, f"{user.username} is now a member of team {team.name}.")
+    return redirect("team_edit", name=name)
+
+
+@permission_required("accounts.change_team", raise_exception=True)
+@require_POST
+def team_member_remove(request, name, username):
+    team = get_object_or_404(teams_visible_to(request.user), name=name)
+    user = get_object_or_404(team.members, username=username)
+    try:
+        services.team_member_remove(actor=Actor.from_request(request), team=team, user=user)
+    except InvalidInput as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{username} is no longer a member of team {team.name}.")
+    return redirect("team_edit", name=name)

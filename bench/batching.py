@@ -70,8 +70,10 @@ def ensure_redis():
     import redis
     from django.conf import settings
 
+    from core import shared_state
+
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping()
+        shared_state.new_client(socket_connect_timeout=1).ping()
     except redis.ConnectionError:
         sys.exit(f"Redis does not answer at {settings.REDIS_URL}: start one (./blaze up starts one).")
 

@@ -38,7 +38,7 @@ def cpu_seconds(pid):
 
 def beat(in_flight):
     """A heartbeat of a (pretend) worker: the snapshot's `workers` shows its in_flight."""
-    from blaze_site import shared_state
+    from core import shared_state
 
     redis = shared_state.client()
     redis.set(shared_state.worker_key(WORKER), json.dumps({
@@ -90,6 +90,22 @@ async def measure(url, cookie, clients, changes):
     return delays, missed, changed_at
 
 
+def start_feed(work):
+    """daphne and the live feed's producer, after Django is set up: (daphne, producer, the dashboard
+    socket's URL, a signed-in viewer's session cookie)."""
+    from django.test import Client
+
+    from tests.conftest import make_user
+    from tests.servers import start_daphne, start_live_feed
+
+    client = Client()
+    client.force_login(make_user("bench-viewer", "viewer"))
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    daphne = start_daphne(work)
+    feed = start_live_feed(work, interval=INTERVAL)
+    return daphne, feed, daphne.url.replace("http://", "ws://") + "/ws/dashboard/", cookie
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,50,200")
@@ -101,17 +117,7 @@ def main():
 
     setup_django(work)
     ensure_redis()
-    from django.test import Client
-
-    from tests.conftest import make_user
-    from tests.servers import start_daphne, start_live_feed
-
-    client = Client()
-    client.force_login(make_user("bench-viewer", "viewer"))
-    cookie = f"sessionid={client.cookies['sessionid'].value}"
-    daphne = start_daphne(work)
-    feed = start_live_feed(work, interval=INTERVAL)
-    url = daphne.url.replace("http://", "ws://") + "/ws/dashboard/"
+    daphne, feed, url, cookie = start_feed(work)
     try:
         beat(0)
         for clients in [int(n) for n in args.clients.split(",")]:

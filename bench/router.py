@@ -409,7 +409,7 @@ def route_to(upstream_url):
 
 def forget_redis_keys():
     """Drop what this run left in Redis (its keys all carry the run's own prefix)."""
-    from blaze_site import shared_state
+    from core import shared_state
 
     redis = shared_state.client()
     keys = list(redis.scan_iter(shared_state.key("*"), count=1000))
@@ -490,7 +490,7 @@ def upstream_and_blaze(work_dir, cleanup):
 
 def untraced_span_us(count=200_000):
     """µs a call of Blaze's `tracing.span()` costs with tracing off (this process: no endpoint)."""
-    from blaze_site import tracing
+    from core import tracing
 
     assert not tracing.ENABLED
 

@@ -131,10 +131,20 @@ def llama_server_binary(build):
             archive.extractall(PEER_DIR, members=vendored, filter="data")
     run_logged(["cmake", "-S", str(source), "-B", str(PEER_DIR / "build"), "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                "-DGGML_NATIVE=ON", "-DCMAKE_BUILD_TYPE=Release"], log)
+                "-DGGML_NATIVE=ON", "-DCMAKE_BUILD_TYPE=Release", *_no_amx()], log)
     run_logged(["cmake", "--build", str(PEER_DIR / "build"), "--target", "llama-server", "-j", str(os.cpu_count())],
                log)
     return binary
+
+
+def _no_amx():
+    """The flags `./blaze` builds Blaze's llama.cpp with where the CPU advertises AMX (without it: see
+    the script), so that both sides run the same kernels."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "amx_tile" not in flags.split():
+        return []
+    no_amx = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    return [f"-DCMAKE_C_FLAGS={no_amx}", f"-DCMAKE_CXX_FLAGS={no_amx}"]
 
 
 def start_peer(binary, gguf, slots, threads, wait_policy, log_path):
@@ -251,7 +261,7 @@ def figures(wall, results):
     e2e = [r["finished"] - r["sent"] for r in done]
     return {
         "requests": len(results), "completed": len(done), "errors": sum(errors.values()), "error_kinds": errors,
-        "duration_s": round(wall, 3), "completion_tokens": tokens, "tok_s": round(tokens / wall, 2) if wall else None,
+        "duration_s": round(wall, 4), "completion_tokens": tokens, "tok_s": round(tokens / wall, 2) if wall else None,
         "ttft_p50_s": percentile(ttft, 0.50), "ttft_p99_s": percentile(ttft, 0.99),
         "e2e_p50_s": percentile(e2e, 0.50), "e2e_p99_s": percentile(e2e, 0.99),
     }

@@ -110,7 +110,7 @@ def queue_seconds(engine, ids):
     """The request log's queue time of each request id that has one (entries flush every 0.2 s)."""
     from django.conf import settings
 
-    from monitoring import request_log
+    from telemetry import request_log
 
     time.sleep(1.0)
     logged = {e["id"]: e.get("queue_seconds") for e in request_log.entries(

@@ -20,10 +20,12 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix  # noqa: E4
 from django.db import close_old_connections  # noqa: E402
 from django.urls import set_script_prefix  # noqa: E402
 
-from blaze_site import tracing  # noqa: E402
 from blaze_site.routing import websocket_urlpatterns  # noqa: E402
+from core import tracing  # noqa: E402
+from telemetry import cluster  # noqa: E402
 
 tracing.configure("blaze-web")
+cluster.start("web")  # this process's metrics, for the cluster's feed and /metrics/prometheus
 
 
 class ApiHandler(ASGIHandler):

@@ -2,8 +2,8 @@
 
 from django.urls import path
 
+from dashboard.consumers import DashboardConsumer
 from engines.playground.consumers import PlaygroundConsumer
-from monitoring.consumers import DashboardConsumer
 
 websocket_urlpatterns = [
     path("ws/dashboard/", DashboardConsumer.as_asgi()),

@@ -7,7 +7,7 @@ from django.db.models import UniqueConstraint
 from drf_spectacular import openapi
 from rest_framework.validators import UniqueValidator
 
-from blaze_site.serializers import StrictInput
+from core.serializers import StrictInput
 from ratelimits.middleware import EXEMPT_PREFIXES
 
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -16,7 +16,7 @@ CONFLICT = {"description": "A value that must be unique is taken (`fields` names
 
 
 def may_find_taken(serializer):
-    """Whether input through `serializer` may name a value another row holds (blaze_site.exceptions
+    """Whether input through `serializer` may name a value another row holds (core.http_errors
     answers 409): a writable field with DRF's UniqueValidator, or one in its model's unique constraints."""
     model = getattr(getattr(serializer, "Meta", None), "model", None)
     if model is None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from core.shared_state import SENTINEL_TIMEOUTS, SentinelUrl
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("BLAZE_VAR_DIR", BASE_DIR / "var"))
 
@@ -42,10 +44,6 @@ def _secret_key():
 
 SECRET_KEY = _secret_key()
 
-# Prometheus metrics from every process of this machine (web and workers) meet in one directory;
-# it must be set before prometheus_client is first imported. `./blaze` empties it at start.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -68,7 +66,9 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "engines",
-    "monitoring",
+    "alerts",
+    "dashboard",
+    "usage",
     "ratelimits",
     "security",
 ]
@@ -79,7 +79,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",
     "accounts.middleware.RequestIdMiddleware",
-    "monitoring.middleware.RequestMetricsMiddleware",
+    "telemetry.middleware.RequestMetricsMiddleware",
     # Cheap refusals (block list, size, threat patterns) before any session or database work.
     "security.middleware.ThreatProtectionMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -92,14 +92,14 @@ MIDDLEWARE = [
     "ratelimits.middleware.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "blaze_site.middleware.ContentSecurityPolicyMiddleware",
+    "core.middleware.ContentSecurityPolicyMiddleware",
 ]
 # The chain for /v1 (blaze_site.asgi): its views authenticate by key and keep no session, so the
 # browser's middleware (sessions, CSRF, sign-in, MFA, messages, static files) has nothing to do there.
 API_MIDDLEWARE = [
-    "blaze_site.middleware.SecurityMiddleware",
+    "core.middleware.SecurityMiddleware",
     "accounts.middleware.RequestIdMiddleware",
-    "monitoring.middleware.RequestMetricsMiddleware",
+    "telemetry.middleware.RequestMetricsMiddleware",
     "security.middleware.ThreatProtectionMiddleware",
     "ratelimits.middleware.RateLimitMiddleware",
 ]
@@ -139,7 +139,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# One Redis (redis://, rediss://, unix://) or a Sentinel set (redis+sentinel://, core/shared_state.py's
+# SentinelUrl), for every use Blaze makes of Redis; the sentinels' own password, if they want one, apart.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_SENTINEL_PASSWORD = os.environ.get("BLAZE_REDIS_SENTINEL_PASSWORD", "")
+redis_sentinel = SentinelUrl.parse(REDIS_URL, REDIS_SENTINEL_PASSWORD)  # None: one Redis
 # Every Redis key Blaze writes starts with this; tests give each run its own.
 REDIS_PREFIX = os.environ.get("BLAZE_REDIS_PREFIX", "blaze")
 
@@ -158,8 +162,9 @@ CHANNEL_LAYERS = {
     }
 }
 
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", redis_sentinel.kombu_url() if redis_sentinel else REDIS_URL)
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND",
+                                       redis_sentinel.kombu_url() if redis_sentinel else REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -174,10 +179,25 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": int(os.environ.get("BLAZE_REDELIVERY_SECONDS", "300")),
     "global_keyprefix": f"{REDIS_PREFIX}:celery:",
 }
+
+if redis_sentinel:
+    # Each library's own Sentinel support, each asking the sentinels for the master as it connects
+    # (docs/decisions.md, "Redis Sentinel"); the timeouts end what a dead master would hold.
+    CACHES["default"]["LOCATION"] = [REDIS_URL]  # one URL: Django splits a string at its commas
+    CACHES["default"]["OPTIONS"] = {"pool_class": "core.shared_state.CachePool", **SENTINEL_TIMEOUTS}
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [redis_sentinel.channel_layer_host()]
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {**redis_sentinel.celery_transport_options(), **SENTINEL_TIMEOUTS}
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = redis_sentinel.celery_transport_options()
+    CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = SENTINEL_TIMEOUTS["socket_connect_timeout"]
+    CELERY_REDIS_SOCKET_TIMEOUT = SENTINEL_TIMEOUTS["socket_timeout"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Engine hosts (Celery workers)
 BLAZE_MODELS_DIR = Path(os.environ.get("BLAZE_MODELS_DIR", VAR_DIR / "models"))  # where setup_demo builds models
+# How often each worker scans BLAZE_MODELS_DIR and its Hugging Face cache for the Models page.
+BLAZE_CATALOG_SECONDS = float(os.environ.get("BLAZE_CATALOG_SECONDS", "60"))
+# How long saving a local engine waits for the live workers to say what they find at its model.
+BLAZE_INSPECT_TIMEOUT_SECONDS = float(os.environ.get("BLAZE_INSPECT_TIMEOUT_SECONDS", "10"))
 BLAZE_CACHE_BYTES = int(os.environ.get("BLAZE_CACHE_BYTES", "0"))  # 0: a share of the device's memory
 BLAZE_HEARTBEAT_SECONDS = float(os.environ.get("BLAZE_HEARTBEAT_SECONDS", "2"))
 BLAZE_WORKER_LOST_SECONDS = float(os.environ.get("BLAZE_WORKER_LOST_SECONDS", "8"))
@@ -245,9 +265,9 @@ REST_FRAMEWORK = {
     # The credential exchanges (accounts/api.py) take a form too.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "blaze_site.schema.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "blaze_site.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "blaze_site.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.http_errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SIMPLE_JWT = {
@@ -284,7 +304,7 @@ MEDIA_URL = "media/"
 # Serve from the finders when collectstatic has not run (development, tests).
 SERVESTATIC_USE_FINDERS = True
 
-# Tracing (blaze_site/tracing.py): on when an OTLP endpoint is named; the SDK reads the OTEL_* variables.
+# Tracing (core/tracing.py): on when an OTLP endpoint is named; the SDK reads the OTEL_* variables.
 TRACING = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 # The share of requests traced (0-1); a request that arrives with a sampled `traceparent` always is.
 BLAZE_TRACE_SAMPLE_RATIO = float(os.environ.get("BLAZE_TRACE_SAMPLE_RATIO", "1"))
@@ -298,9 +318,9 @@ BLAZE_TRACE_URL = os.environ.get("BLAZE_TRACE_URL", "")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "blaze_site.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.logs.RequestIdFilter"}},
     "formatters": {
-        "json": {"()": "blaze_site.logs.BlazeJsonFormatter"},
+        "json": {"()": "core.logs.BlazeJsonFormatter"},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s] %(message)s"},
     },
     "handlers": {
@@ -315,7 +335,7 @@ LOGGING = {
 # Rate limiting (ratelimits/): the policies themselves are rows, edited on /ratelimits/ or /api/ratelimits/.
 BLAZE_RATELIMIT_POLICY_CACHE_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_POLICY_CACHE_SECONDS", "2"))
 # Each web process keeps the IP block list, and /v1 the API keys and model plans it looked up, while a
-# Redis token says nothing changed (blaze_site/lookups.py); this bounds an entry's life if a change
+# Redis token says nothing changed (core/lookups.py); this bounds an entry's life if a change
 # could not be announced.
 BLAZE_LOOKUP_CACHE_SECONDS = float(os.environ.get("BLAZE_LOOKUP_CACHE_SECONDS", "60"))
 BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS = float(os.environ.get("BLAZE_RATELIMIT_TARGET_LATENCY_SECONDS", "5"))
@@ -357,14 +377,29 @@ BLAZE_HEALTH_DEGRADED_ERROR_RATE = float(os.environ.get("BLAZE_HEALTH_DEGRADED_E
 BLAZE_HEALTH_DEGRADED_LATENCY_SECONDS = float(os.environ.get("BLAZE_HEALTH_DEGRADED_LATENCY_SECONDS", "30"))
 BLAZE_HEALTH_WINDOW = int(os.environ.get("BLAZE_HEALTH_WINDOW", "20"))
 
-# The live feed (monitoring/feed.py): one producer (`manage.py run_live_feed`) computes a snapshot every
+# The live feed (dashboard/feed.py): one producer (`manage.py run_live_feed`) computes a snapshot every
 # interval, over metrics of the last window, and keeps per-interval points for an hour and per-minute
 # means for a day (Redis).
 BLAZE_FEED_INTERVAL_SECONDS = float(os.environ.get("BLAZE_FEED_INTERVAL_SECONDS", "1"))
 BLAZE_FEED_WINDOW_SECONDS = float(os.environ.get("BLAZE_FEED_WINDOW_SECONDS", "10"))
 BLAZE_HISTORY_POINTS = int(os.environ.get("BLAZE_HISTORY_POINTS", "3600"))
 BLAZE_HISTORY_MINUTES = int(os.environ.get("BLAZE_HISTORY_MINUTES", "1440"))
+# Cluster metrics (telemetry/cluster.py): each process publishes its samples through Redis this often,
+# under this host name (default: the machine's hostname; set it where pods or containers share one).
+BLAZE_METRICS_PUSH_SECONDS = float(os.environ.get("BLAZE_METRICS_PUSH_SECONDS", "1"))
+BLAZE_HOST_NAME = os.environ.get("BLAZE_HOST_NAME", "")
 # The address people reach Blaze at, for links in alert notifications (Alertmanager's externalURL).
 BLAZE_EXTERNAL_URL = os.environ.get("BLAZE_EXTERNAL_URL", "")
-# The Requests page's log of the last /v1 requests (monitoring/request_log.py), kept in Redis.
+# Usage (usage/): events wait in a Redis stream of at most this many (the oldest go first) until the live
+# feed's process stores them, every this many seconds; raw records are kept this many days, rollups for good.
+# Off: no usage is recorded and no budget is checked (bench/usage.py measures what they cost).
+BLAZE_USAGE_ENABLED = os.environ.get("BLAZE_USAGE_ENABLED", "1") not in ("0", "false", "off", "")
+BLAZE_USAGE_STREAM_MAX = int(os.environ.get("BLAZE_USAGE_STREAM_MAX", "1000000"))
+BLAZE_USAGE_PERSIST_SECONDS = float(os.environ.get("BLAZE_USAGE_PERSIST_SECONDS", "1"))
+BLAZE_USAGE_RAW_DAYS = int(os.environ.get("BLAZE_USAGE_RAW_DAYS", "90"))
+# Budgets' calendar days, weeks and months are this zone's; each web process reads the budgets again
+# after this many seconds (a change in this process applies at once).
+BLAZE_USAGE_TIME_ZONE = os.environ.get("BLAZE_USAGE_TIME_ZONE", "UTC")
+BLAZE_BUDGET_CACHE_SECONDS = float(os.environ.get("BLAZE_BUDGET_CACHE_SECONDS", "2"))
+# The Requests page's log of the last /v1 requests (telemetry/request_log.py), kept in Redis.
 BLAZE_REQUEST_LOG_SIZE = int(os.environ.get("BLAZE_REQUEST_LOG_SIZE", "1000"))

@@ -9,13 +9,14 @@ urlpatterns = [
     # empty prefixes below hold dozens of pages each).
     path("v1/", include("engines.openai.urls")),
     path("", include("accounts.urls")),
-    path("", include("monitoring.urls")),
+    path("", include("dashboard.urls")),
     path("", include("security.urls")),
     path("", include("ratelimits.urls")),
+    path("", include("usage.urls")),
     path("engines/", include("engines.control.urls")),
     path("playground/", playground_views.playground, name="playground"),
-    path("alerts/", include("monitoring.alerts_urls_pages")),
-    path("api/alerts/", include("monitoring.alerts_urls")),
+    path("alerts/", include("alerts.page_urls")),
+    path("api/alerts/", include("alerts.urls")),
     path("api/", include("blaze_site.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # Both documentation pages run under the site's Content-Security-Policy (blaze_site/api_docs.py).
@@ -24,6 +25,6 @@ urlpatterns = [
     path("api/redoc/redoc.standalone.js", api_docs.redoc_script, name="api-redoc-script"),
 ]
 
-handler404 = "blaze_site.views.not_found"
-handler500 = "blaze_site.views.server_error"
-handler403 = "blaze_site.views.forbidden"
+handler404 = "core.views.not_found"
+handler500 = "core.views.server_error"
+handler403 = "core.views.forbidden"

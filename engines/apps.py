@@ -5,7 +5,7 @@ class EnginesConfig(AppConfig):
     name = "engines"
 
     def ready(self):
-        from blaze_site import lookups
+        from core import lookups
         from engines.models import Engine, Route, RouteFallback, RouteTarget
 
         lookups.watch(Engine, Route, RouteTarget, RouteFallback)  # /v1's model plans

@@ -6,13 +6,14 @@ one silent for BLAZE_WORKER_LOST_SECONDS is `lost`.
 
 import json
 import time
+from typing import Any
 
 from django.conf import settings
 
-from blaze_site import shared_state
+from core import shared_state
 
 
-def live_workers():
+def live_workers() -> list[dict[str, Any]]:
     """Heartbeats of workers seen within BLAZE_WORKER_LOST_SECONDS; lost ones have `lost: True`."""
     redis = shared_state.client()
     names = sorted(redis.smembers(shared_state.workers_key()))
@@ -29,7 +30,7 @@ def live_workers():
     return workers
 
 
-def worker_info(worker_id):
+def worker_info(worker_id: str) -> dict[str, Any] | None:
     raw = shared_state.client().get(shared_state.worker_key(worker_id))
     if raw is None:
         return None
@@ -38,19 +39,21 @@ def worker_info(worker_id):
     return info
 
 
-def loaded_anywhere(name, except_worker=None):
-    return any(
-        entry["engine"] == name
-        for worker in live_workers() if not worker["lost"] and worker["id"] != except_worker
-        for entry in worker["cache"]
-    )
+def holding(name: str, except_worker: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(worker id, cache entry) of each live worker that holds engine `name`'s model."""
+    return [(worker["id"], entry) for worker in live_workers() if not worker["lost"] and worker["id"] != except_worker
+            for entry in worker["cache"] if entry["engine"] == name]
 
 
-def rank_workers(workers, engine_name):
+def loaded_anywhere(name: str, except_worker: str | None = None) -> bool:
+    return bool(holding(name, except_worker))
+
+
+def rank_workers(workers: list[dict[str, Any]], engine_name: str) -> list[dict[str, Any]]:
     """The workers sorted for a request to `engine_name`: those holding its model first, then the
     least busy (then by name, so that equals always rank alike)."""
 
-    def rank(worker):
+    def rank(worker: dict[str, Any]) -> tuple[bool, int, str]:
         holding = any(entry["engine"] == engine_name for entry in worker["cache"])
         return (not holding, worker["in_flight"], worker["id"])
 

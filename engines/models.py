@@ -36,6 +36,10 @@ class Engine(models.Model):
     base_url = models.URLField(max_length=500, blank=True, help_text="Remote only: the OpenAI-compatible base URL.")
     api_key = models.CharField(max_length=500, blank=True, help_text="Remote only: sent upstream, never shown.")
     config = models.JSONField(default=dict, blank=True)
+    keep_alive_seconds = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(30 * 86400)],
+        help_text="Local only: unload the model from each worker after this long without a request; "
+                  "empty: keep it loaded until evicted or unloaded.")
     enabled = models.BooleanField(default=True)
     weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(0), MaxValueValidator(1000)])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OFFLINE)
@@ -61,7 +65,7 @@ class Engine(models.Model):
         return {
             "name": self.name, "description": self.description, "kind": self.kind, "backend": self.backend,
             "model": self.model, "base_url": self.base_url, "api_key": self.api_key, "config": dict(self.config),
-            "enabled": self.enabled, "weight": self.weight,
+            "keep_alive_seconds": self.keep_alive_seconds, "enabled": self.enabled, "weight": self.weight,
         }
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from blaze_site.serializers import StrictInput
+from core import errors
+from core.serializers import StrictInput
+from engines import catalog
 from engines.contract import BATCH_DEFAULTS, MAX_QUEUE_DEFAULT, PREFIX_CACHE_MB, llm_runtime
 from engines.models import Engine, Route, RouteTarget
 
@@ -123,7 +125,7 @@ def validate_config(kind, config, backend=Engine.Backend.LOCAL):
     return {name: value for name, value in serializer.validated_data.items() if not (name in caps and value is None)}
 
 
-RESERVED_NAMES = {"new", "workers", "images", "routes"}
+RESERVED_NAMES = {"new", "workers", "images", "routes", "models"}
 
 
 @extend_schema_field({"type": "object", "description": "The settings of the engine's kind: LlmConfig, "
@@ -132,16 +134,49 @@ class ConfigField(serializers.JSONField):
     """Checked by the serializer of the engine's kind (`validate_config`)."""
 
 
+class ModelFactsSerializer(serializers.Serializer):
+    """What a worker reads of a model (engines/worker/catalog.py), and the workers that have it."""
+
+    name = serializers.CharField(allow_null=True)
+    kind = serializers.CharField(allow_null=True)
+    runtime = serializers.CharField(allow_null=True)
+    architecture = serializers.CharField(allow_null=True)
+    dtype = serializers.CharField(allow_null=True)
+    parameters = serializers.IntegerField(allow_null=True)
+    size_bytes = serializers.IntegerField(allow_null=True)
+    memory_bytes = serializers.IntegerField(allow_null=True, help_text="Estimated, at the default precision.")
+    context_length = serializers.IntegerField(allow_null=True)
+    chat_template = serializers.BooleanField(allow_null=True)
+    workers = serializers.ListField(child=serializers.DictField(), help_text="[{id, fits}]: the workers with it.")
+
+
+class ModelCheckSerializer(ModelFactsSerializer):
+    """What the live workers found at a local engine's model (engines/catalog.py: Findings)."""
+
+    warning = serializers.CharField(allow_null=True, help_text="Why the model was saved unchecked.")
+
+
+class CatalogModelSerializer(ModelFactsSerializer):
+    """A model some live worker can serve (engines/catalog.py: models)."""
+
+    path = serializers.CharField()
+    source = serializers.CharField(help_text="models_dir or hf_cache")
+
+
 class EngineSerializer(StrictInput, serializers.ModelSerializer):
     api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_api_key = serializers.SerializerMethodField()
     config = ConfigField(required=False)
+    model_check = serializers.SerializerMethodField(
+        help_text="On a save that set a local engine's model: what the live workers found there (no weights "
+                  "loaded); null otherwise.")
 
     class Meta:
         model = Engine
         fields = [
             "id", "name", "description", "kind", "backend", "model", "base_url", "api_key", "has_api_key",
-            "config", "enabled", "weight", "status", "status_detail", "created_at", "updated_at",
+            "config", "keep_alive_seconds", "enabled", "weight", "status", "status_detail", "created_at",
+            "updated_at", "model_check",
         ]
         read_only_fields = ["id", "enabled", "status", "status_detail", "created_at", "updated_at"]
 
@@ -152,6 +187,11 @@ class EngineSerializer(StrictInput, serializers.ModelSerializer):
 
     def get_has_api_key(self, engine) -> bool:
         return bool(engine.api_key)
+
+    @extend_schema_field(ModelCheckSerializer(allow_null=True))
+    def get_model_check(self, engine):
+        checked = getattr(self, "findings", None)
+        return checked.as_dict() if checked is not None else None
 
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
@@ -188,18 +228,29 @@ class EngineSerializer(StrictInput, serializers.ModelSerializer):
                 raise serializers.ValidationError({"base_url": ["Required for a remote engine."]})
             if not base_url.startswith(("http://", "https://")):
                 raise serializers.ValidationError({"base_url": ["Must be an http:// or https:// URL."]})
+            if attrs.get("keep_alive_seconds") is not None:
+                raise serializers.ValidationError({"keep_alive_seconds": [
+                    "Only a local engine's model is kept loaded; leave it empty for a remote engine."]})
         else:
             if not model:
                 raise serializers.ValidationError({"model": ["Required: a local model directory or a hub id."]})
             if kind == Engine.Kind.LLM:
                 attrs["config"] = llm_config(model, attrs["config"])
-            elif model.startswith(("/", "./", "~")) and not Path(model).expanduser().is_dir():
-                raise serializers.ValidationError({"model": [f"No such directory: {model}"]})
+            if current is None or model != current.model:
+                self.findings = _checked_on_workers(model, kind)
             if base_url:
                 raise serializers.ValidationError({"base_url": ["Only a remote engine has a base URL."]})
             if attrs.get("api_key"):
                 raise serializers.ValidationError({"api_key": ["Only a remote engine has an API key."]})
         return attrs
+
+
+def _checked_on_workers(model, kind):
+    """The live workers' findings at a local engine's model (engines/catalog.py: `inspect`)."""
+    try:
+        return catalog.inspect(model, kind)
+    except errors.InvalidInput as exc:
+        raise serializers.ValidationError({exc.field: [exc.message]}) from exc
 
 
 def llm_config(model, config):
@@ -208,15 +259,13 @@ def llm_config(model, config):
     runtime = llm_runtime(model, config)
     path = Path(model).expanduser()
     if runtime == "llama.cpp":
-        if path.suffix != ".gguf" or not path.is_file():
+        if path.suffix != ".gguf":
             raise serializers.ValidationError({"model": [f"No GGUF file at {model}: the llama.cpp runtime loads a "
                                                          ".gguf file."]})
         refused = {name: [f"Only the transformers runtime takes this: llama.cpp runs the weights as the GGUF file "
                           f"stores them and schedules continuously. Leave {name} out."]
                    for name, default in LlmConfig.TRANSFORMERS_ONLY.items() if config.get(name, default) != default}
     else:
-        if model.startswith(("/", "./", "~")) and not path.is_dir():
-            raise serializers.ValidationError({"model": [f"No such directory: {model}"]})
         refused = {name: ["Only the llama.cpp runtime takes this."] for name in LlmConfig.LLAMA_CPP_ONLY
                    if name in config}
     if refused:

@@ -14,11 +14,11 @@ from django.db import transaction
 from django.urls import reverse
 
 from accounts import audit
-from blaze_site import errors
-from blaze_site.celery import CONTROL, app
-from blaze_site.errors import InvalidInput
+from core import errors, shared_state
+from core.errors import InvalidInput
 from engines import contract
-from engines.heartbeats import worker_info
+from engines.celery_app import CONTROL, app
+from engines.heartbeats import holding, worker_info
 from engines.models import Engine, GeneratedImage, Route, RouteFallback, RouteTarget
 from engines.serving.router import state as router_state
 
@@ -72,7 +72,13 @@ def engine_delete(*, actor, engine):
     _forget_on_commit(router_state.forget_targets, list(engine.route_targets.values_list("pk", flat=True)))
     name = engine.name
     engine.delete()
+    _forget_on_commit(_forget_engine_health, name)
     transaction.on_commit(lambda: unload_everywhere(name))
+
+
+def _forget_engine_health(name):
+    """A deleted engine's outcomes no longer move adaptive rate limits (ratelimits/algorithms.py)."""
+    shared_state.client().srem(shared_state.engines_with_stats_key(), name)
 
 
 class WorkerUnavailable(errors.Unavailable):
@@ -112,6 +118,15 @@ def cache_evict(*, actor, worker_id):
     if victim:
         audit.record(actor=actor, action="cache.evict", target_repr=victim, data={"worker": worker_id})
     return victim
+
+
+def engine_unload_everywhere(*, actor, engine):
+    """Ask every worker to drop the engine's model now (the next request loads it again); returns the
+    ids of the live workers that held it."""
+    held_by = [worker_id for worker_id, _ in holding(engine.name)]
+    unload_everywhere(engine.name)
+    audit.record(actor=actor, action="cache.unload_everywhere", target=engine, data={"workers": held_by})
+    return held_by
 
 
 def unload_everywhere(engine_name):
@@ -156,7 +171,7 @@ def _forget_on_commit(forget, *args):
         try:
             forget(*args)
         except redis.RedisError:
-            log.warning("could not drop the router state of deleted targets %s", args)
+            log.warning("could not drop the Redis state of what was deleted: %s", args)
 
     transaction.on_commit(run)
 

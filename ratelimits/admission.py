@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django import db
 from django.http import HttpRequest
 
-from monitoring import metrics
+from telemetry import metrics
 
 from . import algorithms, identity, selectors
 from .models import RateLimitPolicy

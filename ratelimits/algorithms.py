@@ -31,7 +31,7 @@ from limits import RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from blaze_site import shared_state
+from core import shared_state
 
 from .models import RateLimitPolicy
 

@@ -4,8 +4,8 @@ delay policy, a wait for its turn. Admitted requests carry X-RateLimit-* of the 
 
 import math
 
-from blaze_site.middleware import DualModeMiddleware
-from blaze_site.views import refusal
+from core.middleware import DualModeMiddleware
+from core.views import refusal
 
 from . import admission
 

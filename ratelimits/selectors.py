@@ -9,7 +9,7 @@ import redis
 from django import db
 from django.conf import settings
 
-from engines.models import Engine
+from core import shared_state
 
 from . import algorithms
 from .models import RateLimitPolicy
@@ -33,7 +33,9 @@ _active = None
 
 
 def _engine_names():
-    return tuple(Engine.objects.values_list("name", flat=True))
+    """The engines that have run batches, from Redis (engines/worker/status.py writes the set): the
+    limits sit below the engines and read none of their tables."""
+    return tuple(sorted(shared_state.client().smembers(shared_state.engines_with_stats_key())))
 
 
 def fresh_active_policies():

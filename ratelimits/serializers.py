@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError as ModelValidationError
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from blaze_site.serializers import StrictInput
+from core.serializers import StrictInput
 
 from .models import ENDPOINT_RULE, RateLimitPolicy
 

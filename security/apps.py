@@ -5,7 +5,7 @@ class SecurityConfig(AppConfig):
     name = "security"
 
     def ready(self):
-        from blaze_site import lookups
+        from core import lookups
 
         from .models import IpBlock
 

@@ -1,7 +1,7 @@
 """The active IP block list as the request path sees it: this process's copy, read from the
 database again only after a block is added, changed or lifted anywhere.
 
-The copy is a `blaze_site.lookups` entry, kept under the lookup token that every change of an
+The copy is a `core.lookups` entry, kept under the lookup token that every change of an
 `IpBlock` replaces once it commits: a request reads that one token (which /v1 then uses for its own
 lookups too) and no query. Expiry is checked against each entry's time on each request, so a block
 lifts on the second, without a change.
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import DatabaseError
 
-from blaze_site import lookups
+from core import lookups
 
 from .models import IpBlock
 

@@ -5,10 +5,10 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from accounts.audit import Actor, client_ip
-from blaze_site import lookups
-from blaze_site.middleware import DualModeMiddleware
-from blaze_site.views import refusal
-from monitoring import metrics
+from core import lookups
+from core.middleware import DualModeMiddleware
+from core.views import refusal
+from telemetry import metrics
 
 from . import blocklist, services
 from .detection import detect
@@ -16,7 +16,7 @@ from .detection import detect
 # Health checks are never blocked: liveness answers anyone without asking Redis or the database (load
 # balancers must learn whether the process is up whatever its dependencies do, and a blocked client
 # learns nothing from it); detailed health is the monitoring system's, which its own credential or
-# address admits (monitoring.permissions).
+# address admits (dashboard.permissions).
 UNBLOCKABLE_PATHS = {"/health", "/health/detailed"}
 
 

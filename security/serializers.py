@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from accounts.serializers import AuditEventSerializer
-from blaze_site.serializers import StrictInput
+from core.serializers import StrictInput
 
 from .models import IpBlock
 

@@ -15,9 +15,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts import audit
-from blaze_site import shared_state
-from blaze_site.errors import InvalidInput
-from monitoring import metrics
+from core import shared_state
+from core.errors import InvalidInput
+from telemetry import metrics
 
 from . import blocklist
 from .models import IpBlock

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from accounts.audit import Actor
-from blaze_site.errors import InvalidInput
+from core.errors import InvalidInput
 
 from . import services
 from .forms import IpBlockForm

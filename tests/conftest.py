@@ -1,6 +1,8 @@
 """Fixtures used by name: users of each role, API clients authenticated each way, and real Blaze
 processes (daphne, Celery workers) on the test database."""
 
+import uuid
+
 import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
@@ -68,6 +70,19 @@ def client_for():
         return client
 
     return build
+
+
+@pytest.fixture
+def own_redis_prefix(settings):
+    """A Redis prefix of this test's own (no other test's processes or keys there), its keys deleted
+    after; yields the settings."""
+    from core import shared_state
+
+    settings.REDIS_PREFIX = f"own-{uuid.uuid4().hex[:8]}"
+    yield settings
+    client = shared_state.client()
+    for key in client.scan_iter(f"{settings.REDIS_PREFIX}:*"):
+        client.delete(key)
 
 
 @pytest.fixture

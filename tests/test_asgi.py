@@ -242,7 +242,7 @@ def test_a_v1_request_leaves_no_cycle_of_the_handler_to_the_garbage_collector():
 @pytest.mark.django_db(transaction=True)
 def test_a_v1_request_reads_the_lookup_token_once(monkeypatch):
     """The block list's middleware reads it; /v1 looks its key and plan up under the same one."""
-    from blaze_site import lookups
+    from core import lookups
 
     reads, read = [], lookups.generation
 

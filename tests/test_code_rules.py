@@ -1,6 +1,7 @@
-"""The code's own rules, run with the suite so CI enforces them: ruff's lint (pyproject.toml) and the
+"""The code's own rules, run with the suite so CI enforces them: ruff's lint (pyproject.toml), the
 import-linter contracts of the layout by process (the web side never imports the worker side, the
-worker never imports the web side, the core never imports the HTTP layer)."""
+worker never imports the web side, the core never imports the HTTP layer), and mypy's type check of
+the core, the web↔worker contract, the worker and the serving path."""
 
 import subprocess
 import sys
@@ -10,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def run(*command):
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+def run(*command, timeout=120):
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def test_ruff_finds_nothing():
@@ -23,3 +24,9 @@ def test_the_import_contracts_are_kept():
     result = run(str(BIN / "lint-imports"), "--no-cache")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+def test_the_types_check():
+    # Its cache (.mypy_cache) makes a later run take a second; the first reads torch's types (about 25 s here).
+    result = run(str(BIN / "mypy"), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -2,7 +2,9 @@
 needed. The Dockerfiles lint clean (hadolint), the Kubernetes manifests validate against the API's
 schemas (kubernetes-validate, strict), compose.yaml has the shape the docs describe, and everything
 the recipes name exists here: management commands and their options, `python -m` modules, the
-settings they set, the URLs they probe, and every process `./blaze up` runs."""
+settings they set, the URLs they probe, and every process `./blaze up` runs. The monitoring recipes
+too: the Prometheus job scrapes the web Service once, with what Blaze asks of a scraper, and the
+Grafana dashboard (deploy/grafana/blaze.json) names only metrics and labels Blaze exports."""
 
 import importlib.util
 import json
@@ -17,12 +19,18 @@ import pytest
 import yaml
 from django.core.management import CommandError, get_commands, load_command_class
 from django.urls import Resolver404, resolve
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.process_collector import ProcessCollector
+
+from alerts import metrics as alert_metrics
+from telemetry import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEPLOY = ROOT / "deploy"
 DOCKERFILES = [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cuda"]
 K8S = DEPLOY / "k8s"
+DASHBOARD = DEPLOY / "grafana" / "blaze.json"
 # The oldest Kubernetes the manifests claim (docs/deploy.md) and the newest kubernetes-validate bundles.
 KUBERNETES_VERSIONS = ("1.30", "1.37")
 
@@ -156,10 +164,18 @@ def k8s_commands(container):
             yield from exec_commands(container[probe]["exec"]["command"])
 
 
+def resource(kind, name):
+    return next(doc for _, doc in resources() if (doc["kind"], doc["metadata"]["name"]) == (kind, name))
+
+
 def k8s_env():
+    """Variables the containers set, and the keys of the ConfigMaps and Secrets they take whole (envFrom)."""
     names = {var["name"] for c in k8s_containers() for var in c.get("env", [])}
-    for _, doc in resources():
-        if doc["kind"] in ("ConfigMap", "Secret"):
+    for container in k8s_containers():
+        for source in container.get("envFrom", []):
+            kind, ref = ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else (
+                "Secret", source["secretRef"])
+            doc = resource(kind, ref["name"])
             names |= set(doc.get("data", {})) | set(doc.get("stringData", {}))
     return names
 
@@ -244,7 +260,7 @@ def command_problem(argv):
         if not (ROOT / argv[1]).is_file():
             return f"no script {argv[1]}"
     elif argv[0] == "celery":
-        if argv[1:3] != ["-A", "blaze_site"] or not module_exists("blaze_site.celery"):
+        if argv[1:3] != ["-A", "blaze_site"]:
             return f"celery must load the app blaze_site: {argv}"
         # --help parses every option name and subcommand, then stops before connecting anywhere.
         result = subprocess.run([str(BIN / "celery"), *argv[1:], "--help"], cwd=ROOT, capture_output=True,
@@ -475,10 +491,10 @@ def test_every_reference_between_manifests_resolves():
 
 
 def test_the_secret_holds_only_marked_placeholders():
-    secret = next(doc for _, doc in resources() if doc["kind"] == "Secret")
+    secret = resource("Secret", "blaze-secrets")
     assert {"SECRET_KEY", "DATABASE_URL", "BLAZE_METRICS_TOKEN"} <= set(secret["stringData"])
     assert all("CHANGE-ME" in value for value in secret["stringData"].values())
-    config = next(doc for _, doc in resources() if doc["kind"] == "ConfigMap")
+    config = resource("ConfigMap", "blaze-config")
     assert not {"SECRET_KEY", "DATABASE_URL", "BLAZE_METRICS_TOKEN"} & set(config["data"])
 
 
@@ -507,7 +523,7 @@ def test_every_probed_path_is_a_url_of_blaze():
 
 
 def test_the_probes_host_is_allowed():
-    config = next(doc for _, doc in resources() if doc["kind"] == "ConfigMap")
+    config = resource("ConfigMap", "blaze-config")
     example = (DEPLOY / "compose.env.example").read_text()
     for allowed in (config["data"]["ALLOWED_HOSTS"], re.search(r"^ALLOWED_HOSTS=(.*)$", example, re.M).group(1)):
         assert "localhost" in allowed.split(",")
@@ -561,3 +577,228 @@ def test_the_probe_script_against_daphne(live_blaze):
     assert probe("/health/detailed").returncode == 0  # from loopback, as inside a container
     missing = probe("/healthz")
     assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+
+
+# Monitoring: the Prometheus scrape job and the Grafana dashboard -----------------------------------
+
+# Labels every series has besides its own: the cluster exposition's, and the ones Prometheus adds.
+ADDED_LABELS = {"host", "process", "job", "instance"}
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+                   "offset"}
+GRAFANA_VARIABLES = {"__rate_interval", "__interval", "__range"}  # Grafana's own
+# Prometheus's <scrape_config> keys, service discovery left out: it would find every web pod.
+SCRAPE_CONFIG_KEYS = {
+    "job_name", "scrape_interval", "scrape_timeout", "scrape_protocols", "metrics_path", "honor_labels",
+    "honor_timestamps", "scheme", "params", "enable_compression", "basic_auth", "authorization", "oauth2",
+    "follow_redirects", "enable_http2", "tls_config", "proxy_url", "http_headers", "static_configs",
+    "relabel_configs", "metric_relabel_configs", "body_size_limit", "sample_limit", "label_limit",
+}
+
+
+def exported_series():
+    """{series name as scraped: its labels} for every metric of telemetry/metrics.py and
+    alerts/metrics.py, and the standard process collector's."""
+    exposed = {  # a family's series: (suffix, the labels it adds)
+        "counter": [("_total", set())], "gauge": [("", set())],
+        "histogram": [("_bucket", {"le"}), ("_sum", set()), ("_count", set())],
+        "summary": [("", {"quantile"}), ("_sum", set()), ("_count", set())],
+    }
+    series = {}
+    for module in (metrics, alert_metrics):
+        for metric in vars(module).values():
+            if isinstance(metric, MetricWrapperBase):
+                family = metric.describe()[0]
+                for suffix, extra in exposed[family.type]:
+                    series[family.name + suffix] = set(metric._labelnames) | ADDED_LABELS | extra
+    for family in ProcessCollector(registry=None).collect():
+        series.update({sample.name: set(ADDED_LABELS) for sample in family.samples})
+    return series
+
+
+def promql_reading(expr):
+    """(metric names, [(metric or "", labels its matchers name)], [labels of each by/without]) of a
+    PromQL expression: a light reading, enough for the dashboard's expressions, not a parser."""
+    text = re.sub(r"\[[^\]]*\]", " ", expr)  # range selectors: [5m], [$__rate_interval]
+    selectors = [(name, set(re.findall(r'([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)\s*"', body)))
+                 for name, body in re.findall(r'([A-Za-z_:][\w:]*)?\s*\{((?:[^}"]|"[^"]*")*)\}', text)]
+    text = re.sub(r'\{(?:[^}"]|"[^"]*")*\}', " ", text)
+    text = re.sub(r'"[^"]*"', " ", text)
+    groupings = [{label.strip() for label in labels.split(",") if label.strip()}
+                 for labels in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", text)]
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = {name for name in re.findall(r"(?<![\w.$])([A-Za-z_:][\w:]*)\b(?!\s*\()", text)
+             if name not in PROMQL_KEYWORDS}
+    return names, selectors, groupings
+
+
+def promql_problems(expr, series=None):
+    """What an expression names that Blaze does not export: a metric (with its _total, _bucket, _sum,
+    _count suffix), a label in a matcher or a by/without clause, a histogram_quantile not over `le`."""
+    series = series or exported_series()
+    names, selectors, groupings = promql_reading(expr)
+    problems = [f"no metric {name}" for name in sorted(names - set(series))]
+    known = names & set(series)
+    for name, labels in selectors:
+        for label in sorted(labels - series.get(name, labels)):
+            problems.append(f"{name} has no label {label}")
+    for grouping in groupings:
+        for name in sorted(known):
+            problems += [f"{name} has no label {label} to group by" for label in sorted(grouping - series[name])]
+    if "histogram_quantile(" in expr:
+        if not groupings or not all("le" in grouping for grouping in groupings):
+            problems.append("histogram_quantile over buckets not grouped by le")
+        problems += [f"histogram_quantile over {name}, not a _bucket series" for name in sorted(names)
+                     if not name.endswith("_bucket")]
+    return problems
+
+
+def label_values_problems(query, series=None):
+    """Grafana's `label_values(metric{matchers}, label)`: the metric and the label exist."""
+    match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+    if not match:
+        return [f"not label_values(metric, label): {query}"]
+    series = series or exported_series()
+    problems = promql_problems(match[1], series)
+    names, _, _ = promql_reading(match[1])
+    return problems + [f"{name} has no label {match[2]}" for name in sorted(names & set(series))
+                       if match[2] not in series[name]]
+
+
+def dashboard():
+    return json.loads(DASHBOARD.read_text())
+
+
+def dashboard_panels():
+    """Every panel, those inside rows included."""
+    for panel in dashboard()["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def scrape_job():
+    config = resource("ConfigMap", "blaze-prometheus-scrape")
+    (text,) = config["data"].values()
+    (job,) = yaml.safe_load(text)["scrape_configs"]
+    return job
+
+
+def seconds(duration):
+    assert re.fullmatch(r"(\d+[hms])+", duration), duration
+    return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[unit] for n, unit in re.findall(r"(\d+)([hms])", duration))
+
+
+def test_prometheus_scrapes_the_web_service_once():
+    job = scrape_job()
+    assert set(job) <= SCRAPE_CONFIG_KEYS, set(job) - SCRAPE_CONFIG_KEYS
+    (static,) = job["static_configs"]
+    (target,) = static["targets"]
+    service = resource("Service", "blaze-web")
+    namespace = yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"]
+    assert target == f"blaze-web.{namespace}.svc.cluster.local:{service['spec']['ports'][0]['port']}"
+    assert resolve(job["metrics_path"]).url_name == "metrics-prometheus"
+    assert seconds(job["scrape_timeout"]) <= seconds(job["scrape_interval"])
+    for _, doc in resources():  # nothing else invites a per-pod scrape
+        annotations = doc.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
+        assert not any(key.startswith("prometheus.io/") for key in annotations), doc["metadata"]["name"]
+
+
+def test_the_scrape_job_carries_what_blaze_asks_of_a_scraper():
+    job = scrape_job()
+    host = job["static_configs"][0]["targets"][0].rsplit(":", 1)[0]
+    config = resource("ConfigMap", "blaze-config")["data"]
+    assert host in config["ALLOWED_HOSTS"].split(",")
+    authorization = job["authorization"]
+    assert authorization.get("type", "Bearer") == "Bearer" and "credentials" not in authorization  # no token inline
+    assert Path(authorization["credentials_file"]).name == "BLAZE_METRICS_TOKEN"
+    assert "BLAZE_METRICS_TOKEN" in resource("Secret", "blaze-secrets")["stringData"]
+    if config.get("BLAZE_HTTPS") == "1":
+        assert job["http_headers"]["X-Forwarded-Proto"] == {"values": ["https"]}
+
+
+@pytest.mark.django_db
+def test_blaze_answers_the_scrape_jobs_request(client, settings, monkeypatch):
+    """The request the job sends, under the ConfigMap's settings, from an address not on the allow list."""
+    from dashboard import selectors
+
+    job, config = scrape_job(), resource("ConfigMap", "blaze-config")["data"]
+    settings.ALLOWED_HOSTS = config["ALLOWED_HOSTS"].split(",")
+    settings.SECURE_SSL_REDIRECT = config.get("BLAZE_HTTPS") == "1"
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if config.get("BLAZE_BEHIND_PROXY") else None
+    settings.BLAZE_METRICS_TOKEN = "scrape-token"
+    monkeypatch.setattr(selectors, "prometheus_text", lambda: "")  # what it holds is tests/telemetry's part
+    headers = {name: ", ".join(header["values"]) for name, header in job.get("http_headers", {}).items()}
+    headers["Authorization"] = "Bearer scrape-token"
+
+    def scrape(**sent):
+        return client.get(job["metrics_path"], headers=sent, HTTP_HOST=job["static_configs"][0]["targets"][0],
+                          REMOTE_ADDR="10.1.2.3")
+
+    assert scrape(**headers).status_code == 200
+    assert scrape(**{**headers, "Authorization": "Bearer wrong"}).status_code in (401, 403)
+    if settings.SECURE_SSL_REDIRECT:  # without the header, HTTPS is demanded of the in-cluster scrape
+        assert scrape(**{k: v for k, v in headers.items() if k != "X-Forwarded-Proto"}).status_code == 301
+
+
+def test_the_dashboard_is_grafanas_shape():
+    board = dashboard()
+    assert board["schemaVersion"] >= 39 and board["uid"] and board["title"]
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert {"engine", "model", "route", "host"} <= set(variables)
+    panels = list(dashboard_panels())
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    taken = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert all(isinstance(grid[key], int) for key in "hwxy") and grid["x"] + grid["w"] <= 24, panel["title"]
+        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"])
+                 for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not cells & taken, f"{panel['title']} overlaps another panel"
+        taken |= cells
+
+
+def test_every_dashboard_query_reads_the_chosen_prometheus():
+    variables = {variable["name"] for variable in dashboard()["templating"]["list"]}
+    chosen = {"type": "prometheus", "uid": "${datasource}"}
+    for panel in dashboard_panels():
+        if panel["type"] == "row":
+            assert not panel.get("targets"), panel["title"]
+            continue
+        assert panel["datasource"] == chosen and panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == chosen, panel["title"]
+            used = set(re.findall(r"\$\{?(\w+)", target["expr"])) - GRAFANA_VARIABLES
+            assert used <= variables, f"{panel['title']}: no variable {used - variables}"
+
+
+def test_the_dashboard_names_only_what_blaze_exports():
+    series = exported_series()
+    problems = []
+    for panel in dashboard_panels():
+        for target in panel.get("targets", []):
+            problems += [f"{panel['title']}: {problem}" for problem in promql_problems(target["expr"], series)]
+            _, _, groupings = promql_reading(target["expr"])
+            legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+            if groupings and legend - set.intersection(*groupings):
+                problems.append(f"{panel['title']}: legend {legend} names a label the query drops")
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] == "query":
+            problems += [f"variable {variable['name']}: {problem}"
+                         for problem in label_values_problems(variable["query"]["query"], series)]
+    assert not problems, problems
+
+
+def test_the_dashboard_checks_catch_what_blaze_does_not_export():
+    assert not promql_problems('sum by (engine) (rate(blaze_tokens_generated_total{engine=~"$engine"}[1m]))')
+    assert promql_problems("rate(blaze_tokens_generatd_total[1m])") == ["no metric blaze_tokens_generatd_total"]
+    assert promql_problems("blaze_http_requests") and promql_problems("blaze_batch_size")  # suffixes are exported
+    assert promql_problems("sum by (model) (rate(blaze_tokens_generated_total[1m]))") == [
+        "blaze_tokens_generated_total has no label model to group by"]
+    assert promql_problems('blaze_model_request_duration_seconds_count{status="500"}') == [
+        "blaze_model_request_duration_seconds_count has no label status"]
+    assert promql_problems("histogram_quantile(0.9, sum by (engine) (rate(blaze_batch_size_bucket[1m])))")
+    assert promql_problems("histogram_quantile(0.9, sum by (le) (rate(blaze_batch_size_count[1m])))")
+    assert not promql_problems('sum by (host, process) (rate(process_cpu_seconds_total{host=~"$host"}[5m]))')
+    assert label_values_problems("label_values(blaze_queue_depth, model)")
+    assert not label_values_problems('label_values(blaze_queue_depth{job=~"$job"}, engine)')

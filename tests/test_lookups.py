@@ -1,4 +1,4 @@
-"""blaze_site.lookups: /v1's keys and plans come from this process's copy while nothing changed, and from
+"""core.lookups: /v1's keys and plans come from this process's copy while nothing changed, and from
 the database the moment something did (the cross-process case: tests/engines/test_routing.py)."""
 
 import asyncio
@@ -34,7 +34,7 @@ def test_with_redis_down_keys_are_read_from_the_database_each_time(key_for, view
     key, raw = key_for(viewer_user, ["inference"])
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {raw}")
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    with caplog.at_level(logging.WARNING, logger="blaze_site.lookups"):
+    with caplog.at_level(logging.WARNING, logger="core.lookups"):
         assert client.get("/v1/models").status_code == 200
     assert "Lookups not cached" in caplog.text
     # Written past the signals that would end a cached copy: only a fresh read sees it.
@@ -45,7 +45,7 @@ def test_with_redis_down_keys_are_read_from_the_database_each_time(key_for, view
 def test_requests_that_miss_an_entry_at_once_share_one_load():
     """An entry that lapses under load: the requests in flight wait for one load of it, instead of
     each queueing its own in the one sync thread."""
-    from blaze_site import lookups
+    from core import lookups
 
     loads = []
 
@@ -65,7 +65,7 @@ def test_requests_that_miss_an_entry_at_once_share_one_load():
 
 
 def test_a_request_that_goes_away_does_not_cancel_the_load_the_others_wait_for():
-    from blaze_site import lookups
+    from core import lookups
 
     def load():
         time.sleep(0.2)
@@ -84,7 +84,7 @@ def test_a_request_that_goes_away_does_not_cancel_the_load_the_others_wait_for()
 
 
 def test_an_entry_past_its_age_is_served_once_more_while_it_is_read_again(settings):
-    from blaze_site import lookups
+    from core import lookups
 
     settings.BLAZE_LOOKUP_CACHE_SECONDS = 0.1
     values = iter(["old", "new"])

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 import redis
 
-from blaze_site import shared_state
+from core import shared_state
 
 
 def on_loop(work):

@@ -1,4 +1,4 @@
-"""Tracing (blaze_site/tracing.py): one trace per request, from daphne through the route pick, each
+"""Tracing (core/tracing.py): one trace per request, from daphne through the route pick, each
 failover attempt and the Celery task to the worker's batcher and run, with the trace id in the logs.
 
 Across processes: a daphne and a worker of their own (`traced_blaze`) export over OTLP to a loopback
@@ -21,11 +21,12 @@ from opentelemetry.trace import SpanKind
 
 from accounts.audit import Actor
 from accounts.services import api_key_create
-from blaze_site import tracing
+from core import tracing
 from engines import contract
 from engines.models import Engine, Route, RouteTarget
 from tests.conftest import make_user
 from tests.otlp import TRACE_URL
+from tests.servers import wait_for
 from tests.upstream import refused_base_url
 
 
@@ -116,12 +117,14 @@ def test_a_request_is_one_trace_from_daphne_through_the_worker_and_back(traced_b
     request_id = answer.headers["X-Request-ID"]
     assert {line["trace_id"] for line in web_lines if line["request_id"] == request_id} == {trace_id}
 
-    # The Requests page links the request to its trace.
+    # The Requests page links the request to its trace (once daphne's log flush, 0.2 s after the
+    # answer, has written it).
     settings.BLAZE_TRACE_URL = TRACE_URL
     browser = Client()
     browser.force_login(operator_user)
-    page = browser.get(reverse("request", args=[request_id]))
-    assert page.status_code == 200
+    url = reverse("request", args=[request_id])
+    wait_for(lambda: browser.get(url).status_code == 200, 5, "the request in the log")
+    page = browser.get(url)
     assert f'href="http://traces.example/trace/{trace_id}"' in page.content.decode()
 
 

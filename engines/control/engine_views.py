@@ -1,12 +1,15 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.contrib.humanize.templatetags.humanize import intword
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.views.decorators.http import require_POST
 from rest_framework import serializers as drf
 
 from accounts.audit import Actor
-from blaze_site.exceptions import flatten
+from core.http_errors import flatten
 from engines import services
+from engines.heartbeats import holding
 from engines.models import Engine
 from engines.selectors import engine_history
 from engines.selectors import engine_list as select_engines
@@ -23,7 +26,9 @@ def engine_list(request):
 @permission_required("engines.view_engine", raise_exception=True)
 def engine_detail(request, name):
     engine = get_object_or_404(Engine, name=name)
-    return render(request, "engines/detail.html", {"engine": engine, "history": engine_history(engine)})
+    loaded = [{"worker": worker_id, **entry} for worker_id, entry in holding(engine.name)]
+    return render(request, "engines/detail.html", {"engine": engine, "history": engine_history(engine),
+                                                   "loaded": loaded})
 
 
 def _config_fields(kind, values):
@@ -43,6 +48,7 @@ def _config_fields(kind, values):
 def _form_data(post, kind):
     data = {name: post.get(name, "")
             for name in ("name", "description", "kind", "backend", "model", "base_url", "weight")}
+    data["keep_alive_seconds"] = post.get("keep_alive_seconds", "").strip() or None  # empty: kept loaded
     if post.get("api_key"):
         data["api_key"] = post["api_key"]
     if kind in CONFIG_SERIALIZERS:
@@ -55,6 +61,19 @@ def _form_data(post, kind):
                 config[name] = post[key]
         data["config"] = config
     return data
+
+
+def _found(serializer):
+    """What the workers found, for the message (", checked: GPT2LMHeadModel, … on w1"); empty if unchecked."""
+    findings = getattr(serializer, "findings", None)
+    if findings is None or not findings.facts:
+        return ""
+    facts = findings.facts
+    parts = [facts["architecture"] or facts["runtime"],
+             f"{intword(facts['parameters'])} parameters" if facts["parameters"] else None,
+             f"about {filesizeformat(facts['memory_bytes'])} in memory",
+             "on " + ", ".join(worker["id"] for worker in findings.workers)]
+    return ", checked: " + ", ".join(part for part in parts if part)
 
 
 @permission_required("engines.add_engine", raise_exception=True)
@@ -71,14 +90,19 @@ def engine_form(request, name=None):
             actor = Actor.from_request(request)
             if engine:
                 engine = services.engine_update(actor=actor, engine=engine, **serializer.validated_data)
-                messages.success(request, f"Engine {engine.name} saved.")
+                messages.success(request, f"Engine {engine.name} saved{_found(serializer)}.")
             else:
                 engine = services.engine_create(actor=actor, **serializer.validated_data)
-                messages.success(request, f"Engine {engine.name} registered.")
+                messages.success(request, f"Engine {engine.name} registered{_found(serializer)}.")
+            findings = getattr(serializer, "findings", None)
+            if findings is not None and findings.warning:
+                messages.warning(request, findings.warning)
             return redirect("engines:detail", name=engine.name)
         errors = flatten(serializer.errors)
     elif engine:
         values = {**engine.audit_fields(), "api_key": ""}
+    else:  # Register from the Models page: its model, kind and a name to start from
+        values.update({name: request.GET[name] for name in ("model", "kind", "name") if request.GET.get(name)})
     current = values.get("config") or {}
     chosen_kind = engine.kind if engine else values.get("kind", Engine.Kind.LLM)
     return render(request, "engines/form.html", {
@@ -89,6 +113,16 @@ def engine_form(request, name=None):
             for kind, label in Engine.Kind.choices
         ],
     }, status=400 if errors else 200)
+
+
+@permission_required("engines.manage_cache", raise_exception=True)
+@require_POST
+def engine_unload(request, name):
+    engine = get_object_or_404(Engine, name=name)
+    held = services.engine_unload_everywhere(actor=Actor.from_request(request), engine=engine)
+    messages.success(request, f"{engine.name} is being unloaded from {', '.join(held)}; the next request loads it "
+                              "again." if held else f"{engine.name} is not loaded on any worker.")
+    return redirect(engine.get_absolute_url())
 
 
 @permission_required("engines.change_engine", raise_exception=True)

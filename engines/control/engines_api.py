@@ -1,6 +1,7 @@
-from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from accounts.audit import Actor
@@ -10,7 +11,7 @@ from engines.serializers import EngineSerializer
 
 
 class EngineViewSet(viewsets.ModelViewSet):
-    """Engines: viewers read, operators create, edit, enable/disable and delete."""
+    """Engines: viewers read, operators create, edit, enable/disable, unload and delete."""
 
     queryset = Engine.objects.all()
     serializer_class = EngineSerializer
@@ -42,3 +43,14 @@ class EngineViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def disable(self, request, name=None):
         return self._set_enabled(request, False)
+
+    @extend_schema(request=None, responses=inline_serializer("Unloaded", {
+        "workers": serializers.ListField(child=serializers.CharField(), help_text="The workers that held it.")}))
+    @action(detail=True, methods=["post"])
+    def unload(self, request, name=None):
+        """Unload the engine's model from every worker now; the next request loads it again."""
+        if not request.user.has_perm("engines.manage_cache"):
+            raise PermissionDenied("Your role does not allow this.")
+        engine = self.get_object()
+        return Response({"workers": services.engine_unload_everywhere(actor=Actor.from_request(request),
+                                                                      engine=engine)})

@@ -11,8 +11,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.audit import Actor
-from blaze_site.errors import InvalidInput
-from blaze_site.exceptions import flatten
+from core.errors import InvalidInput
+from core.http_errors import flatten
 from engines import services
 from engines.heartbeats import live_workers
 from engines.models import Engine, Route, RouteTarget

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from engines.control import engine_views, image_views, route_views, worker_views
+from engines.control import engine_views, image_views, model_views, route_views, worker_views
 
 app_name = "engines"
 
@@ -8,6 +8,7 @@ urlpatterns = [
     path("", engine_views.engine_list, name="list"),
     path("images/<int:pk>.png", image_views.image_file, name="image"),
     path("workers/", worker_views.worker_list, name="workers"),
+    path("models/", model_views.model_list, name="models"),
     path("workers/<str:worker_id>/cache/", worker_views.worker_cache_action, name="worker_cache"),
     path("routes/", route_views.route_list, name="routes"),
     path("routes/<slug:name>/", route_views.route_detail, name="route"),
@@ -24,5 +25,6 @@ urlpatterns = [
     path("<slug:name>/", engine_views.engine_detail, name="detail"),
     path("<slug:name>/edit/", engine_views.engine_form, name="edit"),
     path("<slug:name>/toggle/", engine_views.engine_toggle, name="toggle"),
+    path("<slug:name>/unload/", engine_views.engine_unload, name="unload"),
     path("<slug:name>/delete/", engine_views.engine_delete, name="delete"),
 ]

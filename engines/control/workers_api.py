@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from accounts.audit import Actor
 from accounts.permissions import ScopePermission
-from blaze_site.serializers import StrictInput
+from core.serializers import StrictInput
 from engines import services
 from engines.contract import CacheRefusal, RuntimeLoadError
 from engines.heartbeats import live_workers, worker_info

@@ -1,21 +1,24 @@
 """The OpenAI-compatible inference API under /v1: what the official `openai` client expects.
 
 Plain async Django views (DRF has no streaming responses): JSON in, JSON or server-sent events
-out, errors in OpenAI's shape {"error": {"message", "type", "param", "code"}}. The `model` names a
-route or an engine; `serving.plan` resolves it and `serving.failover` finds the target that answers.
-A local engine's result is shaped here; a remote engine's answer is relayed as its host sent it
-(streams chunk by chunk).
+out, errors in OpenAI's shape {"error": {"message", "type", "param", "code"}}. `v1_endpoint`
+authenticates and makes the InferenceRequest; `inference` (shared with the playground) resolves the
+`model` to a route or an engine, validates, and serves it. A local engine's result is shaped here; a
+remote engine's answer is relayed as its host sent it (streams chunk by chunk).
 """
 
 import base64
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from functools import partial, wraps
+from typing import Any
 
 import numpy
 import orjson
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
@@ -26,23 +29,15 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from accounts.audit import client_ip
 from accounts.authentication import bearer_api_key, check_key, find_key, mark_used, stale_last_used
 from accounts.models import ApiKey
-from blaze_site import errors, logs, lookups
-from blaze_site.exceptions import OUTAGES, RETRY_AFTER_SECONDS, flatten, http_status, outage
-from blaze_site.views import openai_error
+from core import errors, logs, lookups
+from core.http_errors import OUTAGES, RETRY_AFTER_SECONDS, http_status
+from core.views import openai_error
 from engines import contract, services
 from engines.models import Engine, Route
-from engines.openai import answers
-from engines.openai.protocol import REQUEST_SERIALIZERS
-from engines.serving import failover
-from engines.serving import plan as plans
+from engines.openai import answers, inference
+from engines.serving.request import InferenceRequest
 from engines.serving.router import client_key
-from monitoring import metrics, request_log
-
-BLAZE_FIELDS = ("priority",)  # Blaze's own request fields: a remote host is not sent them
-
-
-def error_response(status, message, param=None, code=None):
-    return JsonResponse({"error": openai_error(status, message, param, code)}, status=status)
+from telemetry import request_log
 
 
 def _openai_error(exc):
@@ -69,10 +64,22 @@ def _token_user(request):
     return None, False, 0
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a /v1 request: the user, the key the routes that keep a client on one target use, the
+    priority their requests are admitted with, and the API key (and its team) usage is counted under."""
+
+    user: Any
+    client_key: str
+    priority: int
+    api_key_id: int | None = None
+    team_id: int | None = None
+
+
 async def _authenticate(request, generation):
-    """API key (scope `inference`, looked up through `lookups`), DRF token or JWT → (user, the key
-    ip_hash keeps sticky); raises an ApplicationError."""
-    raw, api_key_id = bearer_api_key(request), None
+    """API key (scope `inference`, looked up through `lookups`), DRF token or JWT → Caller; raises an
+    ApplicationError."""
+    raw, api_key_id, team_id = bearer_api_key(request), None, None
     if raw is not None:
         key, may_use, priority = await lookups.cached("api_key", ApiKey.hash(raw), generation,
                                                       partial(_key_and_permission, raw)) or (None, False, 0)
@@ -84,7 +91,7 @@ async def _authenticate(request, generation):
             raise errors.PermissionDenied("This API key lacks the 'inference' scope.", code="insufficient_scope")
         if stale_last_used(key):
             await sync_to_async(mark_used)(key)
-        user, api_key_id = key.user, key.pk
+        user, api_key_id, team_id = key.user, key.pk, getattr(key, "team_id", None)
         request_log.note(client=str(key))
     else:
         user, may_use, priority = await sync_to_async(_token_user)(request)
@@ -93,50 +100,67 @@ async def _authenticate(request, generation):
         request_log.note(client=f"user {user.username}")
     if not may_use:
         raise errors.PermissionDenied("Your account has no role that may use engines.")
-    return user, client_key(api_key_id=api_key_id, ip=client_ip(request)), priority
+    return Caller(user, client_key(api_key_id=api_key_id, ip=client_ip(request)), priority, api_key_id, team_id)
 
 
 FALLBACK_HEADER = "X-Blaze-Fallback"  # on an answer a route's fallback gave: that fallback's name
+BUDGET_HEADER = "X-Blaze-Budget-Remaining"  # the least room left on the budgets the request counts against
 
 
-def v1_endpoint(view):
-    """Authenticate; answer ApplicationErrors and validation errors in OpenAI's shape; mark an answer
-    a route's fallback gave (FALLBACK_HEADER)."""
+def v1_endpoint(endpoint=None):
+    """Authenticate, then call the view with the caller and, for an inference `endpoint` (chat,
+    completion, embedding, image, image_edit), the InferenceRequest its POST body makes; answer
+    ApplicationErrors and validation errors in OpenAI's shape; mark an answer a route's fallback gave
+    (FALLBACK_HEADER)."""
 
-    @csrf_exempt
-    @wraps(view)
-    async def wrapper(request, *args, **kwargs):
-        started = time.monotonic()
-        entry = request_log.begin(request_id=logs.request_id.get(), endpoint=request.path)
-        try:
-            if not hasattr(request, "lookups_generation"):  # read by the block list's middleware, as a rule
-                request.lookups_generation = await lookups.generation()
-            request.v1_user, request.v1_client, request.v1_priority = await _authenticate(
-                request, request.lookups_generation)
-            response = await view(request, *args, **kwargs)
-        except errors.ApplicationError as exc:
-            response = JsonResponse({"error": _openai_error(exc)}, status=http_status(exc))
-            if isinstance(exc, errors.Overloaded):  # a full queue or worker: say when a slot may be free
-                response["Retry-After"] = str(exc.retry_after)
-        except OUTAGES as exc:
-            response = JsonResponse({"error": _openai_error(outage(exc))}, status=503,
-                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        except ValidationError as exc:
-            fields = flatten(exc.detail)
-            param, messages = next(iter(fields.items()))
-            response = error_response(400, f"{param}: {messages[0]}", param=param)
-        fallback = getattr(request, "v1_fallback", None)
-        if fallback is not None:  # degradation is never silent: JSON or stream, local or remote
-            response[FALLBACK_HEADER] = fallback
-        model = getattr(request, "v1_model", None)  # set once the name resolved: junk names make no series
-        if model is not None:
-            metrics.observe_model_request(model, response.status_code, time.monotonic() - started)
-        if not getattr(response, "logs_its_end", False):  # a local stream finishes its entry when it ends
-            request_log.finish(entry, status=response.status_code)
-        return response
+    def decorator(view):
+        @csrf_exempt
+        @wraps(view)
+        async def wrapper(request):
+            started = time.monotonic()
+            entry = request_log.begin(request_id=logs.request_id.get(), endpoint=request.path)
+            asked = None
+            try:
+                # The block list's middleware read the generation already (as a rule): the one value a
+                # middleware hands the view on the request, as Django's hand it the user.
+                generation = (request.lookups_generation if hasattr(request, "lookups_generation")
+                              else await lookups.generation())
+                caller = await _authenticate(request, generation)
+                if endpoint is None:
+                    response = await view(request, caller)
+                else:
+                    asked = _inference_request(request, endpoint, caller, generation)
+                    response = await view(request, caller, asked)
+            except (errors.ApplicationError, ValidationError, *OUTAGES) as exc:
+                failure = inference.refusal(exc)
+                response = JsonResponse({"error": _openai_error(failure)}, status=http_status(failure))
+                if isinstance(failure, errors.Overloaded):  # a full queue or worker: say when a slot may be free
+                    response["Retry-After"] = str(failure.retry_after)
+                elif isinstance(exc, OUTAGES):
+                    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            if asked is not None and asked.fallback is not None:  # degradation is never silent
+                response[FALLBACK_HEADER] = asked.fallback
+            if asked is not None and asked.hold is not None and asked.hold.remaining is not None:
+                response[BUDGET_HEADER] = format(asked.hold.remaining.normalize(), "f")  # 10, not 1E+1
+            inference.observe(asked, response.status_code, time.monotonic() - started)
+            if not getattr(response, "logs_its_end", False):  # a local stream finishes its entry when it ends
+                request_log.finish(entry, status=response.status_code)
+            return response
 
-    return wrapper
+        return wrapper
 
+    return decorator
+
+
+def _inference_request(request, endpoint, caller, generation):
+    if request.method != "POST":
+        raise errors.MethodNotAllowed("Use POST.")
+    body = _json_body(request)
+    files = {k: v for k, v in body.items() if hasattr(v, "read")} if endpoint == "image_edit" else None
+    return InferenceRequest(endpoint=endpoint, body=body, client_key=caller.client_key, priority=caller.priority,
+                            files=files, generation=generation, user_id=caller.user.pk,
+                            api_key_id=caller.api_key_id, team_id=caller.team_id,
+                            source="v1" if settings.BLAZE_USAGE_ENABLED else "")
 
 
 def _json_body(request):
@@ -149,34 +173,6 @@ def _json_body(request):
     if not isinstance(body, dict):
         raise errors.InvalidInput("The body must be a JSON object.")
     return body
-
-
-async def _validated(request, endpoint):
-    """(plan, validated data, the client's body): the body checked against the caps of the engine the
-    model names (a route: its first enabled target's)."""
-    if request.method != "POST":
-        raise errors.MethodNotAllowed("Use POST.")
-    body = _json_body(request)
-    serializer_class, kind = REQUEST_SERIALIZERS[endpoint]
-    name = body.get("model")
-    plan = await lookups.cached("plan", (name, kind) if isinstance(name, str) else None, request.lookups_generation,
-                                partial(plans.resolve, name, kind))
-    request.v1_model = plan.name
-    request_log.note(model=plan.name, route=plan.route.name if plan.route else None,
-                     keep_prompts=bool(plan.route and plan.route.keep_prompts))
-    serializer = serializer_class(data=body, context={"engine": plan.engine, "priority": request.v1_priority})
-    serializer.is_valid(raise_exception=True)
-    request_log.note_prompt(serializer.validated_data["payload"])
-    return plan, serializer.validated_data, body
-
-
-async def _serve(request, endpoint, plan, data, body, stream=False):
-    files = {k: v for k, v in body.items() if hasattr(v, "read")} if endpoint == "image_edit" else None
-    served = await failover.serve(plan, endpoint, data["payload"],
-                                  {k: v for k, v in body.items() if k not in (files or {}) and k not in BLAZE_FIELDS},
-                                  stream=stream, client_key=request.v1_client, files=files)
-    request.v1_fallback = served.fallback
-    return served
 
 
 def _relayed(served):
@@ -245,7 +241,7 @@ def _stream(name, served, data, chat):
             for index in range(data["n"]):
                 yield _sse(chunk(index, {"role": "assistant", "content": ""}))
         try:
-            async for event in served.events:
+            async for event in inference.events(served):
                 if event["type"] == contract.TOKEN:
                     tokens.append(event["text"])
                     for index, delta in shaper.token(event.get("index", 0), event["text"]):
@@ -260,14 +256,16 @@ def _stream(name, served, data, chat):
                     counts = request_log.token_counts(usage)
                     if data["include_usage"]:
                         yield _sse({**chunk(), "choices": [], "usage": usage})
-                elif event["type"] == contract.ERROR:
-                    status = http_status(contract.error_from(event))
-                    yield _sse({"error": _openai_error(contract.error_from(event))})
+        except errors.ApplicationError as exc:  # the 200 went out with the first chunk: the error is an event
+            status = http_status(exc)
+            yield _sse({"error": _openai_error(exc)})
         finally:
-            await served.events.aclose()
             if entry is not None:
                 request_log.note_text(answer="".join(tokens))
-                request_log.finish(entry, status=status, streamed=True, **{**counts, "tokens": len(tokens)})
+                # The usage's count: a character split over two tokens is one chunk. A stream cut before
+                # its usage: the chunks relayed.
+                request_log.finish(entry, status=status, streamed=True,
+                                   **{**counts, "tokens": counts.get("tokens") or len(tokens)})
         yield "data: [DONE]\n\n"
 
     response = _event_stream(events())
@@ -289,16 +287,18 @@ def _model_list():
     return sorted([*routes, *(e for e in engines if e["id"] not in named)], key=lambda model: model["id"])
 
 
-@v1_endpoint
-async def models(request):
+@v1_endpoint()
+async def models(request, caller):
     return JsonResponse({"object": "list", "data": await sync_to_async(_model_list)()})
 
 
-async def _generation(request, endpoint, chat):
-    plan, data, body = await _validated(request, endpoint)
+async def _generation(asked, chat):
+    await inference.prepare(asked)
+    plan, data = asked.plan, asked.data
     if data.get("user"):
         request_log.note(user=data["user"])  # OpenAI's end-user id: kept with the request, as its abuse log does
-    served = await _serve(request, endpoint, plan, data, body, stream=data["stream"])
+    asked.stream = data["stream"]
+    served = await inference.serve(asked)
     if served.response is not None:
         if data["stream"] and served.response.status < 300:
             return _relayed_stream(served)
@@ -317,20 +317,21 @@ async def _generation(request, endpoint, chat):
     })
 
 
-@v1_endpoint
-async def chat_completions(request):
-    return await _generation(request, "chat", chat=True)
+@v1_endpoint("chat")
+async def chat_completions(request, caller, asked):
+    return await _generation(asked, chat=True)
 
 
-@v1_endpoint
-async def completions(request):
-    return await _generation(request, "completion", chat=False)
+@v1_endpoint("completion")
+async def completions(request, caller, asked):
+    return await _generation(asked, chat=False)
 
 
-@v1_endpoint
-async def embeddings(request):
-    plan, data, body = await _validated(request, "embedding")
-    served = await _serve(request, "embedding", plan, data, body)
+@v1_endpoint("embedding")
+async def embeddings(request, caller, asked):
+    await inference.prepare(asked)
+    plan, data = asked.plan, asked.data
+    served = await inference.serve(asked)
     if served.response is not None:
         return _relayed(served)
     result = served.result
@@ -349,14 +350,15 @@ async def embeddings(request):
     }), content_type="application/json")
 
 
-async def _images(request, endpoint):
-    plan, data, body = await _validated(request, endpoint)
-    served = await _serve(request, endpoint, plan, data, body)
+async def _images(request, caller, asked):
+    await inference.prepare(asked)
+    plan, data = asked.plan, asked.data
+    served = await inference.serve(asked)
     if served.response is not None:
         return _relayed(served)
     result = served.result
     pngs = [base64.b64decode(image) for image in result["images"]]
-    urls = await sync_to_async(services.store_images)(user=request.v1_user, engine_name=plan.name,
+    urls = await sync_to_async(services.store_images)(user=caller.user, engine_name=plan.name,
                                                        payload=data["payload"], seed=result["seed"], pngs=pngs)
     if data["response_format"] == "url":
         items = [{"url": request.build_absolute_uri(url)} for url in urls]
@@ -365,11 +367,11 @@ async def _images(request, endpoint):
     return JsonResponse({"created": int(time.time()), "data": items, "seed": result["seed"]})
 
 
-@v1_endpoint
-async def image_generations(request):
-    return await _images(request, "image")
+@v1_endpoint("image")
+async def image_generations(request, caller, asked):
+    return await _images(request, caller, asked)
 
 
-@v1_endpoint
-async def image_edits(request):
-    return await _images(request, "image_edit")
+@v1_endpoint("image_edit")
+async def image_edits(request, caller, asked):
+    return await _images(request, caller, asked)

@@ -18,7 +18,8 @@ Messages out (`done`'s stats, `similarity` and `images` with "trace_id" and "tra
 A chat's tokens stream as the model writes them (a tool call's too); `done` then carries the answer as
 /v1 gives it: its content and its parsed tool calls (answers.chat_choice, for a local engine).
 
-Each prompt counts against the rate limits as the /v1 request it stands for (V1_PATHS).
+Each prompt is the /v1 request it stands for: it counts against the rate limits as that request
+(V1_PATHS), and from its InferenceRequest on it takes /v1's path (engines/openai/inference.py).
 
 Several chats may run at once on one socket (the compare view sends one per pane).
 """
@@ -31,24 +32,46 @@ import time
 import numpy
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
-from blaze_site import errors, tracing
-from blaze_site.exceptions import OUTAGES, flatten, http_status, outage
-from blaze_site.sockets import REFUSED, may_see_engines
+from core import errors, lookups, tracing
+from core.http_errors import OUTAGES, http_status
+from core.sockets import REFUSED, may_see_engines
 from engines import contract, services
-from engines.models import Engine
-from engines.openai import answers
-from engines.openai.protocol import ChatCompletionSerializer, EmbeddingSerializer, ImageEditSerializer, ImageSerializer
-from engines.serving import failover
-from engines.serving import plan as plans
+from engines.openai import answers, inference
+from engines.serving.request import InferenceRequest
 from engines.serving.router import client_key
-from monitoring import metrics, request_log
 from ratelimits import admission
+from telemetry import request_log
 
-V1_PATHS = {"chat": "/v1/chat/completions", "embed": "/v1/embeddings", "image": "/v1/images/generations",
+V1_PATHS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "image": "/v1/images/generations",
             "image_edit": "/v1/images/edits"}  # what each message counts as against the rate limits
-FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop", "response_format", "tools", "tool_choice")
+CHAT_FIELDS = ("messages", "temperature", "top_p", "max_tokens", "seed", "stop", "response_format", "tools",
+               "tool_choice")
+IMAGE_FIELDS = ("prompt", "negative_prompt", "size", "steps", "guidance_scale", "seed", "image", "strength")
+
+
+def _endpoint(content):
+    """The /v1 endpoint a message stands for."""
+    kind = content["type"]
+    if kind == "image":
+        return "image_edit" if content.get("image") else "image"
+    return "embedding" if kind == "embed" else kind
+
+
+def _body(content):
+    """The /v1 request body a message stands for."""
+    model, kind = content.get("model"), content["type"]
+    if kind == "chat":
+        given = {k: content[k] for k in CHAT_FIELDS if content.get(k) not in (None, "")}
+        return {"model": model, "stream": True, **given}
+    if kind == "embed":
+        texts = content.get("texts")
+        if not isinstance(texts, list) or not 2 <= len(texts) <= 16:
+            raise errors.InvalidInput("Give 2 to 16 texts to compare.", field="texts")
+        return {"model": model, "input": texts}
+    return {"model": model, **{k: content[k] for k in IMAGE_FIELDS if content.get(k) not in (None, "")}}
 
 
 class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
@@ -75,16 +98,15 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "id": ident, "message": "type: expected chat, embed, image or "
                                   "stop.", "field": "type"})
 
-    async def _admitted(self, content):
+    async def _admitted(self, endpoint):
         """Counted against the rate limits as the /v1 request this message stands for, for the signed-in
         user and their IP; over a limit: RateLimited (a delay policy waits here, as over HTTP)."""
-        kind = "image_edit" if content["type"] == "image" and content.get("image") else content["type"]
         client = self.scope.get("client") or (None,)
 
         async def signed_in():
             return self.scope["user"]
 
-        verdict = await admission.averdict(admission.counted_as(V1_PATHS[kind], client[0]), signed_in)
+        verdict = await admission.averdict(admission.counted_as(V1_PATHS[endpoint], client[0]), signed_in)
         if verdict.refused_by is not None:
             raise errors.RateLimited(verdict.message, code="rate_limit_exceeded")
 
@@ -96,49 +118,40 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     async def _handle(self, ident, content, work):
         entry = request_log.begin(request_id=f"playground-{ident}-{time.time_ns()}", endpoint="/ws/playground/",
                                   client=f"user {self.scope['user'].username} (playground)")
-        status = 200
+        status, asked = 200, None
         try:
-            await self._admitted(content)
-            await work(ident, content, entry)
+            endpoint = _endpoint(content)
+            await self._admitted(endpoint)
+            asked = await self._request(endpoint, content)
+            await inference.prepare(asked)
+            await work(ident, asked, entry)
         except asyncio.CancelledError:
             status = 499  # nginx's "client closed request": the user pressed Stop
             await self.send_json({"type": "stopped", "id": ident})
-        except (errors.ApplicationError, *OUTAGES) as exc:
-            exc = outage(exc) if isinstance(exc, OUTAGES) else exc
-            status = http_status(exc)
-            await self.send_json({"type": "error", "id": ident, "message": exc.message, "field": exc.field})
-        except ValidationError as exc:
-            status = 400
-            field, messages = next(iter(flatten(exc.detail).items()))
-            await self.send_json({"type": "error", "id": ident, "message": f"{field}: {messages[0]}", "field": field})
+        except (errors.ApplicationError, ValidationError, *OUTAGES) as exc:
+            failure = inference.refusal(exc)
+            status = http_status(failure)
+            await self.send_json({"type": "error", "id": ident, "message": failure.message, "field": failure.field})
         finally:
             self.running.pop(ident, None)
             request_log.finish(entry, status=status)
-            if entry["model"]:  # in the dashboard's per-model series, as a /v1 request would be
-                metrics.observe_model_request(entry["model"], status, time.time() - entry["t"])
+            inference.observe(asked, status, time.time() - entry["t"])  # as a /v1 request would be
 
-    async def _validated(self, kind, serializer_class, body):
-        """(plan, validated data) of a request, as /v1 checks it: the model named, of that kind, and the
-        body against the caps of its engine."""
-        plan = await database_sync_to_async(plans.resolve)(body["model"], kind)
+    async def _request(self, endpoint, content):
+        """The InferenceRequest a message stands for, from the signed-in user (keyed by their session
+        for the routes that keep a client on one target)."""
+        body = _body(content)
         priority = await database_sync_to_async(lambda: self.scope["user"].priority)()
-        request_log.note(model=plan.name, route=plan.route.name if plan.route else None,
-                         keep_prompts=bool(plan.route and plan.route.keep_prompts))
-        serializer = serializer_class(data=body, context={"engine": plan.engine, "priority": priority})
-        serializer.is_valid(raise_exception=True)
-        request_log.note_prompt(serializer.validated_data["payload"])
-        return plan, serializer.validated_data
+        return InferenceRequest(endpoint=endpoint, body=body, priority=priority, generation=await lookups.generation(),
+                                client_key=client_key(session_key=self.scope["session"].session_key),
+                                stream=endpoint != "embedding",  # a local image streams its progress
+                                user_id=self.scope["user"].pk,
+                                source="playground" if settings.BLAZE_USAGE_ENABLED else "")
 
-    async def _serve(self, plan, endpoint, payload, body, stream=False):
-        return await failover.serve(plan, endpoint, payload, body, stream=stream,
-                                    client_key=client_key(session_key=self.scope["session"].session_key))
-
-    async def _stream(self, ident, content, entry):
-        given = {key: content[key] for key in FIELDS if content.get(key) not in (None, "")}
-        body = {"model": content.get("model"), "stream": True, **given}
-        plan, data = await self._validated(Engine.Kind.LLM, ChatCompletionSerializer, body)
+    async def _stream(self, ident, asked, entry):
+        plan, data = asked.plan, asked.data
         started = time.monotonic()
-        served = await self._serve(plan, "chat", data["payload"], body, stream=True)
+        served = await inference.serve(asked)
         times, pieces, finish, counted, message = [], [], None, None, None
         async for text, reason, tokens, answer in _texts(served, data):
             finish, counted, message = reason or finish, tokens or counted, answer or message
@@ -160,14 +173,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "skipped": entry["skipped"], **tracing.trace_link(),
         }})
 
-    async def _similarity(self, ident, content, entry):
-        texts = content.get("texts")
-        if not isinstance(texts, list) or not 2 <= len(texts) <= 16:
-            raise errors.InvalidInput("Give 2 to 16 texts to compare.", field="texts")
-        body = {"model": content.get("model"), "input": texts}
-        plan, data = await self._validated(Engine.Kind.EMBEDDING, EmbeddingSerializer, body)
+    async def _similarity(self, ident, asked, entry):
+        plan, data = asked.plan, asked.data
         started = time.monotonic()
-        served = await self._serve(plan, "embedding", data["payload"], body)
+        served = await inference.serve(asked)
         vectors = (served.result["embeddings"] if served.response is None
                    else [item["embedding"] for item in json.loads(served.body)["data"]])
         matrix = numpy.asarray(vectors, dtype="float64")
@@ -179,29 +188,19 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             "fallback": served.fallback, **tracing.trace_link(),
         })
 
-    async def _images(self, ident, content, entry):
-        edit = bool(content.get("image"))
-        fields = ("prompt", "negative_prompt", "size", "steps", "guidance_scale", "seed", "image", "strength")
-        body = {"model": content.get("model"), **{k: content[k] for k in fields if content.get(k) not in (None, "")}}
-        serializer_class = ImageEditSerializer if edit else ImageSerializer
-        plan, data = await self._validated(Engine.Kind.DIFFUSION, serializer_class, body)
-        payload, started = data["payload"], time.monotonic()
+    async def _images(self, ident, asked, entry):
+        plan, payload, started = asked.plan, asked.payload, time.monotonic()
         # Streamed for a local engine's progress; a remote host (the route's or a fallback's) answers whole.
-        served = await self._serve(plan, "image_edit" if edit else "image", payload, body, stream=True)
+        served = await inference.serve(asked)
         remote = served.response is not None
         result = json.loads(served.body) if remote else None
         if not remote:
-            try:
-                async for event in served.events:
-                    if event["type"] == contract.PROGRESS:
-                        await self.send_json({"type": "progress", "id": ident, "step": event["step"],
-                                              "total": event["total"]})
-                    elif event["type"] == contract.DONE:
-                        result = event["result"]
-                    elif event["type"] == contract.ERROR:
-                        raise contract.error_from(event)
-            finally:
-                await served.events.aclose()
+            async for event in inference.events(served):
+                if event["type"] == contract.PROGRESS:
+                    await self.send_json({"type": "progress", "id": ident, "step": event["step"],
+                                          "total": event["total"]})
+                elif event["type"] == contract.DONE:
+                    result = event["result"]
         images = result["images"] if not remote else [item["b64_json"] for item in result["data"]]
         seed = result.get("seed", payload["seed"])
         urls = await database_sync_to_async(services.store_images)(
@@ -237,18 +236,13 @@ async def _texts(served, data):
     local engine's events, or a remote host's server-sent events. The last carries the answer's message
     as /v1 gives it ({"content", "tool_calls"?}), assembled from a remote host's deltas."""
     if served.response is None:
-        try:
-            async for event in served.events:
-                if event["type"] == contract.TOKEN:
-                    yield event["text"], None, None, None
-                elif event["type"] == contract.DONE:
-                    row = answers.rows(event["result"])[0]
-                    choice = answers.chat_choice(0, row, data)
-                    yield "", choice["finish_reason"], row.get("completion_tokens"), choice["message"]
-                elif event["type"] == contract.ERROR:
-                    raise contract.error_from(event)
-        finally:
-            await served.events.aclose()
+        async for event in inference.events(served):
+            if event["type"] == contract.TOKEN:
+                yield event["text"], None, None, None
+            elif event["type"] == contract.DONE:
+                row = answers.rows(event["result"])[0]
+                choice = answers.chat_choice(0, row, data)
+                yield "", choice["finish_reason"], row.get("completion_tokens"), choice["message"]
         return
     buffer, pieces, calls = b"", [], {}
     async for chunk in served.chunks():

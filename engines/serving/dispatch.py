@@ -5,20 +5,29 @@ sent again to another live worker (same seed, so a stream can skip the tokens al
 an overall deadline ends it with an explicit error rather than a hang.
 """
 
+import logging
 import time
 import uuid
+from collections.abc import AsyncGenerator, Collection
+from typing import TYPE_CHECKING, cast
 
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from redis import RedisError
 
-from blaze_site import errors, shared_state, tracing
-from blaze_site.celery import app
+from core import errors, shared_state, tracing
 from engines import contract, heartbeats
-from monitoring import metrics, request_log
+from engines.celery_app import app
+from telemetry import metrics, request_log
+
+if TYPE_CHECKING:
+    from engines.models import Engine
+
+log = logging.getLogger(__name__)
 
 
-def pick_worker(engine_name, exclude=()):
+def pick_worker(engine_name: str, exclude: Collection[str] = ()) -> str:
     """A live worker for the engine: one that holds it in cache first, then the least busy."""
     candidates = [w for w in heartbeats.live_workers() if not w["lost"] and w["id"] not in exclude]
     if not candidates:
@@ -26,7 +35,7 @@ def pick_worker(engine_name, exclude=()):
     return heartbeats.rank_workers(candidates, engine_name)[0]["id"]
 
 
-def _another_worker(engine_name, tried):
+def _another_worker(engine_name: str, tried: Collection[str]) -> str | None:
     """A live worker not yet tried (after one refused the request as busy), or None."""
     try:
         return pick_worker(engine_name, exclude=tried)
@@ -34,7 +43,8 @@ def _another_worker(engine_name, tried):
         return None
 
 
-def _send(request_id, spec, payload, engine_name, worker_id=None, exclude=()):
+def _send(request_id: str, spec: contract.EngineSpecDict, payload: contract.InferPayload, engine_name: str,
+          worker_id: str | None = None, exclude: Collection[str] = ()) -> str:
     """Queue the request for `worker_id`, or for the best live worker not in `exclude` (one trip to
     the thread pool for both); returns the worker's id."""
     worker_id = worker_id or pick_worker(engine_name, exclude)
@@ -43,7 +53,8 @@ def _send(request_id, spec, payload, engine_name, worker_id=None, exclude=()):
     return worker_id
 
 
-async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
+async def run(engine: "Engine", payload: contract.InferPayload, worker_id: str | None = None,
+              timeout: float | None = None, pinned: bool = False) -> AsyncGenerator[contract.Event, None]:
     """Yield the request's events (`token`, `progress`, then `done` or `error`), deduplicated across
     a re-dispatch. `worker_id`: the worker the router chose (else the best live one); `pinned`: only
     that worker may run it (a route target pinned to it), so a lost or busy worker ends the request
@@ -51,7 +62,8 @@ async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
     BLAZE_REQUEST_TIMEOUT_SECONDS). Raises errors.Unavailable when no worker can take it,
     errors.TimedOut when the deadline passes."""
     timeout = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if timeout is None else timeout
-    payload = {**payload, "deadline": time.time() + timeout}  # queue time counts against it in the worker too
+    # Queue time counts against it in the worker too (cast: mypy types a spread TypedDict union as a plain dict).
+    payload = cast(contract.InferPayload, {**payload, "deadline": time.time() + timeout})
     request_id = uuid.uuid4().hex
     arrived = time.monotonic()
     spec = contract.EngineSpec.from_engine(engine).as_dict()
@@ -131,4 +143,8 @@ async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
         pipe.delete(stream)
         if not finished:  # given up (the client stopped or left, or the deadline passed): the worker stops it
             pipe.set(contract.request_cancelled(request_id), 1, ex=contract.STREAM_TTL_SECONDS)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except RedisError as exc:  # Redis lost mid-request: the stream expires on its own; the error that
+            # ended the request (most often Redis's own) goes on, not this one
+            log.warning("request %s: could not clean up after it: %s", request_id, exc)

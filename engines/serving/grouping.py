@@ -14,26 +14,39 @@ show, and streams need events of their own.
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from blaze_site import errors, tracing
+from core import errors, tracing
 from engines import contract
+from engines.contract import EmbeddingPayload, Event, GroupPayload
 from engines.serving import dispatch
 
-_gathering = {}  # (event loop, engine name, worker id or None) -> the _Group still taking requests
-_sending = set()  # groups' tasks, held so that none is collected while it runs
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
+    from engines.models import Engine
+
+GroupKey = tuple[asyncio.AbstractEventLoop, str, str | None, bool]  # (event loop, engine name, worker id, pinned)
+
+_gathering: dict[GroupKey, "_Group"] = {}  # the groups still taking requests
+_sending: set[asyncio.Task[None]] = set()  # groups' tasks, held so that none is collected while it runs
 
 
 class _Group:
-    def __init__(self, engine, worker_id, pinned):
+    requests: list[EmbeddingPayload]
+    answers: "list[asyncio.Future[Event]]"
+
+    def __init__(self, engine: "Engine", worker_id: str | None, pinned: bool) -> None:
         self.engine, self.worker_id, self.pinned = engine, worker_id, pinned
         self.max_rows, self.wait = contract.batch_window(engine.kind, engine.config)
         self.requests, self.answers, self.rows, self.ends = [], [], 0, 0.0
-        self.spans = []  # each request's, for the trace: one task answers them all
+        self.spans: list[SpanContext | None] = []  # each request's, for the trace: one task answers them all
         self.closed = asyncio.Event()
 
-    def add(self, payload, ends):
+    def add(self, payload: EmbeddingPayload, ends: float) -> "asyncio.Future[Event]":
         answer = asyncio.get_running_loop().create_future()
         self.requests.append(payload)
         self.answers.append(answer)
@@ -44,7 +57,7 @@ class _Group:
             self.closed.set()
         return answer
 
-    async def gather_and_send(self, key):
+    async def gather_and_send(self, key: GroupKey) -> None:
         try:
             await self._gather()
         finally:
@@ -57,7 +70,7 @@ class _Group:
                 if not answer.done():
                     answer.set_exception(errors.TargetFailed("The worker ended the request without a result."))
 
-    async def _gather(self):
+    async def _gather(self) -> None:
         cap = time.monotonic() + self.wait * contract.WINDOW_WAITS
         while not self.closed.is_set():
             seen, left = len(self.requests), min(self.wait, cap - time.monotonic())
@@ -69,8 +82,8 @@ class _Group:
                 if len(self.requests) == seen:
                     return  # nothing arrived for a whole wait
 
-    async def _send(self):
-        group = {"group": self.requests}
+    async def _send(self) -> None:
+        group: GroupPayload = {"group": self.requests}
         try:
             with tracing.span("blaze.group", links=self.spans, engine=self.engine.name, requests=len(self.requests),
                               rows=self.rows):
@@ -80,7 +93,7 @@ class _Group:
                 if not answer.done():
                     answer.set_exception(exc)
 
-    async def _relay(self, group):
+    async def _relay(self, group: GroupPayload) -> None:
         async for event in dispatch.run(self.engine, group, worker_id=self.worker_id, pinned=self.pinned,
                                         timeout=max(self.ends - time.monotonic(), 0.001)):
             if event["type"] == contract.DONE:
@@ -93,12 +106,13 @@ class _Group:
                     _answer(answer, event)
 
 
-def _answer(answer, event):
+def _answer(answer: "asyncio.Future[Event]", event: Event) -> None:
     if not answer.done():  # its client may have gone
         answer.set_result(event)
 
 
-async def run(engine, payload, worker_id=None, timeout=None, pinned=False):
+async def run(engine: "Engine", payload: EmbeddingPayload, worker_id: str | None = None, timeout: float | None = None,
+              pinned: bool = False) -> AsyncGenerator[Event, None]:
     """`dispatch.run` for an embedding request: yields its one event (`done` or `error`) once the
     group it joined is answered; raises as `dispatch.run` does."""
     timeout = settings.BLAZE_REQUEST_TIMEOUT_SECONDS if timeout is None else timeout

@@ -7,11 +7,15 @@ request (disabled, of another kind, a loop back to a route already on the way) b
 `unavailable` saying why, and serving passes over it."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db.models import Prefetch
 
-from blaze_site import errors
+from core import errors
 from engines.models import Engine, Route, RouteFallback, RouteTarget
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
 
 @dataclass
@@ -24,11 +28,11 @@ class Plan:
     name: str
     engine: Engine | None
     route: Route | None = None
-    fallbacks: tuple = ()
+    fallbacks: tuple["Plan", ...] = ()
     unavailable: str = ""
 
 
-def resolve(name, kind):
+def resolve(name: object, kind: str) -> Plan:
     """The Plan for the model `name` of the endpoint's `kind` (the database is read here: call it
     thread-sensitive)."""
     if not isinstance(name, str) or not name:
@@ -43,14 +47,14 @@ def resolve(name, kind):
     return _engine_plan(engine, kind)
 
 
-def _routes():
+def _routes() -> "QuerySet[Route]":
     return Route.objects.prefetch_related(
         Prefetch("targets", queryset=RouteTarget.objects.select_related("engine")),
         Prefetch("fallbacks", queryset=RouteFallback.objects.select_related("route_fallback", "engine_fallback")),
     )
 
 
-def _route_plan(route, kind, path):
+def _route_plan(route: Route, kind: str, path: tuple[str, ...]) -> Plan:
     """`path`: the routes whose fallbacks led here, so that a loop ends instead of recursing."""
     name = route.name
     if not route.enabled:
@@ -65,12 +69,12 @@ def _route_plan(route, kind, path):
     return Plan(name=name, engine=engines[0], route=route, fallbacks=fallbacks)
 
 
-def _engine_plan(engine, kind):
+def _engine_plan(engine: Engine, kind: str) -> Plan:
     _check_kind(engine.name, engine.kind, kind)
     return Plan(name=engine.name, engine=engine)
 
 
-def _fallback_plan(row, kind, path):
+def _fallback_plan(row: RouteFallback, kind: str, path: tuple[str, ...]) -> Plan:
     """A fallback's Plan; one that cannot serve this request says why in `unavailable`."""
     name = row.name
     try:
@@ -85,6 +89,6 @@ def _fallback_plan(row, kind, path):
         return Plan(name=name, engine=None, unavailable=exc.message)
 
 
-def _check_kind(name, found, wanted):
+def _check_kind(name: str, found: str, wanted: str) -> None:
     if found != wanted:
         raise errors.InvalidInput(f"The model '{name}' is a {found} engine, not {wanted}.", field="model")

@@ -4,10 +4,18 @@ circuit breaker, under the engine's outbound caps (`max_rps`, `max_concurrency`:
 The client's body goes upstream as sent (extensions included), `model` renamed to the upstream's name;
 answers come back as they are, streams chunk by chunk."""
 
+from typing import TYPE_CHECKING, Any
+
 from engines.serving.resilience import resilience_id
-from engines.serving.resilience.breaker import CircuitBreaker
+from engines.serving.resilience.breaker import CircuitBreaker, Permit
 from engines.serving.resilience.http import request_owing
 from engines.serving.resilience.outbound import WAIT_BEFORE_FAILOVER_SECONDS, OutboundLimit
+
+if TYPE_CHECKING:
+    import aiohttp
+    from django.core.files.uploadedfile import UploadedFile
+
+    from engines.models import Engine
 
 PATHS = {
     "chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings",
@@ -15,11 +23,13 @@ PATHS = {
 }
 
 
-def breaker_for(engine):
+def breaker_for(engine: "Engine") -> CircuitBreaker:
     return CircuitBreaker(resilience_id(engine.name))
 
 
-async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=None, files=None, permit=None):
+async def forward(engine: "Engine", endpoint: str, body: dict[str, Any], *, deadline: float, stream: bool = False,
+                  attempts: int | None = None, files: "dict[str, UploadedFile] | None" = None,
+                  permit: Permit | None = None) -> "tuple[aiohttp.ClientResponse, Permit | None]":
     """POST the body to the engine's host; returns (the aiohttp.ClientResponse, the breaker permit whose
     success the caller owes, or None: see `resilience.http.request_owing`). The response's body is read
     (only its headers when `stream`: the caller then reads and releases it). `files`
@@ -31,6 +41,7 @@ async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=No
     UpstreamTimeout, UpstreamUnreachable, BreakerOpen, errors.Overloaded (a cap's wait would be longer)."""
     headers = {"Authorization": f"Bearer {engine.api_key}"} if engine.api_key else {}
     body = {**body, "model": engine.model or engine.name}
+    sent: dict[str, Any]  # request_owing's `json` or `form`
     if files:
         fields = {name: value for name, value in body.items() if name not in files}
         sent = {"form": (fields, {name: (f.name, _read(f), f.content_type) for name, f in files.items()})}
@@ -43,6 +54,6 @@ async def forward(engine, endpoint, body, *, deadline, stream=False, attempts=No
     )
 
 
-def _read(upload):
+def _read(upload: "UploadedFile") -> bytes:
     upload.seek(0)
     return upload.read()

@@ -8,22 +8,39 @@ import collections
 import queue
 import threading
 import time
+from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import Future
+from typing import Any
 
-from blaze_site.errors import TimedOut
-from engines.contract import WINDOW_WAITS
+from core.errors import TimedOut
+from engines.contract import WINDOW_WAITS, Event
+from engines.worker.runtimes import Emit
+
+# Any: a request and its result are the runtime's shapes (LlmRequest, …; a dict), which the batcher passes through.
+RunBatch = Callable[[list[Any], Emit], list[Any]]  # run_batch(requests, emit): one result per request, in order
+OnEvent = Callable[[Event], None]  # a request's own events
 
 
-def past_deadline(request, wall):
+def past_deadline(request: object, wall: float) -> bool:
     """Whether the request (a payload dict) carries a deadline (epoch seconds) that `wall` has passed."""
     return isinstance(request, dict) and (request.get("deadline") or wall) < wall
 
 
-def too_late(waited, what):
+def too_late(waited: float, what: str) -> TimedOut:
     return TimedOut(f"The request waited {waited:.1f} s for {what} and its deadline passed.")
 
 
-def retry_after(recent_seconds, pending, rows):
+def timed(result: Any, waited: float, batch_size: int, worker_seconds: float) -> Any:
+    """A request's result with the worker's timings (contract: a `done` result's `queue_seconds`, the
+    wait for its slot, the `batch_size` it ran in, and `worker_seconds`, its share of the time the batch
+    ran: the run divided by the rows it ran with); a non-dict result passes as it is."""
+    if not isinstance(result, dict):
+        return result
+    return {**result, "queue_seconds": round(waited, 4), "batch_size": batch_size,
+            "worker_seconds": round(worker_seconds, 6)}
+
+
+def retry_after(recent_seconds: Collection[float], pending: int, rows: int) -> int:
     """Seconds until a waiting request may expect to run: the batches of `rows` queued ahead × how long
     recent ones took (`recent_seconds`), between 1 and 60."""
     held = sum(recent_seconds) / len(recent_seconds) if recent_seconds else 1.0
@@ -33,9 +50,10 @@ def retry_after(recent_seconds, pending, rows):
 class _Item:
     __slots__ = ("request", "on_event", "future", "key", "size", "gathered", "arrived")
 
-    def __init__(self, request, on_event, key, size, gathered=False):
+    def __init__(self, request: Any, on_event: OnEvent | None, key: Hashable, size: int,
+                 gathered: bool = False) -> None:
         self.request, self.on_event, self.key, self.size, self.gathered = request, on_event, key, size, gathered
-        self.future = Future()
+        self.future: Future[Any] = Future()
         self.arrived = time.monotonic()
 
 
@@ -57,30 +75,34 @@ class DynamicBatcher:
     seconds)` and `on_batch(requests, seconds, error)` once it ran.
     """
 
-    def __init__(self, run_batch, *, max_batch_size, max_wait_ms, batch_key=None, batch_size=None, name="batcher",
-                 on_batch=None, on_admit=None, on_step=None):
+    def __init__(self, run_batch: RunBatch, *, max_batch_size: int, max_wait_ms: float,
+                 batch_key: Callable[[Any], Hashable] | None = None, batch_size: Callable[[Any], int] | None = None,
+                 name: str = "batcher", on_batch: Callable[[int, float, BaseException | None], None] | None = None,
+                 on_admit: Callable[[Any, float, int], None] | None = None,
+                 on_step: Callable[[int, float], None] | None = None) -> None:
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.batch_key = batch_key or (lambda request: None)
         self.batch_size = batch_size or (lambda request: 1)
         self.on_batch, self.on_admit, self.on_step = on_batch, on_admit, on_step
-        self.batch_sizes = collections.deque(maxlen=1000)
-        self.batch_seconds = collections.deque(maxlen=50)
-        self._queue = queue.Queue()
-        self._held = collections.deque()
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+        self.batch_seconds: collections.deque[float] = collections.deque(maxlen=50)
+        self._queue: queue.Queue[_Item | list[_Item] | None] = queue.Queue()  # an arrival; None: closed
+        self._held: collections.deque[_Item] = collections.deque()
         self._closed = False
+        self.running = 0  # requests taken from the queue whose batch has not finished (1 while collecting)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, request, on_event=None):
+    def submit(self, request: Any, on_event: OnEvent | None = None) -> "Future[Any]":
         if self._closed:
             raise RuntimeError("This model is being unloaded; retry the request.")
         item = _Item(request, on_event, self.batch_key(request), self.batch_size(request))
         self._queue.put(item)
         return item.future
 
-    def submit_group(self, requests):
+    def submit_group(self, requests: Sequence[Any]) -> "list[Future[Any]]":
         """Futures for requests someone already gathered (the web process groups concurrent embedding
         requests): queued as one arrival, so no batch cuts the group, and run without waiting for more
         when the group starts a batch, since its gatherer already waited."""
@@ -92,18 +114,18 @@ class DynamicBatcher:
         return [item.future for item in items]
 
     @property
-    def pending(self):
+    def pending(self) -> int:
         return self._queue.qsize() + len(self._held)
 
-    def retry_after(self):
+    def retry_after(self) -> int:
         return retry_after(self.batch_seconds, self.pending, self.max_batch_size)
 
-    def close(self):
+    def close(self) -> None:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
 
-    def _next(self, timeout):
+    def _next(self, timeout: float | None) -> _Item | None:
         if self._held:
             return self._held.popleft()
         try:
@@ -115,10 +137,11 @@ class DynamicBatcher:
             return entry[0]
         return entry
 
-    def _collect(self):
+    def _collect(self) -> list[_Item] | None:
         first = self._next(None)
         if first is None:
             return None
+        self.running = 1  # from the first request taken until its batch has run: the model is busy
         batch, others, rows = [first], [], first.size
         wait = 0 if first.gathered else self.max_wait
         cap = first.arrived + wait * WINDOW_WAITS
@@ -141,18 +164,21 @@ class DynamicBatcher:
         self._held.extend(others)
         return batch
 
-    def _loop(self):
+    def _loop(self) -> None:
         while True:
             batch = self._collect()
             if batch is None:
                 if self._closed:
                     break
                 continue
-            self._run(batch)
+            try:
+                self._run(batch)
+            finally:
+                self.running = 0
         for item in iter(lambda: self._next(0), None):
             item.future.set_exception(RuntimeError("The model was unloaded before this request ran; retry it."))
 
-    def _run(self, batch):
+    def _run(self, batch: list[_Item]) -> None:
         now, wall = time.monotonic(), time.time()
         late = [item for item in batch if past_deadline(item.request, wall)]
         for item in late:  # its client's deadline passed while it waited: running it helps nobody
@@ -165,7 +191,7 @@ class DynamicBatcher:
                 self.on_admit(item.request, now - item.arrived, len(batch))
         self.batch_sizes.append(len(batch))
 
-        def emit(index, event):
+        def emit(index: int, event: Event) -> None:
             callback = batch[index].on_event
             if callback is not None:
                 callback(event)
@@ -178,7 +204,7 @@ class DynamicBatcher:
         seconds = time.monotonic() - started
         if error is None:
             for item, result in zip(batch, results):
-                item.future.set_result(result)
+                item.future.set_result(timed(result, now - item.arrived, len(batch), seconds / len(batch)))
             self.batch_seconds.append(seconds)
         else:
             for item in batch:

@@ -12,23 +12,36 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, cast
 
 import orjson
 import psutil
 from django.conf import settings
-from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from blaze_site import errors, shared_state, tracing
+from core import errors, shared_state, tracing
 from engines import contract
-from engines.contract import CacheRefusal, EngineSpec, RuntimeLoadError
-from engines.worker import status
-from engines.worker.cache import ModelCache
-from monitoring import metrics
+from engines.contract import (
+    CacheRefusal,
+    EngineSpec,
+    EngineSpecDict,
+    Event,
+    GroupPayload,
+    InferPayload,
+    RuntimeLoadError,
+)
+from engines.worker import catalog, status
+from engines.worker.batcher import DynamicBatcher, OnEvent
+from engines.worker.cache import CacheEntry, ModelCache
+from telemetry import metrics
+from usage import events as usage_events
 
 log = logging.getLogger(__name__)
 
 
-def detect_device():
+def detect_device() -> tuple[str, int, int]:
     try:
         import torch
 
@@ -42,7 +55,7 @@ def detect_device():
     return "cpu", memory.total, memory.available
 
 
-def gpu_utilization(device):
+def gpu_utilization(device: str) -> int | None:
     """The GPU's busy percentage over the last sample period (NVML, through torch), or None: a CPU
     worker, or no NVML library on this machine."""
     if not device.startswith("cuda"):
@@ -55,14 +68,14 @@ def gpu_utilization(device):
         return None
 
 
-def default_budget(device, total):
+def default_budget(device: str, total: int) -> int:
     """BLAZE_CACHE_BYTES, else 90% of a GPU's memory or half of the machine's RAM."""
     if settings.BLAZE_CACHE_BYTES:
         return settings.BLAZE_CACHE_BYTES
     return int(total * (0.9 if device.startswith("cuda") else 0.5))
 
 
-def publish(request_id, event):
+def publish(request_id: str, event: Event) -> None:
     """Append one event to the request's response stream (read by the web process). orjson, and
     numpy arrays as they are: an embedding result is thousands of floats, which the standard json
     module formats several times slower."""
@@ -75,10 +88,31 @@ def publish(request_id, event):
     pipe.execute()
 
 
+def _computed(futures: list[Future[Any]], wait: float = 2.0) -> dict[str, Any]:
+    """What the rows of a cancelled request computed before they stopped (each stops within a step):
+    their counts summed, from the results they end with."""
+    total: dict[str, Any] = {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "images": [],
+                             "worker_seconds": 0.0}
+    for index, future in enumerate(futures):
+        try:
+            result = future.result(timeout=wait)
+        except Exception:  # noqa: BLE001 - stopped without a result: nothing to count for it
+            continue
+        if not isinstance(result, dict) or "error" in result:
+            continue
+        if index == 0:  # the rows share one prompt
+            total["prompt_tokens"] = result.get("prompt_tokens", 0)
+            total["cached_tokens"] = result.get("cached_tokens") or 0
+        total["completion_tokens"] += result.get("completion_tokens", 0)
+        total["images"] += result.get("images") or []
+        total["worker_seconds"] += result.get("worker_seconds", 0.0)
+    return total
+
+
 class EngineHost:
     """This process as an engine host: registers itself, beats, loads models and runs requests."""
 
-    def __init__(self, hostname, threads=None):
+    def __init__(self, hostname: str, threads: int | None = None) -> None:
         self.hostname = hostname
         # Below the worker's threads, so the refusal comes at once rather than after a wait in the broker.
         threads = threads or settings.CELERY_WORKER_CONCURRENCY
@@ -94,12 +128,12 @@ class EngineHost:
         self.tasks = 0  # infer tasks running, each holding one of the worker's threads
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._beat_thread = None
+        self._beat_thread: threading.Thread | None = None
 
-    def queue(self):
+    def queue(self) -> str:
         return contract.worker_queue(self.hostname)
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         _, _, free = detect_device()
         process = self._process
         return {
@@ -113,7 +147,7 @@ class EngineHost:
             "gpu_utilization_percent": gpu_utilization(self.device),
         }
 
-    def beat(self):
+    def beat(self) -> None:
         for entry in self.cache.snapshot():
             metrics.QUEUE_DEPTH.labels(entry["engine"]).set(entry["batch_queue"])
         metrics.MODEL_CACHE_BYTES.labels(self.hostname).set(self.cache.used_bytes)
@@ -124,31 +158,61 @@ class EngineHost:
         pipe.sadd(shared_state.workers_key(), self.hostname)
         pipe.execute()
 
-    def start(self):
-        def loop():
-            while True:
-                try:
-                    self.beat()
-                except Exception:  # a Redis blip must not end the heartbeat
-                    log.exception("heartbeat failed")
-                if self._stop.wait(settings.BLAZE_HEARTBEAT_SECONDS):
-                    return
+    def inspect(self, model: str) -> dict[str, Any]:
+        """catalog.describe() of `model` here, with whether it fits this worker's cache budget; or
+        {"error": why it is not a model this worker can serve}."""
+        try:
+            facts = catalog.describe(catalog.resolve(model))
+        except catalog.CatalogError as exc:
+            return {"error": str(exc)}
+        return {**facts, "fits": self._fits(facts)}
 
-        self._beat_thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    def _fits(self, facts: catalog.ModelFacts) -> bool:
+        """Whether the model's estimate fits this worker's cache budget (unknown: it may)."""
+        return facts["memory_bytes"] is None or facts["memory_bytes"] <= self.cache.budget_bytes
+
+    def publish_catalog(self) -> None:
+        """Scan the models directory and the Hugging Face cache, and publish what is there (the Models
+        page reads it), each model marked by whether it fits this worker's cache budget."""
+        models = [{**facts, "fits": self._fits(facts)}
+                  for facts in catalog.scan(settings.BLAZE_MODELS_DIR, catalog.hf_cache())]
+        shared_state.client().set(shared_state.worker_catalog_key(self.hostname),
+                                  json.dumps({"scanned_at": time.time(), "models": models}),
+                                  ex=max(10, int(settings.BLAZE_CATALOG_SECONDS * 3)))
+
+    def start(self) -> None:
+        def every(seconds: float, work: Callable[[], object], what: str) -> Callable[[], None]:
+            def loop() -> None:
+                while True:
+                    try:
+                        work()
+                    except Exception:  # a Redis blip or an odd file must not end the loop
+                        log.exception("%s failed", what)
+                    if self._stop.wait(seconds):
+                        return
+            return loop
+
+        self._beat_thread = threading.Thread(target=every(settings.BLAZE_HEARTBEAT_SECONDS, self.beat, "heartbeat"),
+                                             name="heartbeat", daemon=True)
         self._beat_thread.start()
+        # Threads of their own: a large models directory, or a model being unloaded, must not delay the heartbeat.
+        threading.Thread(target=every(settings.BLAZE_CATALOG_SECONDS, self.publish_catalog, "model catalog"),
+                         name="catalog", daemon=True).start()
+        threading.Thread(target=every(1.0, self.cache.unload_idle, "idle unload"), name="keep-alive",
+                         daemon=True).start()
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         self.cache.clear()
         redis = shared_state.client()
-        redis.delete(shared_state.worker_key(self.hostname))
+        redis.delete(shared_state.worker_key(self.hostname), shared_state.worker_catalog_key(self.hostname))
         redis.srem(shared_state.workers_key(), self.hostname)
 
-    def _cache_changed(self, event, details):
-        counted = {"loaded": "miss", "evicted": "eviction", "unloaded": "unload"}.get(event)
+    def _cache_changed(self, event: str, details: dict[str, Any]) -> None:
+        counted = {"loaded": "miss", "evicted": "eviction", "unloaded": "unload", "idle": "idle_unload"}.get(event)
         if counted:
             metrics.MODEL_CACHE_EVENTS.labels(self.hostname, counted).inc()
-        if event in ("unloaded", "evicted"):
+        if event in ("unloaded", "evicted", "idle"):
             metrics.QUEUE_DEPTH.labels(details["engine"]).set(0)
         status.cache_event(self.hostname, event, details)
         try:
@@ -156,27 +220,31 @@ class EngineHost:
         except Exception:
             log.exception("heartbeat after cache change failed")
 
-    def _batch_done(self, engine_name, size, seconds, error):
+    def _batch_done(self, engine_name: str, size: int, seconds: float, error: BaseException | None) -> None:
+        self.cache.touch(engine_name)  # keep_alive counts from the last answer, not the last arrival
         entry = self.cache.peek(engine_name)
         metrics.INFERENCE_LATENCY.labels(engine_name, entry.spec.kind if entry else "").observe(seconds)
-        status.batch_done(engine_name, size, seconds, error)
+        try:
+            status.batch_done(engine_name, size, seconds, error)
+        except Exception as exc:  # noqa: BLE001 - Redis or the database away: the model's loop, which calls
+            # this, must go on serving (raised there, it ended the scheduler's thread and every later request)
+            log.warning("could not record a batch of %s: %s", engine_name, exc)
 
     @staticmethod
-    def _admitted(engine_name, request, seconds, batch_size):
-        if isinstance(request, dict):  # read back by `infer`: the worker's part of the queue time, and the trace
-            request["queue_seconds"], request["batch_size"] = round(seconds, 4), batch_size
-        metrics.QUEUE_WAIT.labels(engine_name, str(request.get("priority", "") if isinstance(request, dict) else ""))\
-            .observe(seconds)
+    def _admitted(engine_name: str, request: Any, seconds: float, batch_size: int) -> None:
+        priority = request.get("priority", "") if isinstance(request, dict) else ""
+        metrics.QUEUE_WAIT.labels(engine_name, str(priority)).observe(seconds)
 
     @staticmethod
-    def _stepped(engine_name, rows, seconds):
+    def _stepped(engine_name: str, rows: int, seconds: float) -> None:
         metrics.BATCH_SIZE.labels(engine_name).observe(rows)
 
-    def model(self, spec):
+    def model(self, spec: EngineSpec) -> CacheEntry:
         """The engine's cache entry, loading it if need be. A load that fails for a reason that may
         pass (I/O, memory) is retried with backoff and the engine shows RECOVERING meanwhile; a
         configuration error (RuntimeLoadError) or a model too big for the cache fails at once."""
-        def before_sleep(state):
+        def before_sleep(state: RetryCallState) -> None:
+            assert state.outcome is not None  # it follows a failed attempt
             status.load_retrying(spec.name, self.hostname, state.attempt_number, state.outcome.exception())
 
         cached = self.cache.peek(spec.name)
@@ -192,14 +260,15 @@ class EngineHost:
                 ):
                     with attempt:
                         return self.cache.get(spec)
+                raise AssertionError("unreachable: Retrying(reraise=True) returns or raises")
             except Exception as exc:
                 status.load_failed(spec.name, self.hostname, str(exc))
                 raise
 
-    def load(self, spec_dict):
+    def load(self, spec_dict: EngineSpecDict) -> dict[str, Any]:
         return self.model(EngineSpec(**spec_dict)).describe()
 
-    def infer(self, request_id, spec_dict, payload):
+    def infer(self, request_id: str, spec_dict: EngineSpecDict, payload: InferPayload) -> None:
         """Run one request through the model's batcher, streaming its events; idempotent by request id.
         A payload {"group": [request, ...]} is several clients' requests the web process gathered: they
         join the batcher as one arrival and are answered by one `done` event {"results": [...]}, where
@@ -208,7 +277,8 @@ class EngineHost:
         done_key = contract.request_done(request_id)
         if redis.exists(done_key):
             return  # a redelivered request another worker already answered
-        count = len(payload["group"]) if "group" in payload else 1
+        # `in` narrows a union of TypedDicts only when they are final, hence the casts to GroupPayload.
+        count = len(cast(GroupPayload, payload)["group"]) if "group" in payload else 1
         tracing.note(engine=spec_dict["name"], worker=self.hostname, request_id=request_id, requests=count)
         with self._lock:
             busy = self.tasks >= self.max_in_flight
@@ -228,25 +298,28 @@ class EngineHost:
             entry = self.model(EngineSpec(**spec_dict))
             submitted = time.time_ns()
             if "group" in payload:
-                results = [future.result() for future in self._submit(entry, payload["group"], None)]
-                self._traced(payload["group"][0], submitted, results[0])
+                group = cast(GroupPayload, payload)["group"]
+                results = [future.result() for future in self._submit(entry, group, None)]
+                self._traced(group[0], submitted, results[0])
                 publish(request_id, {"type": contract.DONE, "result": {"results": results}})
-                for request, result in zip(payload["group"], results):
+                for index, (request, result) in enumerate(zip(group, results)):
                     if "error" not in result:
                         self._observe(entry.spec, request, result, time.monotonic() - started)
+                        self._record_usage(f"{request_id}:{index}", entry.spec, request, result)
                 return
             # Token events only travel when the client streams: they cost a Redis write each.
             wants = (lambda event: True) if payload.get("stream") else (lambda event: event["type"] != contract.TOKEN)
             cancelled = threading.Event()
             # n choices are n rows, each seeded one on (the runtime stops every row once `cancelled` is set)
-            rows = [{**payload, "cancelled": cancelled.is_set,
-                     "seed": payload["seed"] + index if payload.get("seed") is not None else None}
-                    for index in range(payload.get("choices") or 1)]
+            one = cast(dict[str, Any], payload)  # an LLM's, embedder's or diffusion model's request, read by key
+            rows = [{**one, "cancelled": cancelled.is_set,
+                     "seed": one["seed"] + index if one.get("seed") is not None else None}
+                    for index in range(one.get("choices") or 1)]
 
-            def relay(index):
-                def on_event(event):
+            def relay(index: int) -> OnEvent:
+                def on_event(event: Event) -> None:
                     if not cancelled.is_set() and wants(event):
-                        publish(request_id, {**event, "index": index} if len(rows) > 1 else event)
+                        publish(request_id, cast(Event, {**event, "index": index}) if len(rows) > 1 else event)
                 return on_event
 
             futures = self._submit(entry, rows, [relay(index) for index in range(len(rows))])
@@ -256,6 +329,7 @@ class EngineHost:
                 if result is None:
                     log.info("request %s was given up by its client: stopped", request_id)
                     tracing.note(cancelled=True)
+                    self._record_usage(request_id, entry.spec, one, _computed(futures), outcome="cancelled")
                     return
                 if "error" in result:
                     raise errors.InvalidInput(result["error"], field=result.get("param"))
@@ -264,11 +338,13 @@ class EngineHost:
                 "choices": results, "prompt_tokens": results[0]["prompt_tokens"],
                 "cached_tokens": results[0].get("cached_tokens", 0),  # the rows share one prompt
                 "completion_tokens": sum(each["completion_tokens"] for each in results)}
-            self._traced(rows[0], submitted, result)
-            if "queue_seconds" in rows[0]:
-                result = {**result, "queue_seconds": rows[0]["queue_seconds"]}
+            timings = {key: results[0][key] for key in ("queue_seconds", "batch_size") if key in results[0]}
+            result = {**result, **timings,  # the rows were admitted together
+                      "worker_seconds": sum(each.get("worker_seconds", 0.0) for each in results)}
+            self._traced(payload, submitted, result)
             publish(request_id, {"type": contract.DONE, "result": result})
             self._observe(entry.spec, payload, result, time.monotonic() - started)
+            self._record_usage(request_id, entry.spec, one, result)
         except RuntimeLoadError as exc:
             self._failed(request_id, errors.Unavailable(f"Engine could not load: {exc}"))
         except errors.ApplicationError as exc:
@@ -282,25 +358,39 @@ class EngineHost:
                 self.in_flight -= count
             redis.set(done_key, 1, ex=contract.STREAM_TTL_SECONDS)
 
+    def _record_usage(self, event_id: str, spec: EngineSpec, request: Any, result: dict[str, Any],
+                      outcome: str = "answered") -> None:
+        """The request's usage event, when the web side asked for one (its payload's tags); Redis away
+        loses the record, never the answer."""
+        tags = request.get(usage_events.USAGE_FIELD)
+        if not tags:
+            return
+        try:
+            usage_events.record(event_id, tags, engine=spec.name, worker=self.hostname, outcome=outcome,
+                                **usage_events.counts(tags["kind"], request, result))
+        except Exception as exc:  # noqa: BLE001 - Redis away: the answer went out all the same
+            log.warning("could not record the usage of request %s: %s", event_id, exc)
+
     @staticmethod
-    def _failed(request_id, exc):
+    def _failed(request_id: str, exc: errors.ApplicationError) -> None:
         tracing.fail(exc.message)
         publish(request_id, contract.error_event(exc))
 
     @staticmethod
-    def _traced(request, submitted_ns, result):
-        """The request's wait in the batcher and its run there, as spans of the task's trace (times the
-        batcher noted in the request: `_admitted`)."""
-        if "queue_seconds" not in request:
+    def _traced(request: Any, submitted_ns: int, result: dict[str, Any]) -> None:
+        """The request's wait in the batcher and its run there, as spans of the task's trace (the times
+        its result carries: `batcher.timed`)."""
+        if "queue_seconds" not in result:
             return
-        admitted = submitted_ns + int(request["queue_seconds"] * 1e9)
+        admitted = submitted_ns + int(result["queue_seconds"] * 1e9)
         tracing.record("blaze.queue", submitted_ns, admitted, priority=request.get("priority"))
-        tracing.record("blaze.run", admitted, batch_size=request.get("batch_size"),
+        tracing.record("blaze.run", admitted, batch_size=result.get("batch_size"),
                        prompt_tokens=result.get("prompt_tokens"), cached_tokens=result.get("cached_tokens"),
                        completion_tokens=result.get("completion_tokens"), finish_reason=result.get("finish_reason"),
                        embedding_cache_hits=result.get("cache_hits"))
 
-    def _submit(self, entry, requests, on_events):
+    def _submit(self, entry: CacheEntry, requests: Sequence[Any],
+                on_events: Sequence[OnEvent] | None) -> "list[Future[Any]]":
         """Futures for the requests, queued on the engine's batcher unless its waiting line is full
         (its `max_queue`): then QueueFull, at once. They join whole or not at all: each with its
         event callback (`on_events`), or, without, as one gathered group."""
@@ -314,10 +404,12 @@ class EngineHost:
             if on_events is not None:
                 return [entry.batcher.submit(request, on_event=on_event)
                         for request, on_event in zip(requests, on_events, strict=True)]
+            assert isinstance(entry.batcher, DynamicBatcher)  # a group is of embeddings, never an LLM's scheduler
             return entry.batcher.submit_group(requests)
 
     @staticmethod
-    def _result_unless_cancelled(future, request_id, cancelled):
+    def _result_unless_cancelled(future: "Future[Any]", request_id: str,
+                                 cancelled: threading.Event) -> dict[str, Any] | None:
         """The request's result, or None once the web side gave it up (its cancel key): then `cancelled`
         is set, the runtime stops decoding its row, and the request no longer counts in flight here."""
         key, redis = contract.request_cancelled(request_id), shared_state.client()
@@ -331,7 +423,7 @@ class EngineHost:
                     cancelled.set()
                     return None
 
-    def _observe(self, spec, payload, result, seconds):
+    def _observe(self, spec: EngineSpec, payload: Any, result: dict[str, Any], seconds: float) -> None:
         log.info("request for %s answered in %.3f s", spec.name, seconds,
                  extra={"engine": spec.name, "seconds": round(seconds, 4)})
         tokens = result.get("completion_tokens")

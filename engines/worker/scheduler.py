@@ -17,12 +17,19 @@ The torch side (prefill, joined KV caches, per-row sampling, stop strings) is th
 import collections
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from engines.contract import WINDOW_WAITS
-from engines.worker.batcher import past_deadline, retry_after, too_late
+from engines.contract import WINDOW_WAITS, Event
+from engines.worker.batcher import OnEvent, past_deadline, retry_after, timed, too_late
+from engines.worker.runtimes import LlmRequest
+
+if TYPE_CHECKING:
+    from engines.worker.runtimes.decoding import Decoder, Finished
+    from engines.worker.runtimes.llamacpp import LlamaDecoder
 
 CANCELLED = {"text": "", "finish_reason": "cancelled", "prompt_tokens": 0, "completion_tokens": 0}
 
@@ -30,23 +37,24 @@ CANCELLED = {"text": "", "finish_reason": "cancelled", "prompt_tokens": 0, "comp
 class Waiting:
     """A submitted request: `request` (its payload), `on_event` (its stream), `future` (its result)."""
 
-    __slots__ = ("request", "on_event", "future", "arrived", "started", "priority", "order")
+    __slots__ = ("request", "on_event", "future", "arrived", "started", "rows", "priority", "order")
 
-    def __init__(self, request, on_event, order):
+    def __init__(self, request: LlmRequest, on_event: OnEvent | None, order: int) -> None:
         self.request, self.on_event, self.order = request, on_event, order
-        self.future = Future()
+        self.future: Future[dict[str, Any]] = Future()
         self.arrived = time.monotonic()
-        self.started = None  # when it was admitted to the running batch
+        self.started: float | None = None  # when it was admitted to the running batch
+        self.rows = 0  # the rows decoding once it joined
         self.priority = request.get("priority") or 0
 
-    def urgency(self, now, ageing):
+    def urgency(self, now: float, ageing: float) -> float:
         return self.priority + (now - self.arrived) / ageing
 
-    def emit(self, event):
+    def emit(self, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(event)
 
-    def cancelled(self):
+    def cancelled(self) -> bool:
         check = self.request.get("cancelled")
         return check is not None and check()
 
@@ -61,23 +69,25 @@ class ContinuousScheduler:
     and `on_done(count, seconds, error)` (the run time of requests that finished in one step) feed
     metrics and traces."""
 
-    def __init__(self, decoder, *, max_batch_size, max_wait_ms, name="scheduler", on_admit=None, on_step=None,
-                 on_done=None):
+    def __init__(self, decoder: "Decoder | LlamaDecoder", *, max_batch_size: int, max_wait_ms: float,
+                 name: str = "scheduler", on_admit: Callable[[LlmRequest, float, int], None] | None = None,
+                 on_step: Callable[[int, float], None] | None = None,
+                 on_done: Callable[[int, float, BaseException | None], None] | None = None) -> None:
         self.decoder = decoder
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.on_admit, self.on_step, self.on_done = on_admit, on_step, on_done
-        self.step_sizes = collections.deque(maxlen=1000)
-        self.run_seconds = collections.deque(maxlen=50)  # of recent requests: how long a slot stays taken
-        self._waiting = []
-        self._running = []  # the Waiting of each decoder row, in row order
+        self.step_sizes: collections.deque[int] = collections.deque(maxlen=1000)
+        self.run_seconds: collections.deque[float] = collections.deque(maxlen=50)  # how long a slot stays taken
+        self._waiting: list[Waiting] = []
+        self._running: list[Waiting] = []  # the Waiting of each decoder row, in row order
         self._arrivals = 0
         self._closed = False
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, request, on_event=None):
+    def submit(self, request: LlmRequest, on_event: OnEvent | None = None) -> "Future[dict[str, Any]]":
         with self._wake:
             if self._closed:
                 raise RuntimeError("This model is being unloaded; retry the request.")
@@ -88,25 +98,25 @@ class ContinuousScheduler:
         return item.future
 
     @property
-    def pending(self):
+    def pending(self) -> int:
         return len(self._waiting)
 
     @property
-    def running(self):
+    def running(self) -> int:
         return len(self._running)
 
-    def retry_after(self):
+    def retry_after(self) -> int:
         """Seconds until a waiting request may expect a slot: the queue in batches × how long recent
         requests held theirs."""
         return retry_after(self.run_seconds, self.pending, self.max_batch_size)
 
-    def close(self):
+    def close(self) -> None:
         with self._wake:
             self._closed = True
             self._wake.notify()
         self._thread.join(timeout=30)
 
-    def _loop(self):
+    def _loop(self) -> None:
         while True:
             with self._wake:
                 while not self._waiting and not self._running and not self._closed:
@@ -126,7 +136,7 @@ class ContinuousScheduler:
             if not item.future.done():
                 item.future.set_exception(unloaded)
 
-    def _gather(self):
+    def _gather(self) -> None:
         """With nothing running: wait for a burst to arrive, so it is prefilled together."""
         with self._wake:
             if not self._waiting:
@@ -140,13 +150,14 @@ class ContinuousScheduler:
                     return
                 self._wake.wait(left)
 
-    def _take(self, free):
+    def _take(self, free: int) -> list[Waiting]:
         """Up to `free` waiting requests, most urgent first; the given-up and the late are answered here."""
         now, wall = time.monotonic(), time.time()
         with self._wake:
             ageing = settings.BLAZE_PRIORITY_AGEING_SECONDS
             ordered = sorted(self._waiting, key=lambda item: (-item.urgency(now, ageing), item.order))
-            taken, dropped = [], []
+            taken: list[Waiting] = []
+            dropped: list[Waiting] = []
             for item in ordered:
                 if item.cancelled() or past_deadline(item.request, wall):
                     dropped.append(item)
@@ -161,12 +172,12 @@ class ContinuousScheduler:
                 item.future.set_exception(too_late(now - item.arrived, "a slot"))
         rows = len(self._running) + len(taken)
         for item in taken:
-            item.started = now
+            item.started, item.rows = now, rows
             if self.on_admit:
                 self.on_admit(item.request, now - item.arrived, rows)
         return taken
 
-    def _admit(self):
+    def _admit(self) -> None:
         free = self.max_batch_size - len(self._running)
         if free <= 0 or not self._waiting:
             return
@@ -177,11 +188,15 @@ class ContinuousScheduler:
         refused, finished = self.decoder.join(taken)
         for item, result in refused:
             self._running.remove(item)
-            item.future.set_result(result)
+            assert item.started is not None  # taken, so admitted
+            item.future.set_result(timed(result, item.started - item.arrived, item.rows,
+                                         (time.monotonic() - item.started) / max(item.rows, 1)))
         self._retire(finished)
 
-    def _step(self):
-        gone = {row: CANCELLED for row, item in enumerate(self._running) if item.cancelled()}
+    def _step(self) -> None:
+        # A stopped row ends with what it decoded so far (its usage counts it), marked cancelled.
+        gone = {row: {**self.decoder.rows[row].result(), "finish_reason": "cancelled"}
+                for row, item in enumerate(self._running) if item.cancelled()}
         self._retire(gone)  # a stopped row is not decoded once more
         if not self._running:
             return
@@ -194,7 +209,7 @@ class ContinuousScheduler:
             self.on_step(rows, seconds)
         self._retire(finished)
 
-    def _retire(self, finished):
+    def _retire(self, finished: "Finished") -> None:
         """Answer the rows that finished (a dict of row → result) and drop them from the batch."""
         if not finished:
             return
@@ -204,13 +219,15 @@ class ContinuousScheduler:
         self.decoder.keep([row for row in range(len(self._running) + len(finished)) if row not in finished])
         ran = []
         for item, result in done:
+            assert item.started is not None  # a running row was admitted
             ran.append(now - item.started)
-            item.future.set_result(result)
+            item.future.set_result(timed(result, item.started - item.arrived, item.rows,
+                                         (now - item.started) / max(item.rows, 1)))
         self.run_seconds.extend(ran)
         if self.on_done:
             self.on_done(len(done), sum(ran) / len(ran), None)
 
-    def _fail_running(self, exc):
+    def _fail_running(self, exc: BaseException) -> None:
         failed, self._running = self._running, []
         self.decoder.reset()
         for item in failed:

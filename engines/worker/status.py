@@ -4,7 +4,9 @@ Workers call these as models load, fail, and answer; the status lands on the Eng
 pages show) and recent outcomes in Redis (shared by every worker).
 """
 
-from blaze_site import shared_state
+from typing import Any
+
+from core import shared_state
 from engines.heartbeats import loaded_anywhere
 from engines.models import Engine
 
@@ -12,31 +14,31 @@ RECENT_OUTCOMES = 50
 DEGRADED_ERROR_RATE = 0.2
 
 
-def _set_status(name, status, detail=""):
+def _set_status(name: str, status: str, detail: str = "") -> None:
     Engine.objects.filter(name=name).exclude(status=status, status_detail=detail).update(
         status=status, status_detail=detail[:500]
     )
 
 
-def cache_event(hostname, event, details):
-    name = details.get("engine")
+def cache_event(hostname: str, event: str, details: dict[str, Any]) -> None:
+    name = details["engine"]
     if event == "loading":
         _set_status(name, Engine.Status.INITIALIZING, f"loading on {hostname}")
     elif event == "loaded":
         _set_status(name, Engine.Status.READY)
-    elif event in ("unloaded", "evicted") and not loaded_anywhere(name, except_worker=hostname):
-        _set_status(name, Engine.Status.OFFLINE, f"{event} on {hostname}")
+    elif event in ("unloaded", "evicted", "idle") and not loaded_anywhere(name, except_worker=hostname):
+        _set_status(name, Engine.Status.OFFLINE, f"{'idle, unloaded' if event == 'idle' else event} on {hostname}")
 
 
-def load_failed(name, hostname, error):
+def load_failed(name: str, hostname: str, error: str) -> None:
     _set_status(name, Engine.Status.FAILED, f"{hostname}: {error}")
 
 
-def load_retrying(name, hostname, attempt, error):
+def load_retrying(name: str, hostname: str, attempt: int, error: BaseException | None) -> None:
     _set_status(name, Engine.Status.RECOVERING, f"{hostname}: attempt {attempt} failed ({error}); retrying")
 
 
-def batch_done(name, size, seconds, error):
+def batch_done(name: str, size: int, seconds: float, error: BaseException | None) -> None:
     """Record a batch's outcome; the recent error rate moves the engine between READY and DEGRADED."""
     redis = shared_state.client()
     stats, outcomes = shared_state.engine_stats_key(name), shared_state.engine_outcomes_key(name)
@@ -46,6 +48,7 @@ def batch_done(name, size, seconds, error):
     pipe.hincrby(stats, "errors", size if error else 0)
     pipe.hincrbyfloat(stats, "seconds", seconds)
     pipe.hset(stats, "last_batch_size", size)
+    pipe.sadd(shared_state.engines_with_stats_key(), name)
     for _ in range(size):
         pipe.lpush(outcomes, 0 if error else 1)
     pipe.ltrim(outcomes, 0, RECENT_OUTCOMES - 1)
@@ -60,7 +63,7 @@ def batch_done(name, size, seconds, error):
         )
 
 
-def engine_stats(name):
+def engine_stats(name: str) -> dict[str, Any]:
     raw = shared_state.client().hgetall(shared_state.engine_stats_key(name))
     requests = int(raw.get("requests", 0))
     return {

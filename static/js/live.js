@@ -14,7 +14,7 @@ window.blaze = {
 
 (function () {
   "use strict";
-  const REFUSED = 4403;  // monitoring/consumers.py: not signed in, or no role that sees engines
+  const REFUSED = 4403;  // dashboard/consumers.py: not signed in, or no role that sees engines
   let delay = 1000;
 
   function showState(text, state) {

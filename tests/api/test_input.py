@@ -1,4 +1,4 @@
-"""What the native API takes (blaze_site/serializers.py, blaze_site/pagination.py): JSON bodies whose
+"""What the native API takes (core/serializers.py, core/pagination.py): JSON bodies whose
 values have the schema's types, no unknown fields, and limit/offset that are whole numbers in range."""
 
 import pytest

@@ -18,8 +18,8 @@ from schemathesis.openapi.checks import RejectedPositiveData
 
 from accounts import services
 from accounts.audit import Actor
+from alerts.models import AlertReceiver, AlertRule, AlertSilence
 from engines.models import Engine, Route, RouteTarget
-from monitoring.models import AlertReceiver, AlertRule, AlertSilence
 from ratelimits.models import RateLimitPolicy
 from security.models import IpBlock
 from tests.conftest import make_user
@@ -70,12 +70,14 @@ UNSTATED_RULES = {
     },
     "/api/audit/": {"until": "not before since"},
     "/api/engines/": {
-        "name": TAKEN, "kind": "fixed once registered", "config": "the settings of the engine's kind",
-        "model": "required for a local engine, an existing directory when a path",
+        "name": TAKEN, "config": "the settings of the engine's kind",
+        "model": "required for a local engine; a path a live worker has, that fits a worker's cache",
+        "kind": "fixed once registered; the kind of model the workers find", "keep_alive_seconds": "a local engine's",
         "base_url": "a remote engine's, required there", "api_key": "a remote engine's",
     },
-    "/api/keys/": {"expires_at": FUTURE},
-    "/api/metrics/history/": dict.fromkeys(("engine", "route", "target", "worker"), "a label of every series named"),
+    "/api/keys/": {"expires_at": FUTURE, "team": "one of the owner's teams"},
+    "/api/metrics/history/": dict.fromkeys(("budget", "engine", "route", "scope", "target", "worker"),
+                                           "a label of every series named"),
     "/api/ratelimits/": {
         "name": TAKEN, "burst": "token_bucket and adaptive policies only",
         "max_delay": "required by the delay action, only there",
@@ -89,6 +91,18 @@ UNSTATED_RULES = {
         "worker": "a local engine's only, without spaces; fixed once added",
     },
     "/api/security/blocks/": {"network": "an IP address or CIDR network (no OpenAPI 3.0 format)", "expires_at": FUTURE},
+    "/api/teams/": {"name": TAKEN},
+    "/api/teams/{name}/members/": {"username": "a user that exists"},
+    "/api/usage/": {"until": "after since"},
+    "/api/usage/budgets/": {
+        "name": TAKEN, "limit": "at most 10 digits before the point and 8 after", "target_id": "a key, user or team",
+        "soft_limit": "at most 10 digits before the point and 8 after, below limit",
+    },
+    "/api/models/inspect/": {"model": "a path a live worker has, that fits a worker's cache",
+                             "kind": "the kind of model the workers find"},
+    "/api/usage/prices/": {"engine": TAKEN, **dict.fromkeys((
+        "per_1m_prompt", "per_1m_cached", "per_1m_completion", "per_image", "per_1m_embedding", "per_worker_hour"),
+        "at most 10 digits before the point and 8 after")},
     "/api/users/": {"username": TAKEN},
 }
 
@@ -136,6 +150,8 @@ def existing(db):
     block = IpBlock.objects.create(network="203.0.113.7", reason="seed")
     user = make_user("seed", "viewer")
     key, _ = services.api_key_create(actor=Actor.system("test"), user=user, name="seed", scopes=["read"])
+    team = services.team_member_add(actor=Actor.system("test"), user=user,
+                                    team=services.team_create(actor=Actor.system("test"), name="seed"))
     EXISTING.clear()
     EXISTING.update({
         "/api/engines/{name}/": {"name": engine.name}, "/api/routes/{name}/": {"name": route.name},
@@ -144,6 +160,7 @@ def existing(db):
         "/api/alerts/silences/{id}/": {"id": str(silence.pk)}, "/api/ratelimits/{id}/": {"id": str(policy.pk)},
         "/api/security/blocks/{id}/": {"id": block.pk}, "/api/users/{id}/": {"id": user.pk},
         "/api/keys/{id}/": {"id": str(key.pk)},
+        "/api/teams/{name}/": {"name": team.name, "username": user.username},
     })
 
 

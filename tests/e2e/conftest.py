@@ -45,6 +45,7 @@ def browser():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for page_problems()
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.implicitly_wait(5)
+    driver.set_page_load_timeout(60)  # a page that takes longer has failed (the default waits 300 s)
     # Before any page script: CSP refusals, uncaught errors and rejected promises are kept for page_problems().
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_PAGE})
     yield driver

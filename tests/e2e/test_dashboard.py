@@ -13,12 +13,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from accounts.audit import Actor
+from alerts import services as alert_services
 from engines import services
 from engines.models import Engine
-from monitoring import alert_services
+from tests.alerts.test_setup import Loopback
 from tests.conftest import PASSWORD, make_user
 from tests.e2e.test_newcomer import sign_in, submit
-from tests.monitoring.test_alerts_setup import Loopback
 from tests.servers import start_daphne
 from tests.upstream import OpenAIUpstream
 

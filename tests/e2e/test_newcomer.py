@@ -57,7 +57,7 @@ def test_admin_signs_in_and_sees_the_demo_engine(live_blaze, browser, monkeypatc
         assert [box.get_attribute("value") for box in checked] == ["smollm2", "smollm2-hf"]
 
 
-def test_operator_registers_an_engine_and_it_is_audited(live_blaze, browser, tmp_path):
+def test_operator_registers_an_engine_and_it_is_audited(live_blaze, browser, tiny_llm_path):
     from tests.conftest import PASSWORD, make_user
 
     make_user("olive", "operator")
@@ -67,7 +67,7 @@ def test_operator_registers_an_engine_and_it_is_audited(live_blaze, browser, tmp
     browser.get(f"{live_blaze}/engines/new/")
     browser.find_element(By.NAME, "name").send_keys("tiny-chat")
     Select(browser.find_element(By.NAME, "kind")).select_by_value("llm")
-    browser.find_element(By.NAME, "model").send_keys(str(tmp_path))
+    browser.find_element(By.NAME, "model").send_keys(tiny_llm_path)  # a model, should a worker check it
     batch = browser.find_element(By.ID, "cfg-llm-max_batch_size")
     batch.clear()
     batch.send_keys("0")

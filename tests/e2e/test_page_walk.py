@@ -12,23 +12,25 @@ import pytest
 from django.conf import settings
 from django.test import Client
 from PIL import Image
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from accounts import services as account_services
 from accounts.audit import Actor
-from accounts.models import ApiKey, RolePolicy
+from accounts.models import ApiKey, RolePolicy, Team
+from alerts.models import AlertRule
 from engines import services
 from engines.models import Engine, GeneratedImage, Route, RouteTarget
-from monitoring import request_log
-from monitoring.models import AlertRule
 from ratelimits.models import RateLimitPolicy
+from telemetry import request_log
 from tests.conftest import PASSWORD, make_user
 from tests.e2e.conftest import page_problems
 from tests.e2e.test_dashboard import screenshot
 from tests.e2e.test_newcomer import sign_in
 from tests.security.test_access_control import ACCESS, ROLES, _path, url_patterns
+from usage.models import Budget
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -60,8 +62,12 @@ def world(upstream, key_for):
     (settings.MEDIA_ROOT / "images" / "page-walk.png").write_bytes(png.getvalue())
     image = GeneratedImage.objects.create(engine="acl", prompt="an orange square", seed=1, file="images/page-walk.png")
     owner = make_user("walk-owner", "admin")
+    account_services.team_member_add(actor=actor, team=account_services.team_create(actor=actor, name="acl"),
+                                     user=owner)
+    budget = Budget.objects.create(name="acl", scope="user", target_id=owner.pk, metric="tokens", period="month",
+                                   limit=100000, soft_limit=80000)
     pks = {"ratelimits": RateLimitPolicy.objects.create(name="acl", limit=1000).pk, "user": owner.pk,
-           "image": image.pk}
+           "image": image.pk, "budget": budget.pk}
     return {name: _path(name, text, pks) for name, text in url_patterns() if name in pages_of("admin")}
 
 
@@ -124,7 +130,8 @@ def test_every_page_of_every_role_works_under_the_csp(role, live_blaze, browser,
     request_id = served_request(live_blaze, key_for(user, scopes=["inference"])[1])
     pages = html_pages(user, world, request_id)
     assert "/engines/acl/" in pages and "/api/docs/" in pages and "/api/redoc/" in pages
-    assert ("/users/" in pages) is (role == "admin") and ("/engines/new/" in pages) is (role != "viewer")
+    assert ("/users/" in pages) is ("/teams/acl/" in pages) is (role == "admin")
+    assert ("/engines/new/" in pages) is (role != "viewer")
 
     browser.delete_all_cookies()
     sign_in(browser, live_blaze, user.username, PASSWORD)
@@ -167,7 +174,10 @@ def answer_dialog(browser, button_css, accept):
     text = dialog.text
     if accept:
         dialog.accept()
-        WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+        # While the old document is torn down, Chromium may answer "does not belong to the document"
+        # rather than "stale": ask again until it says stale.
+        WebDriverWait(browser, 10, ignored_exceptions=[WebDriverException]).until(
+            expected_conditions.staleness_of(page))
         WebDriverWait(browser, 10).until(lambda b: b.execute_script("return document.readyState") == "complete")
     else:
         dialog.dismiss()
@@ -185,6 +195,7 @@ def test_every_delete_and_revoke_asks_first_and_cancel_keeps_the_thing(live_blaz
     services.route_target_add(actor=actor, route=route, engine=kept)
     policy = RateLimitPolicy.objects.create(name="doomed-policy", limit=100_000)
     key, _ = account_services.api_key_create(actor=actor, user=admin, name="doomed-key", scopes=["read"])
+    team = account_services.team_create(actor=actor, name="doomed-team")
     browser.delete_all_cookies()
     sign_in(browser, live_blaze, "delia", PASSWORD)
 
@@ -199,6 +210,8 @@ def test_every_delete_and_revoke_asks_first_and_cancel_keeps_the_thing(live_blaz
          lambda: RateLimitPolicy.objects.filter(pk=policy.pk).exists()),
         ("/keys/", "form[data-confirm^='Revoke doomed-key'] button", "Revoke doomed-key?",
          lambda: ApiKey.objects.get(pk=key.pk).revoked_at is None),
+        ("/teams/", "form[data-confirm^='Delete team doomed-team'] button", "Delete team doomed-team?",
+         lambda: Team.objects.filter(pk=team.pk).exists()),
     ]
     for url, button, question, still_there in cases:
         browser.get(live_blaze + url)

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from blaze_site import shared_state
+from core import shared_state
 from engines import contract
 from engines.contract import EngineSpec
 from engines.models import Engine

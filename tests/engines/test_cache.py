@@ -131,3 +131,37 @@ def test_two_models_asked_for_at_once_load_one_after_the_other_estimates_include
         thread.join()
     assert max(most) == 1 and {entry["engine"] for entry in cache.snapshot()} == {"left", "right"}
     cache.clear()
+
+
+def test_a_model_idle_past_its_keep_alive_is_unloaded_and_the_next_request_loads_it_again(cache):
+    quick = EngineSpec(name="quick", kind="llm", model="m", config={"size": MiB}, keep_alive=30)
+    forever = EngineSpec(name="forever", kind="llm", model="m", config={"size": MiB})
+    loaded = cache.get(quick)
+    cache.get(forever)
+    assert cache.unload_idle(now=loaded.last_used + 29) == []  # not idle long enough
+    assert cache.unload_idle(now=loaded.last_used + 3600) == ["quick"]  # no keep_alive: kept however long
+    assert names(cache) == ["forever"]
+    cache.get(quick)
+    assert SizedRuntime.loads == ["quick", "forever", "quick"]
+
+
+def test_a_keep_alive_change_applies_to_the_loaded_model_without_a_reload(cache):
+    loaded = cache.get(EngineSpec(name="e", kind="llm", model="m", config={"size": MiB}))
+    cache.get(EngineSpec(name="e", kind="llm", model="m", config={"size": MiB}, keep_alive=5))
+    assert SizedRuntime.loads == ["e"]
+    assert cache.unload_idle(now=loaded.last_used + 6) == ["e"]
+
+
+def test_a_model_running_or_with_requests_waiting_is_not_idle(cache):
+    entry = cache.get(EngineSpec(name="busy", kind="llm", model="m", config={"size": MiB}, keep_alive=1))
+    started, release = threading.Event(), threading.Event()
+    entry.batcher.run_batch = lambda requests, emit: started.set() or release.wait(5) and requests
+    running = entry.batcher.submit({"n": 1})
+    assert started.wait(5)
+    try:
+        assert cache.unload_idle(now=entry.last_used + 60) == []  # its batch is running
+        waiting = entry.batcher.submit({"n": 2})
+        assert cache.unload_idle(now=entry.last_used + 60) == []
+    finally:
+        release.set()
+    assert running.result(5) and waiting.result(5)

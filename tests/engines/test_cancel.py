@@ -7,7 +7,7 @@ import time
 import orjson
 import pytest
 
-from blaze_site import shared_state
+from core import shared_state
 from engines import contract
 from engines.contract import EngineSpec
 from engines.worker.host import EngineHost

@@ -66,7 +66,7 @@ def beating(redis_client):
     """beating(*names): heartbeats for workers that are only names in Redis, as a worker's `beat`
     writes them, each holding engine "tiny" (so it ranks before a real worker of the session that
     does not); gone after the test, so no other test sees workers that do not exist."""
-    from blaze_site import shared_state
+    from core import shared_state
 
     names = []
 
@@ -121,7 +121,7 @@ def test_a_request_pinned_to_a_busy_worker_stays_refused_for_the_route_to_move_o
 
 
 def test_a_request_pinned_to_a_worker_that_stops_beating_fails_for_the_route_to_move_on(redis_client, beating):
-    from blaze_site import errors
+    from core import errors
 
     beating("w8")  # alive, but the target is pinned to w7, which has no heartbeat
     before = len(queued(redis_client, contract.worker_queue("w8")))
@@ -134,3 +134,31 @@ def test_a_request_pinned_to_a_worker_that_stops_beating_fails_for_the_route_to_
     with pytest.raises(errors.Unavailable, match="pinned"):
         asyncio.run(scenario())
     assert len(queued(redis_client, contract.worker_queue("w8"))) == before  # not moved to w8
+
+
+def test_a_stream_whose_redis_is_lost_midway_is_given_up_without_a_second_error(redis_client, tmp_path, settings):
+    """Its relay's clean-up (delete the stream, tell the worker to stop) cannot reach Redis either: the
+    relay ends quietly, so what ended the request (Redis's own error, the client leaving) is what the
+    view answers with, and a stream already begun still gets its error event and its end."""
+    from tests.servers import start_redis
+
+    own = start_redis(tmp_path)  # the request's stream lives here, and goes away; the broker stays up
+    settings.REDIS_URL = own.url
+    engine = Engine(name="tiny", kind="llm", model="m")
+
+    async def scenario():
+        events = dispatch.run(engine, {"prompt": "Hi", "stream": True}, worker_id="w6", timeout=10)
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0.2)
+        request_id = request_id_of(queued(redis_client, contract.worker_queue("w6"))[0])
+        for event in [{"type": "start", "worker": "w6"}, {"type": "token", "text": "Hel"}]:
+            publish(request_id, event)
+        assert (await first)["type"] == "token"
+        own.kill()
+        await events.aclose()  # what the view does when the stream ends on an error, or the client leaves
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        own.stop()
+        redis_client.delete(f"{settings.REDIS_PREFIX}:celery:{contract.worker_queue('w6')}")

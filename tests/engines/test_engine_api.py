@@ -200,8 +200,9 @@ BAD_INPUT = [
     (llm(backend="ftp"), "backend"),
     (llm(weight=-1), "weight"),
     ({"name": "tiny", "kind": "llm"}, "model"),
-    (llm(model="/nonexistent/dir"), "model"),
     (remote(base_url="ftp://x"), "base_url"),
+    (llm(keep_alive_seconds=0), "keep_alive_seconds"),
+    (remote(keep_alive_seconds=60), "keep_alive_seconds"),
 ]
 
 

@@ -11,15 +11,17 @@ import httpx
 import pytest
 
 from accounts.audit import Actor
-from blaze_site import errors
+from core import errors
+from dashboard import selectors as monitoring_selectors
 from engines import services
 from engines.models import Engine, Route, RouteFallback
 from engines.serving import failover
 from engines.serving.failover import serve
 from engines.serving.plan import Plan, resolve
-from monitoring import request_log
-from monitoring import selectors as monitoring_selectors
+from engines.serving.request import InferenceRequest
+from telemetry import request_log
 from tests.conftest import make_user
+from tests.servers import metrics_published
 from tests.upstream import refused_base_url, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,7 +69,8 @@ def ask(web, key, body=CHAT):
 
 
 def counted(route_name, fallback):
-    """blaze_route_fallbacks_total{route, fallback}, summed over this machine's processes."""
+    """blaze_route_fallbacks_total{route, fallback}, summed over every process."""
+    metrics_published()
     value = monitoring_selectors.registry().get_sample_value(
         "blaze_route_fallbacks_total", {"route": route_name, "fallback": fallback})
     return value or 0
@@ -187,7 +190,7 @@ def test_a_loop_two_edits_made_at_once_ends_instead_of_going_round(upstream, set
                                  route_fallback=Route.objects.get(name="chat"))
 
     with pytest.raises(errors.Unavailable) as refused:
-        run(serve(resolve("chat", "llm"), "chat", {}, CHAT))
+        run(serve(InferenceRequest("chat", CHAT, plan=resolve("chat", "llm"), data={"payload": {}})))
 
     assert "backup: Neither route 'backup' nor its fallbacks could answer" in str(refused.value)
     assert "chat: a loop (chat → backup → chat)" in str(refused.value)

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from blaze_site import errors
+from core import errors
 from engines.models import Engine
 from engines.serving import dispatch, grouping
 

@@ -1,6 +1,10 @@
 """Engine status follows what the workers see: loading, ready, failed with its error, recovering."""
 
+import threading
+
 import pytest
+import redis
+from django.db import connection
 
 from engines.contract import EngineSpec
 from engines.models import Engine
@@ -68,3 +72,26 @@ def test_a_run_of_errors_degrades_the_engine_and_successes_restore_it(db):
         batch_done("wobbly", 4, 0.1, None)
     engine.refresh_from_db()
     assert engine.status == Engine.Status.READY
+
+
+def test_a_batch_whose_outcome_cannot_be_recorded_leaves_the_engine_serving(host, monkeypatch):
+    """Redis away (a failover, an outage): the engine's loop records each batch's outcome there, and a
+    failure to must not end the loop, which would leave every later request waiting for nothing."""
+    def unreachable(*args):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("engines.worker.status.batch_done", unreachable)
+    host.cache.runtime_factory = SizedRuntime
+    engine = spec(Engine(name="steady", kind="llm", model="m")).as_dict()
+
+    def answer(request_id):
+        try:
+            host.infer(request_id, engine, {"prompt": "p"})
+        finally:
+            connection.close()  # the thread's own, as a Celery worker's thread closes it
+
+    for request_id in ("req-first", "req-second"):
+        answering = threading.Thread(target=answer, args=(request_id,), daemon=True)
+        answering.start()
+        answering.join(timeout=10)
+        assert not answering.is_alive(), f"{request_id} was never answered"

@@ -31,7 +31,8 @@ def smol(db, smollm2_gguf_path):
                                          "context_length": 1024})
 
 
-def test_a_gguf_path_registers_as_llama_cpp_and_wrong_settings_are_named(operator, smollm2_gguf_path, tmp_path):
+def test_a_gguf_path_registers_as_llama_cpp_and_wrong_settings_are_named(operator, smollm2_gguf_path, tmp_path,
+                                                                         engine_worker):
     created = operator.post("/api/engines/", {"name": "g", "kind": "llm", "model": smollm2_gguf_path}, format="json")
     assert created.status_code == 201 and created.json()["config"]["runtime"] == "llama.cpp"
     stored = Engine.objects.get(name="g").config
@@ -42,7 +43,11 @@ def test_a_gguf_path_registers_as_llama_cpp_and_wrong_settings_are_named(operato
     assert fp16.status_code == 400 and "Leave precision out" in fp16.json()["fields"]["config.precision"][0]
     missing = operator.post("/api/engines/", {"name": "m", "kind": "llm", "model": str(tmp_path / "x.gguf")},
                             format="json")
-    assert missing.status_code == 400 and "No GGUF file" in missing.json()["fields"]["model"][0]
+    assert missing.status_code == 400  # the worker, asked, has no such file
+    assert "the path does not exist" in missing.json()["fields"]["model"][0]
+    not_gguf = operator.post("/api/engines/", {"name": "n", "kind": "llm", "model": str(tmp_path),
+                                               "config": {"runtime": "llama.cpp"}}, format="json")
+    assert not_gguf.status_code == 400 and "No GGUF file" in not_gguf.json()["fields"]["model"][0]
     hf_with_context = operator.post("/api/engines/", {"name": "t", "kind": "llm", "model": "some-hub-id",
                                                       "config": {"context_length": 512}}, format="json")
     assert hf_with_context.status_code == 400 and "config.context_length" in hf_with_context.json()["fields"]

@@ -12,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from blaze_site import shared_state
+from core import shared_state
+from dashboard import selectors as monitoring_selectors
 from engines.models import Engine, Route, RouteTarget
 from engines.serving import remote
 from engines.serving.resilience import breaker, outbound
-from monitoring import request_log
-from monitoring import selectors as monitoring_selectors
+from telemetry import request_log
 from tests.conftest import make_user
-from tests.servers import ROOT, server_env
+from tests.servers import ROOT, metrics_published, server_env
 from tests.upstream import OpenAIUpstream, run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,7 +72,8 @@ def at_once(calls):
 
 
 def sample(name, **labels):
-    """A metric summed over this machine's processes (the web processes included)."""
+    """A metric summed over every process (the web processes included)."""
+    metrics_published()
     return monitoring_selectors.registry().get_sample_value(name, labels) or 0
 
 

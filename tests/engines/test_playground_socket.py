@@ -16,9 +16,9 @@ from django.test import Client
 from accounts.audit import Actor
 from blaze_site.asgi import application
 from engines import services
-from monitoring import request_log
 from ratelimits import selectors as ratelimit_selectors
 from ratelimits import services as ratelimit_services
+from telemetry import request_log
 from tests.conftest import make_user
 from tests.upstream import run
 
@@ -270,3 +270,36 @@ def test_an_image_too_large_or_unreadable_is_refused_naming_the_field(tiny_diffu
                                                {"id": "2", **image, "image": "data:image/png;base64,aGVsbG8="})
     assert too_large["field"] == "image" and too_large["message"].startswith("image: The image is larger than")
     assert (unreadable["field"], unreadable["message"]) == ("image", "image: Not a readable image (PNG or JPEG).")
+
+
+def test_a_prompt_is_recorded_as_its_user_s_playground_usage(far):
+    from usage import persist
+    from usage.models import UsageRecord
+
+    user = make_user("metered-vera", "viewer")
+    [replies] = conversation(user, {"type": "chat", "id": "1", "model": "far", "messages": HI})
+    pieces = [reply for reply in replies if reply["type"] == "token"]
+    persist.drain()  # (earlier tests' events too: this one's is told apart by its user)
+    record = UsageRecord.objects.get(engine="far", user_id=user.pk)
+    # The host's stream carried no usage: the chunks it sent count, one token each.
+    assert (record.source, record.user_id, record.api_key_id, record.kind, record.completion_tokens) == (
+        "playground", user.pk, None, "chat", len(pieces))
+
+
+def test_a_prompt_over_its_user_s_budget_is_refused_inline_naming_the_budget(far):
+    from usage import budgets
+    from usage import services as usage_services
+
+    vera = make_user("budgeted-vera", "viewer")
+    usage_services.budget_create(actor=Actor.system("test"), name="vera-one-a-day", scope="user", target_id=vera.pk,
+                                 metric="requests", period="day", limit=1)
+    budgets.forget()
+    try:
+        chat = {"type": "chat", "model": "far", "messages": HI}
+        first, second = conversation(vera, {"id": "1", **chat}, {"id": "2", **chat})
+    finally:
+        budgets.forget()
+    assert first[-1]["type"] == "done"
+    [refused] = second
+    assert refused["type"] == "error" and refused["message"].startswith(
+        "Budget 'vera-one-a-day' (1 requests per day) has no room for this request; it resets at ")

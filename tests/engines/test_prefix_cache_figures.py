@@ -9,13 +9,13 @@ import threading
 import orjson
 import pytest
 
-from blaze_site import shared_state
+from core import shared_state
+from dashboard.feed import Feed
 from engines import contract
 from engines.contract import EngineSpec
 from engines.worker.host import EngineHost
-from monitoring.feed import Feed
 from tests.engines.test_cache import SizedRuntime
-from tests.monitoring.test_metrics import samples, value
+from tests.telemetry.test_metrics import samples, value
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MiB = 1024 * 1024
@@ -82,7 +82,7 @@ def answer(host, request_id, prompt, **payload):
 
 
 def counters():
-    from monitoring import selectors
+    from dashboard import selectors
 
     parsed = samples(selectors.prometheus_text().decode())
     return (value(parsed, "blaze_prefix_cache_hits_total", engine="reuse"),

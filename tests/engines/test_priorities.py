@@ -6,7 +6,7 @@ import pytest
 
 from accounts import services
 from accounts.audit import Actor
-from blaze_site import errors
+from core import errors
 from engines.models import Engine
 from engines.openai.protocol import ChatCompletionSerializer
 from tests.conftest import make_user

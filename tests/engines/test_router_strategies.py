@@ -360,7 +360,7 @@ def test_the_serving_pick_asks_the_breaker_and_a_half_open_one_lets_one_trial_th
 
 def test_a_route_s_last_target_is_leased_in_one_round_trip_and_given_back_when_its_breaker_refuses(
         make_route, monkeypatch):
-    from blaze_site import shared_state
+    from core import shared_state
 
     route = fetched(make_route("round_robin", weights=(1,)))
     half_open("far-0")

@@ -1,6 +1,7 @@
 """Routes over the native API: /api/routes/<name>/, …/targets/, …/status/, and the audit trail of
 every change."""
 
+
 import pytest
 
 from accounts.models import AuditEvent
@@ -140,7 +141,8 @@ def test_viewer_reads_routes_but_cannot_change_them(viewer, chat):
     assert RouteTarget.objects.filter(weight=1, enabled=True).count() == 2
 
 
-def test_status_shows_each_targets_live_state(operator, chat):
+def test_status_shows_each_targets_live_state(operator, chat, own_redis_prefix):
+    # A Redis prefix of its own: no worker heartbeats there, whatever workers earlier tests started.
     for latency in (0.1, 0.2):
         state.release(chat["far"], latency, True, lease=state.acquire(chat["far"]))
     state.acquire(chat["far"])
@@ -212,7 +214,7 @@ def test_status_without_redis_is_a_503_that_still_lists_the_targets(operator, ch
 
 
 def test_removing_a_target_or_route_drops_its_redis_state(operator, chat, django_capture_on_commit_callbacks):
-    from blaze_site import shared_state
+    from core import shared_state
 
     for target in chat.values():
         state.release(target, 0.1, True, lease=state.acquire(target))

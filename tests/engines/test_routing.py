@@ -116,7 +116,7 @@ def test_a_recovered_target_gets_a_trial_after_the_reset_timeout_and_rejoins(web
 
 
 def test_a_change_applies_on_every_web_process_at_once(web, upstream, key):
-    """Each web process keeps the keys and routes it looked up (blaze_site.lookups); a change made anywhere
+    """Each web process keeps the keys and routes it looked up (core.lookups); a change made anywhere
     must end those copies with its commit, not after a cache time."""
     route("chat", remote("good", upstream.base_url("ok")))
     for url in web:
@@ -133,7 +133,7 @@ def test_a_change_applies_on_every_web_process_at_once(web, upstream, key):
 
 
 def test_a_block_applies_on_every_web_process_at_once_and_lifts_the_same_way(web, key):
-    """Each web process keeps the block list too (blaze_site.lookups), read under the same token."""
+    """Each web process keeps the block list too (core.lookups), read under the same token."""
     models = [lambda url=url: httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {key}"}) for url in web]
     assert [ask_models().status_code for ask_models in models] == [200, 200]  # each holds the empty list
     block = ip_block(actor=Actor.system("test"), network="127.0.0.1", reason="test")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from blaze_site import errors
+from core import errors
 from engines.contract import EngineSpec
 from engines.worker.batcher import DynamicBatcher
 from engines.worker.runtimes.llm import LlmRuntime
@@ -68,6 +68,11 @@ def test_greedy_rows_in_a_running_batch_answer_as_a_single_request_does(llm, sch
     runner = scheduler()
     futures = [runner.submit(request(prompt, max_tokens=limit)) for prompt, limit in PROMPTS]
     results = [future.result(timeout=30) for future in futures]
+    # Each result carries the worker's timings (the contract's `queue_seconds`, `batch_size` and
+    # `worker_seconds`) ...
+    assert all(result.pop("queue_seconds") >= 0 and 1 <= result.pop("batch_size") <= len(PROMPTS)
+               and result.pop("worker_seconds") > 0 for result in results)
+    # ... and otherwise is what the request alone gets.
     assert results == [alone(llm, request(prompt, max_tokens=limit)) for prompt, limit in PROMPTS]
     assert [result["completion_tokens"] for result in results] == [3, 12, 8, 5]
 

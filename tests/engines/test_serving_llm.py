@@ -7,6 +7,7 @@ import pytest
 
 from engines.models import Engine
 from engines.worker.status import engine_stats
+from telemetry import request_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -58,6 +59,19 @@ def test_streamed_chat_arrives_in_order_and_matches_the_whole_answer(engine_work
             finish = choice.finish_reason or finish
     assert "".join(pieces) == whole
     assert finish in ("stop", "length") and usage.completion_tokens <= 12
+
+
+def test_a_streamed_answer_is_logged_with_the_tokens_it_generated(engine_worker, tiny, openai_client):
+    # Never the end-of-text token: 40 tokens, some of them halves of a character, streamed as one chunk.
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="tiny", messages=[{"role": "user", "content": "the dog"}], max_tokens=40, temperature=0,
+        logit_bias={"0": -100}, stream=True, stream_options={"include_usage": True})
+    usage = [chunk.usage for chunk in raw.parse() if chunk.usage][0]
+    deadline = time.monotonic() + 5
+    while (entry := request_log.entry(raw.headers["X-Request-ID"])) is None:
+        assert time.monotonic() < deadline, "the request never reached the request log"
+        time.sleep(0.1)
+    assert entry["tokens"] == usage.completion_tokens == 40
 
 
 def test_streamed_completion_ends_with_done(engine_worker, tiny, live_blaze, openai_client):

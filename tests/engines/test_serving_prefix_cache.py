@@ -7,10 +7,11 @@ import time
 import httpx
 import pytest
 
+from dashboard.feed import Feed
 from engines.models import Engine
-from monitoring import request_log
-from monitoring.feed import Feed
-from tests.monitoring.test_metrics import samples, value
+from telemetry import request_log
+from tests.servers import metrics_published
+from tests.telemetry.test_metrics import samples, value
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -48,6 +49,7 @@ def logged(request_id):
 
 
 def prefix_counters(base):
+    metrics_published()  # every count so far, the worker's included (it publishes every 0.25 s)
     parsed = samples(httpx.get(f"{base}/metrics/prometheus", timeout=30).text)
     return (value(parsed, "blaze_prefix_cache_hits_total", engine="tiny-prefix"),
             value(parsed, "blaze_prefix_cache_tokens_saved_total", engine="tiny-prefix"))

@@ -6,6 +6,7 @@ from accounts.models import AuditEvent
 from engines.demo import minilm_path
 from engines.heartbeats import worker_info
 from engines.models import Engine
+from tests.servers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -94,3 +95,34 @@ def test_disabling_an_engine_unloads_it_from_every_worker(engine_worker, engines
     while "pixels" in cached(engine_worker):
         assert time.monotonic() < deadline, "the worker kept the disabled engine loaded"
         time.sleep(0.2)
+
+
+def test_an_idle_model_is_unloaded_after_its_keep_alive_and_the_next_request_loads_it(engine_worker, tiny_llm_path,
+                                                                                      openai_client):
+    Engine.objects.create(name="napper", kind="llm", model=tiny_llm_path, keep_alive_seconds=2,
+                          config={"max_new_tokens": 8})
+    ask = {"model": "napper", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    assert openai_client.chat.completions.create(**ask).choices[0].message.content is not None
+    assert "napper" in cached(engine_worker)
+    wait_for(lambda: "napper" not in cached(engine_worker), 15, "the idle unload")
+    # The status is written once the model is freed, a moment after the cache let it go.
+    idle = (Engine.Status.OFFLINE, f"idle, unloaded on {engine_worker.hostname}")
+    wait_for(lambda: tuple(Engine.objects.values_list("status", "status_detail").get(name="napper")) == idle, 15,
+             "the engine's status")
+    assert openai_client.chat.completions.create(**ask).usage.completion_tokens > 0  # loaded again to answer it
+    assert "napper" in cached(engine_worker)
+
+
+def test_unload_everywhere_drops_the_model_from_every_worker_and_is_audited(engine_worker, tiny_llm_path, client,
+                                                                          operator_user, client_for):
+    engine = Engine.objects.create(name="ejected", kind="llm", model=tiny_llm_path)
+    api = client_for(operator_user)
+    assert api.post(cache_url(engine_worker), {"action": "load", "engine": "ejected"}, format="json").status_code == 200
+    client.force_login(operator_user)
+    page = client.get(f"/engines/{engine.name}/").content.decode()
+    assert f"{engine_worker.hostname}: " in page and 'id="unload-everywhere"' in page
+    client.post(f"/engines/{engine.name}/unload/")
+    wait_for(lambda: "ejected" not in cached(engine_worker), 15, "the unload")
+    event = AuditEvent.objects.get(action="cache.unload_everywhere")
+    assert (event.target, event.data["workers"]) == ("ejected", [engine_worker.hostname])
+    assert api.post("/api/engines/ejected/unload/").json() == {"workers": []}  # nothing left to unload

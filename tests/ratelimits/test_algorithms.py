@@ -132,3 +132,20 @@ def test_counters_of_a_policy_can_be_listed():
         algorithms.hit(bucket, identity)
     assert (algorithms.identities(window) == algorithms.identities(bucket)
             == ["ip:10.0.0.1", "route:v1/chat/completions"])
+
+
+def test_adaptive_policies_follow_the_engines_that_ran_batches_until_one_is_deleted(
+        db, django_capture_on_commit_callbacks):
+    from accounts.audit import Actor
+    from engines import services as engine_services
+    from engines.models import Engine
+    from ratelimits import selectors
+
+    engine = Engine.objects.create(name="adaptive-follows", kind="llm", model="/nowhere")
+    RateLimitPolicy.objects.create(name="adaptive", algorithm="adaptive", limit=10, period_seconds=1)
+    assert "adaptive-follows" not in selectors.load_active_policies().engines  # no batch yet: no health
+    batch_done("adaptive-follows", 4, 0.01, error=True)
+    assert "adaptive-follows" in selectors.load_active_policies().engines
+    with django_capture_on_commit_callbacks(execute=True):
+        engine_services.engine_delete(actor=Actor.system("test"), engine=engine)
+    assert "adaptive-follows" not in selectors.load_active_policies().engines

@@ -81,7 +81,7 @@ def test_requests_fail_fast_while_the_database_is_away_and_recover_when_it_retur
         assert during["page"].status_code == 503 and "database does not answer" in during["page"].text
         assert during["api"].status_code == 503
         assert during["api"].json()["error"] == "The database does not answer; try again in a few seconds."
-        # /v1 answers from the key and plan it cached before the cut (blaze_site/lookups.py).
+        # /v1 answers from the key and plan it cached before the cut (core/lookups.py).
         assert during["v1"].status_code == 200, during["v1"].text
         assert during["v1"].json()["choices"][0]["message"]["content"] == "Hello from upstream."
         assert int(during["v1"].headers["X-RateLimit-Remaining"]) < int(before["v1"].headers["X-RateLimit-Remaining"])

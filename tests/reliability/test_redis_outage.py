@@ -10,7 +10,7 @@ import pytest
 
 from accounts import services as account_services
 from accounts.audit import Actor
-from blaze_site import shared_state
+from core import shared_state
 from engines.heartbeats import worker_info
 from engines.models import Engine
 from tests.conftest import make_user

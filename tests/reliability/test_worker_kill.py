@@ -11,7 +11,7 @@ import pytest
 
 from engines.heartbeats import worker_info
 from engines.models import Engine
-from monitoring import request_log
+from telemetry import request_log
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

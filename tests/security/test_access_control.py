@@ -20,14 +20,15 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import services as account_services
 from accounts.audit import Actor
+from alerts.models import AlertReceiver, AlertRule, AlertSilence
 from blaze_site.asgi import application
 from engines import services
 from engines.models import GeneratedImage, RouteTarget
-from monitoring.models import AlertReceiver, AlertRule, AlertSilence
 from ratelimits.models import RateLimitPolicy
 from security.models import IpBlock
 from tests.conftest import PASSWORD, make_user
 from tests.upstream import run
+from usage.models import Budget, Price
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -43,6 +44,8 @@ ACCESS = {
     # People and the audit log: admins.
     "audit": "GET admin", "users": "GET admin | POST admin", "user_update": "GET admin | POST admin",
     "role_policy": "POST admin",
+    "teams": "GET admin | POST admin", "team_edit": "GET admin | POST admin", "team_delete": "POST admin",
+    "team_member_add": "POST admin", "team_member_remove": "POST admin",
     # Monitoring pages and probes.
     "overview": "GET viewer", "requests": "GET viewer", "request": "GET viewer", "health": "GET anyone",
     "health-detailed": "GET viewer read", "metrics": "GET viewer read", "metrics-prometheus": "GET viewer read",
@@ -65,8 +68,8 @@ ACCESS = {
     "engines:route_target_toggle": "POST operator", "engines:route_target_remove": "POST operator",
     "engines:route_target_reset_breaker": "POST operator", "engines:create": "GET operator | POST operator",
     "engines:detail": "GET viewer", "engines:edit": "GET operator | POST operator",
-    "engines:toggle": "POST operator", "engines:delete": "POST operator",
-    "playground": "GET viewer",
+    "engines:toggle": "POST operator", "engines:unload": "POST operator", "engines:delete": "POST operator",
+    "playground": "GET viewer", "engines:models": "GET viewer",
     # Alerts: viewers look, operators change.
     "alerts:list": "GET viewer", "alerts:pack": "POST operator", "alerts:rule-create": "POST operator",
     "alerts:rule": "GET viewer | POST operator", "alerts:rule-toggle": "POST operator",
@@ -83,11 +86,13 @@ ACCESS = {
     # The native API.
     "api-me": "GET viewer read", "api-audit": "GET admin read", "api-jwt": "POST anyone",
     "api-jwt-refresh": "POST anyone", "api-token": "POST anyone",
+    "api-models": "GET viewer read", "api-models-inspect": "POST operator manage",
     "api-workers": "GET viewer read", "api-worker": "GET viewer read", "api-worker-cache": "POST operator manage",
     "api-metrics-history": "GET viewer read", "api-requests": "GET viewer read",
     "engine-list": "GET viewer read | POST operator manage",
     "engine-detail": "GET viewer read | PATCH operator manage | DELETE operator manage",
     "engine-disable": "POST operator manage", "engine-enable": "POST operator manage",
+    "engine-unload": "POST operator manage",
     "route-list": "GET viewer read | POST operator manage",
     "route-detail": "GET viewer read | DELETE operator manage", "route-live-status": "GET viewer read",
     "route-target-list": "GET viewer read | POST operator manage",
@@ -97,6 +102,19 @@ ACCESS = {
     "apikey-list": "GET viewer read | POST viewer manage", "apikey-detail": "GET viewer read",
     "apikey-revoke": "POST viewer manage",
     "user-list": "GET admin read | POST admin manage", "user-detail": "GET admin read | PATCH admin manage",
+    # Teams: anyone reads their own (another team is a 404, an answer), admins read all and change them.
+    "team-list": "GET viewer read | POST admin manage",
+    "team-detail": "GET viewer read | PATCH admin manage | DELETE admin manage",
+    "team-members": "POST admin manage", "team-member": "DELETE admin manage",
+    # Usage: everyone reads their own (admins everyone's); prices are read by all, set by operators.
+    "usage:page": "GET viewer", "usage:export": "GET viewer",
+    "usage:api-usage": "GET viewer read", "usage:api-price-list": "GET viewer read | POST operator manage",
+    "usage:api-price-detail": "GET viewer read | PATCH operator manage | DELETE operator manage",
+    "usage:budgets": "GET operator", "usage:budget-create": "GET admin | POST admin",
+    "usage:budget-edit": "GET admin | POST admin", "usage:budget-toggle": "POST admin",
+    "usage:budget-delete": "POST admin",
+    "usage:api-budget-list": "GET operator read | POST admin manage",
+    "usage:api-budget-detail": "GET operator read | PATCH admin manage | DELETE admin manage",
     # The API's description is public: it holds no data, and clients are generated from it.
     "schema": "GET anyone", "api-docs": "GET anyone", "api-redoc": "GET anyone",
     "api-redoc-script": "GET anyone",
@@ -155,6 +173,8 @@ def world(db, tmp_path, settings):
     engine = services.engine_create(actor=actor, name="acl", kind="llm", backend="remote",
                                     base_url="http://127.0.0.1:9/v1", api_key=SECRETS["upstream key"])
     TOTPDevice.objects.create(user=owner, name="phone", key=SECRETS["totp secret"], confirmed=True)
+    account_services.team_member_add(actor=actor, team=account_services.team_create(actor=actor, name="acl"),
+                                     user=owner)
     route = services.route_create(actor=actor, name="acl")
     target = services.route_target_add(actor=actor, route=route, engine=engine)
     assert isinstance(target, RouteTarget)
@@ -163,14 +183,17 @@ def world(db, tmp_path, settings):
     (tmp_path / "images" / "acl.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     AlertRule.objects.create(name="acl", series="route_error_ratio", comparator=">", threshold=0.5,
                              annotations={"summary": "x"})
+    Price.objects.create(engine="acl")
+    budget = Budget.objects.create(name="acl", scope="user", target_id=owner.pk, metric="requests", period="day",
+                                   limit=10)
     pks = {
-        "ratelimits": RateLimitPolicy.objects.create(name="acl", limit=1000).pk,
+        "ratelimits": RateLimitPolicy.objects.create(name="acl", limit=1_000_000).pk,  # counts every request here
         "security": IpBlock.objects.create(network="203.0.113.7/32", reason="acl").pk,
         "receiver": AlertReceiver.objects.create(name="acl", url="http://127.0.0.1:9/hook").pk,
         "silence": AlertSilence.objects.create(matchers=[{"name": "alertname", "value": "acl", "isRegex": False}],
                                                ends_at=timezone.now() + timedelta(hours=1)).pk,
         "key": account_services.api_key_create(actor=actor, user=owner, name="acl", scopes=["read"])[0].pk,
-        "user": owner.pk, "image": image.pk, "target": target.pk,
+        "user": owner.pk, "image": image.pk, "target": target.pk, "budget": budget.pk,
     }
     return {name: _path(name, text, pks) for name, text in url_patterns()}
 
@@ -179,14 +202,16 @@ def _pk_for(name, pks):
     for prefix, kind in (("ratelimits", "ratelimits"), ("security", "security"), ("alerts:receiver", "receiver"),
                          ("alert-receiver", "receiver"), ("alerts:silence", "silence"), ("alert-silence", "silence"),
                          ("api_key", "key"), ("apikey", "key"), ("user", "user"), ("engines:image", "image"),
-                         ("engines:route_target", "target"), ("route-target", "target")):
+                         ("engines:route_target", "target"), ("route-target", "target"),
+                         ("usage:api-budget", "budget"), ("usage:budget-", "budget")):
         if name.startswith(prefix):
             return pks[kind]
     raise AssertionError(f"{name}: which object does its pk name?")
 
 
 def _path(name, text, pks):
-    values = {"name": "acl", "route_name": "acl", "worker_id": "w-acl", "request_id": "req-acl", "role": "viewer"}
+    values = {"name": "acl", "route_name": "acl", "worker_id": "w-acl", "request_id": "req-acl", "role": "viewer",
+              "username": "owner", "engine": "acl"}
 
     def value(param):
         return str(values[param] if param in values else _pk_for(name, pks))

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand
 from engines.serving.canary import check_local_targets
 from engines.serving.resilience import http
 from engines.serving.resilience.health import check_remote_engines
+from telemetry import cluster
 
 
 class Command(BaseCommand):
@@ -22,6 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--interval", type=float, help="Seconds between rounds (default: the setting).")
 
     def handle(self, *args, once=False, interval=None, **options):
+        if not once:
+            cluster.start("health")
         try:
             # async_to_sync, not asyncio.run: the ORM calls inside then run on this thread and its connection.
             async_to_sync(self._run)(once, interval or settings.BLAZE_HEALTH_CHECK_INTERVAL)

@@ -15,6 +15,6 @@ target alike. Elsewhere "target" is a RouteTarget and "target_pk" its primary ke
 """
 
 
-def resilience_id(engine_name, worker=None):
+def resilience_id(engine_name: str, worker: str | None = None) -> str:
     """`name` for an engine as a whole (a remote engine), `name@worker` for one replica on a worker."""
     return f"{engine_name}@{worker}" if worker else str(engine_name)

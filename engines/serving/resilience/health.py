@@ -23,17 +23,19 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from blaze_site import shared_state
+from core import shared_state
+from core.retry import UpstreamError
 from engines.models import Engine
 from engines.serving.resilience import http, resilience_id
-from engines.serving.resilience.retry import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,9 @@ class HealthMonitor:
     """The health record of one target. Thresholds default to the BLAZE_HEALTH_* settings; creating
     one is cheap, so build it where you need it with the same arguments everywhere for one target."""
 
-    def __init__(self, target, *, unhealthy_after=None, degraded_error_rate=None, degraded_latency=None,
-                 window=None, clock=time.time):
+    def __init__(self, target: str, *, unhealthy_after: int | None = None, degraded_error_rate: float | None = None,
+                 degraded_latency: float | None = None, window: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.target = str(target)
         self.unhealthy_after = unhealthy_after or settings.BLAZE_HEALTH_UNHEALTHY_AFTER
         self.degraded_error_rate = (settings.BLAZE_HEALTH_DEGRADED_ERROR_RATE if degraded_error_rate is None
@@ -60,51 +63,51 @@ class HealthMonitor:
         self.window = min(window or settings.BLAZE_HEALTH_WINDOW, OUTCOMES_KEPT)
         self.clock = clock
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"HealthMonitor({self.target!r})"
 
-    def record(self, success, latency=None, *, detail=""):
+    def record(self, success: bool, latency: float | None = None, *, detail: str = "") -> str:
         """Count one outcome of real traffic (`latency` in seconds, if known). Returns the new state."""
         return self._record(success, latency, detail, check=False)
 
-    def record_check(self, success, latency, *, detail=""):
+    def record_check(self, success: bool, latency: float | None, *, detail: str = "") -> str:
         """Count one active check; it is also kept in the last-100 list. Returns the new state."""
         return self._record(success, latency, detail, check=True)
 
-    def state(self):
+    def state(self) -> str:
         """HEALTHY, DEGRADED, UNHEALTHY or UNKNOWN (also when Redis cannot be reached)."""
         return states([self.target])[self.target]
 
-    def snapshot(self):
+    def snapshot(self) -> dict[str, Any]:
         """State, since when, consecutive failures, error rate over the window, latency (EWMA, p50, p95),
         uptime, the last error, and the last 100 checks (newest first, each {at, ok, latency, detail})."""
         return _snapshot(self.target, self.window)
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget everything about the target: its state goes back to UNKNOWN."""
         redis = shared_state.client()
         redis.delete(shared_state.health_key(self.target), shared_state.health_outcomes_key(self.target),
                      shared_state.health_checks_key(self.target))
 
-    def queue(self, pipe, success, latency=None):
+    def queue(self, pipe: Any, success: bool, latency: float | None = None) -> None:
         """Put record() on a `shared_state.batch` pipeline; its reply goes to `read`."""
         SCRIPT.queue(pipe, *self._call(self.clock(), success, latency, "", ""))
 
-    def read(self, reply, success):
+    def read(self, reply: Sequence[str], success: bool) -> str:
         """The state after a queued record."""
         previous, state = reply
         return self._changed(previous, state, success, "")
 
-    async def arecord_check(self, success, latency, *, detail=""):
+    async def arecord_check(self, success: bool, latency: float | None, *, detail: str = "") -> str:
         return await sync_to_async(self.record_check, thread_sensitive=False)(success, latency, detail=detail)
 
-    async def astate(self):
+    async def astate(self) -> str:
         return await sync_to_async(self.state, thread_sensitive=False)()
 
-    async def asnapshot(self):
+    async def asnapshot(self) -> dict[str, Any]:
         return await sync_to_async(self.snapshot, thread_sensitive=False)()
 
-    def _record(self, success, latency, detail, check):
+    def _record(self, success: bool, latency: float | None, detail: str, check: bool) -> str:
         now = self.clock()
         entry = json.dumps({"at": now, "ok": bool(success), "latency": latency, "detail": detail}) if check else ""
         try:
@@ -113,7 +116,8 @@ class HealthMonitor:
             return self._unreachable(exc)
         return self._changed(previous, state, success, detail)
 
-    def _call(self, now, success, latency, detail, entry):
+    def _call(self, now: float, success: bool, latency: float | None, detail: str,
+              entry: str) -> tuple[list[str], list[Any]]:
         """The script's (keys, args) for one outcome (`entry`: the check to keep, or "")."""
         return (
             [shared_state.health_key(self.target), shared_state.health_outcomes_key(self.target),
@@ -123,26 +127,26 @@ class HealthMonitor:
              OUTCOMES_KEPT, CHECKS_KEPT, self.target],
         )
 
-    def _unreachable(self, exc):
+    def _unreachable(self, exc: redis.RedisError) -> str:
         log.warning("Health of %s not recorded: Redis is unreachable (%s)", self.target, exc)
         return UNKNOWN
 
-    def _changed(self, previous, state, success, detail):
+    def _changed(self, previous: str, state: str, success: bool, detail: str) -> str:
         if state != previous:
             log.log(logging.INFO if state == HEALTHY else logging.WARNING, "%s is now %s (was %s)%s",
                     self.target, state, previous, f": {detail}" if detail and not success else "")
         return state
 
 
-def _percentile(ordered, share):
+def _percentile(ordered: Sequence[float], share: float) -> float | None:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)] if ordered else None
 
 
-def _number(raw, name):
+def _number(raw: Mapping[str, str], name: str) -> float | None:
     return float(raw[name]) if name in raw else None
 
 
-def _snapshot(target, window):
+def _snapshot(target: str, window: int) -> dict[str, Any]:
     pipe = shared_state.client().pipeline(transaction=False)
     pipe.hgetall(shared_state.health_key(target))
     pipe.lrange(shared_state.health_outcomes_key(target), 0, -1)
@@ -166,7 +170,7 @@ def _snapshot(target, window):
     }
 
 
-def states(targets):
+def states(targets: Iterable[str]) -> dict[str, str]:
     """{target: state} for many targets in one round trip (UNKNOWN for those never recorded)."""
     targets = [str(target) for target in targets]
     pipe = shared_state.client().pipeline(transaction=False)
@@ -180,7 +184,7 @@ def states(targets):
     return {target: state or UNKNOWN for target, state in zip(targets, found)}
 
 
-def down_by_check(targets, now=None):
+def down_by_check(targets: Iterable[str], now: float | None = None) -> set[str]:
     """The targets the router should skip: UNHEALTHY by an active check (its latest failure was a
     check) made within the last three check intervals. Failures of real traffic alone never take a
     target out here: the circuit breaker answers for those, and lets a trial through to learn of a
@@ -195,13 +199,13 @@ def down_by_check(targets, now=None):
     return down_from(targets, rows, now)
 
 
-def queue_checks(pipe, targets):
+def queue_checks(pipe: Any, targets: Iterable[str]) -> None:
     """Put what `down_from` reads on a `shared_state.batch` pipeline: one reply per target."""
     for target in targets:
         pipe.hmget(shared_state.health_key(target), "state", "last_check_at", "last_failure_at")
 
 
-def down_from(targets, rows, now=None):
+def down_from(targets: Iterable[str], rows: Iterable[Sequence[str | None]], now: float | None = None) -> set[str]:
     """`down_by_check` of the replies `queue_checks` queued."""
     now = time.time() if now is None else now
     fresh = 3 * settings.BLAZE_HEALTH_CHECK_INTERVAL
@@ -211,19 +215,19 @@ def down_from(targets, rows, now=None):
     }
 
 
-def snapshots():
+def snapshots() -> list[dict[str, Any]]:
     """Snapshots of every target with a health record, sorted by target."""
     targets = sorted(shared_state.client().smembers(shared_state.health_targets_key()))
     return [_snapshot(target, settings.BLAZE_HEALTH_WINDOW) for target in targets]
 
 
-def http_probe(base_url, api_key=""):
+def http_probe(base_url: str, api_key: str = "") -> Callable[[], Awaitable[None]]:
     """A probe for an OpenAI-compatible host: `GET {base_url}/models` (base_url ends in /v1), or when
     that is 404, `GET /health` at the host's root (vLLM, TGI). Any answer but a 2xx fails it."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     parts = urlsplit(base_url)
 
-    async def probe():
+    async def probe() -> None:
         response = await http.request("GET", f"{base_url.rstrip('/')}/models", headers=headers, attempts=1)
         if response.status == 404:
             response = await http.request("GET", f"{parts.scheme}://{parts.netloc}/health", headers=headers, attempts=1)
@@ -233,7 +237,8 @@ def http_probe(base_url, api_key=""):
     return probe
 
 
-async def check_once(monitor, probe, *, timeout=None):
+async def check_once(monitor: HealthMonitor, probe: Callable[[], Awaitable[object]], *,
+                     timeout: float | None = None) -> dict[str, Any]:
     """Run `probe` (an async callable that raises when the target is not well) within `timeout` seconds
     (BLAZE_HEALTH_CHECK_TIMEOUT), record the result as an active check, and return it:
     {"ok", "latency", "detail", "state"}."""
@@ -252,9 +257,9 @@ async def check_once(monitor, probe, *, timeout=None):
     return {"ok": ok, "latency": latency, "detail": detail, "state": state}
 
 
-async def check_remote_engines():
+async def check_remote_engines() -> list[tuple[Engine, dict[str, Any]]]:
     """One active check of every enabled remote engine, concurrently: [(engine, check result)]."""
-    engines = await sync_to_async(list)(Engine.objects.filter(backend=Engine.Backend.REMOTE, enabled=True))
+    engines = await sync_to_async(lambda: list(Engine.objects.filter(backend=Engine.Backend.REMOTE, enabled=True)))()
     results = await asyncio.gather(*(
         check_once(HealthMonitor(resilience_id(engine.name)), http_probe(engine.base_url, engine.api_key))
         for engine in engines

@@ -20,24 +20,26 @@ import atexit
 import contextlib
 import json as jsonlib
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
 
-from engines.serving.resilience.retry import (
-    MIN_ATTEMPT_SECONDS,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-    is_retriable,
-    retrying,
-)
+from core.retry import MIN_ATTEMPT_SECONDS, UpstreamError, UpstreamTimeout, UpstreamUnreachable, is_retriable, retrying
 
-_sessions = {}  # event loop → {origin: ClientSession}
+if TYPE_CHECKING:
+    from engines.serving.resilience.breaker import CircuitBreaker, Permit
+    from engines.serving.resilience.outbound import OutboundLimit, Slot
+
+Form = tuple[Mapping[str, Any], Mapping[str, tuple[str, bytes, str]]]  # (fields, {name: (filename, bytes, type)})
+
+_sessions: dict[asyncio.AbstractEventLoop, dict[str, aiohttp.ClientSession]] = {}  # event loop → {origin: session}
 
 
-def timeouts(*, connect=None, read=None, pool=None):
+def timeouts(*, connect: float | None = None, read: float | None = None,
+             pool: float | None = None) -> aiohttp.ClientTimeout:
     """aiohttp.ClientTimeout from BLAZE_UPSTREAM_{CONNECT,READ,POOL}_TIMEOUT, any phase overridden:
     `connect` to open a connection, `read` between two reads of the answer, `pool` to wait for a free
     pooled connection (plus `connect` when a new one is opened). Sending the request is bounded by
@@ -50,12 +52,12 @@ def timeouts(*, connect=None, read=None, pool=None):
     )
 
 
-def _origin(url):
+def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def client_for(url):
+def client_for(url: str) -> aiohttp.ClientSession:
     """The running loop's pooled session for the host of `url` (made on first use)."""
     loop = asyncio.get_running_loop()
     sessions = _sessions.get(loop)
@@ -76,14 +78,14 @@ def client_for(url):
     return session
 
 
-async def aclose_all():
+async def aclose_all() -> None:
     """Close every pooled session of the running loop (the next request opens new ones)."""
     sessions = _sessions.pop(asyncio.get_running_loop(), {})
     await asyncio.gather(*(session.close() for session in sessions.values()))
 
 
 @atexit.register
-def _close_at_exit():
+def _close_at_exit() -> None:
     for loop, sessions in list(_sessions.items()):
         if not loop.is_closed() and not loop.is_running():
             # The process is ending: a connection that will not close politely is closed by the OS.
@@ -92,15 +94,20 @@ def _close_at_exit():
     _sessions.clear()
 
 
-def _cut(timeout, left):
+def _cut(timeout: aiohttp.ClientTimeout, left: float) -> aiohttp.ClientTimeout:
+    # Every phase is set, as timeouts() sets them.
+    assert timeout.connect is not None and timeout.sock_connect is not None and timeout.sock_read is not None
     return aiohttp.ClientTimeout(
         total=None, connect=min(timeout.connect, left), sock_connect=min(timeout.sock_connect, left),
         sock_read=min(timeout.sock_read, left),
     )
 
 
-async def request(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
-                  permit=None, limit=None, patience=None, json=None, form=None, headers=None):
+async def request(method: str, url: str, *, deadline: float | None = None, timeout: aiohttp.ClientTimeout | None = None,
+                  stream: bool = False, attempts: int | None = None, breaker: "CircuitBreaker | None" = None,
+                  permit: "Permit | None" = None, limit: "OutboundLimit | None" = None, patience: float | None = None,
+                  json: Any = None, form: Form | None = None,
+                  headers: Mapping[str, str] | None = None) -> aiohttp.ClientResponse:
     """Send one request through the host's pooled session and return the aiohttp.ClientResponse.
 
     - 2xx-4xx are returned as they are (a 4xx is the caller's to relay, never retried), the body read
@@ -126,12 +133,17 @@ async def request(method, url, *, deadline=None, timeout=None, stream=False, att
                                          attempts=attempts, breaker=breaker, permit=permit, limit=limit,
                                          patience=patience, json=json, form=form, headers=headers)
     if owed is not None:
+        assert breaker is not None  # only a breaker's permit is owed
         await breaker.arecord_success(owed)
     return response
 
 
-async def request_owing(method, url, *, deadline=None, timeout=None, stream=False, attempts=None, breaker=None,
-                        permit=None, limit=None, patience=None, json=None, form=None, headers=None):
+async def request_owing(method: str, url: str, *, deadline: float | None = None,
+                        timeout: aiohttp.ClientTimeout | None = None, stream: bool = False, attempts: int | None = None,
+                        breaker: "CircuitBreaker | None" = None, permit: "Permit | None" = None,
+                        limit: "OutboundLimit | None" = None, patience: float | None = None, json: Any = None,
+                        form: Form | None = None,
+                        headers: Mapping[str, str] | None = None) -> "tuple[aiohttp.ClientResponse, Permit | None]":
     """request(), except that a first try made on the caller's `permit` and answered is not recorded
     here: returns (response, `permit` then, else None), and the caller owes the breaker that success.
     It can then record it with its other counts, one round trip fewer; a stream's, once the stream has
@@ -141,7 +153,8 @@ async def request_owing(method, url, *, deadline=None, timeout=None, stream=Fals
     session = client_for(url)
     ends = time.monotonic() + deadline
     waits_end = min(ends - MIN_ATTEMPT_SECONDS, time.monotonic() + (deadline if patience is None else patience))
-    slot = None
+    slot: Slot | None = None
+    answered: tuple[aiohttp.ClientResponse, Permit | None]
     try:
         if limit is not None:
             slot = await limit.aslot(patience=waits_end - time.monotonic())
@@ -171,7 +184,7 @@ async def request_owing(method, url, *, deadline=None, timeout=None, stream=Fals
     return answered
 
 
-def _form(fields, files):
+def _form(fields: Mapping[str, Any], files: Mapping[str, tuple[str, bytes, str]]) -> aiohttp.FormData:
     """A multipart body; made anew for each attempt (aiohttp sends a FormData once)."""
     form = aiohttp.FormData()
     for name, value in fields.items():
@@ -181,7 +194,8 @@ def _form(fields, files):
     return form
 
 
-async def _send(session, sent, stream, left):
+async def _send(session: aiohttp.ClientSession, sent: dict[str, Any], stream: bool,
+                left: float) -> aiohttp.ClientResponse:
     response = None
     try:
         # Phase timeouts restart on every read; this bounds the attempt as a whole.
@@ -203,6 +217,6 @@ async def _send(session, sent, stream, left):
     return response
 
 
-def _close(response):
+def _close(response: aiohttp.ClientResponse | None) -> None:
     if response is not None:
         response.close()

@@ -31,14 +31,21 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from blaze_site import errors, shared_state
+from core import errors, shared_state
 from engines.serving.resilience import resilience_id
-from monitoring import metrics, request_log
 from ratelimits.algorithms import TOKEN_BUCKET
+from telemetry import metrics, request_log
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from engines.models import Engine
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +56,24 @@ POLL_NEXT_SECONDS, POLL_SECONDS = 0.01, 0.1  # how often the next in line and th
 CAPS = ("max_rps", "max_concurrency")  # the engine config keys
 
 SLOTS = shared_state.Script(Path(__file__).parent / "lua" / "outbound_slots.lua")
-_releasing = set()  # release tasks started by a response's callback, kept until done
+_releasing: set[asyncio.Task[None]] = set()  # release tasks started by a response's callback, kept until done
 
 
 class OutboundLimit:
     """One remote engine's caps on what is sent to its host: `max_rps` requests a second, `max_concurrency`
     at once (either may be None: no cap)."""
 
-    def __init__(self, engine_name, *, max_rps=None, max_concurrency=None):
+    def __init__(self, engine_name: str, *, max_rps: float | None = None, max_concurrency: int | None = None) -> None:
         self.engine, self.target = engine_name, resilience_id(engine_name)
         self.max_rps, self.max_concurrency = max_rps, max_concurrency
 
     @classmethod
-    def of(cls, engine):
+    def of(cls, engine: "Engine") -> "OutboundLimit | None":
         """The engine's caps from its config, or None when it sets none."""
         caps = {name: engine.config.get(name) for name in CAPS} if engine.config else {}
         return cls(engine.name, **caps) if any(caps.values()) else None
 
-    async def aslot(self, *, patience):
+    async def aslot(self, *, patience: float) -> "Slot | None":
         """One of the host's `max_concurrency` slots, waited for in line at most `patience` seconds; None
         without that cap (or while Redis is unreachable). Raises errors.Overloaded past `patience`."""
         if not self.max_concurrency:
@@ -93,7 +100,7 @@ class OutboundLimit:
         self._waited("max_concurrency", waited)
         return Slot(keys, lease)
 
-    async def aturn(self, *, patience):
+    async def aturn(self, *, patience: float) -> None:
         """This request's turn under `max_rps`: reserved now and slept until, at most `patience` seconds
         ahead; raises errors.Overloaded (sleeping not at all) when the turn is further off."""
         if not self.max_rps:
@@ -111,13 +118,13 @@ class OutboundLimit:
         if float(wait) > 0:
             await asyncio.sleep(float(wait))
 
-    def _waited(self, cap, seconds):
+    def _waited(self, cap: str, seconds: float) -> None:
         metrics.OUTBOUND_WAIT.labels(self.engine, cap).observe(seconds)
         entry = request_log.current()
         if seconds > 0 and entry is not None:
             request_log.note(outbound_wait_seconds=round(entry.get("outbound_wait_seconds", 0) + seconds, 4))
 
-    def _full(self, cap, why, *, retry_after):
+    def _full(self, cap: str, why: str, *, retry_after: float) -> errors.Overloaded:
         metrics.OUTBOUND_REFUSED.labels(self.engine, cap).inc()
         cap_words = (f"{self.max_rps:g} requests a second" if cap == "max_rps"
                      else f"{self.max_concurrency} requests at once")
@@ -128,12 +135,14 @@ class OutboundLimit:
 class Slot:
     """A concurrency slot held under a lease, renewed every LEASE_SECONDS / 3 until `arelease()`."""
 
-    def __init__(self, keys, lease):
+    _response: "aiohttp.ClientResponse | None"
+
+    def __init__(self, keys: list[str], lease: str) -> None:
         self.keys, self.lease, self.released, self._response = keys, lease, False, None
         self._loop = asyncio.get_running_loop()
         self._renewal = self._loop.create_task(self._renew())
 
-    def release_with(self, response):
+    def release_with(self, response: "aiohttp.ClientResponse") -> None:
         """Hold the slot until the aiohttp `response` (a stream, its body unread) is released or closed."""
         self._response = response
         if response.connection is None:  # read already
@@ -141,7 +150,7 @@ class Slot:
         else:
             response.connection.add_callback(self._release_soon)
 
-    async def arelease(self):
+    async def arelease(self) -> None:
         if self.released:
             return
         self.released = True
@@ -149,12 +158,12 @@ class Slot:
             self._renewal.cancel()
         await _quietly(lambda pipe: pipe.zrem(self.keys[0], self.lease))  # else the lease runs out by itself
 
-    def _release_soon(self):
+    def _release_soon(self) -> None:
         task = self._loop.create_task(self.arelease())
         _releasing.add(task)
         task.add_done_callback(_releasing.discard)
 
-    async def _renew(self):
+    async def _renew(self) -> None:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             if self._response is not None and self._response.closed:  # in case its callback never ran
@@ -170,7 +179,7 @@ class Slot:
                 return
 
 
-async def _quietly(queue):
+async def _quietly(queue: Callable[[Any], object]) -> None:
     try:
         await shared_state.abatch(queue)
     except redis.RedisError:

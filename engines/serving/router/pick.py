@@ -6,18 +6,22 @@ heartbeats) and on counts every web process shares in Redis, which no balancer l
 
 import hashlib
 import logging
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from blaze_site import shared_state
+from core import shared_state
 from engines import heartbeats
-from engines.models import Engine, Route
+from engines.models import Engine, Route, RouteTarget
 from engines.serving.resilience import breaker, health, resilience_id
 from engines.serving.router import state, strategies
-from monitoring import request_log
+from telemetry import request_log
 
 log = logging.getLogger(__name__)
+
+ReasonToSkip = Callable[["Candidate"], str]  # `unavailable(candidate)`: why it may not take a request, or ""
 
 OPEN_BREAKER = "circuit breaker open"  # why a target is skipped
 
@@ -26,7 +30,7 @@ class NoTargetAvailable(Exception):
     """No target of the route can take the request; `reasons` says why each was skipped
     ({target label: reason})."""
 
-    def __init__(self, route, reasons):
+    def __init__(self, route: Route, reasons: Mapping[str, str]) -> None:
         self.route, self.reasons = route, dict(reasons)
         if not route.enabled:
             message = f"Route '{route.name}' is disabled."
@@ -49,10 +53,10 @@ class Candidate:
 
     id: int
     engine: Engine | None = None
-    target: object = None
+    target: RouteTarget | None = None
     weight: int = 1
-    workers: tuple = ()
-    cached_on: tuple = ()
+    workers: tuple[str, ...] = ()
+    cached_on: tuple[str, ...] = ()
     remote: bool = False
     in_flight: int = 0
     completed: int = 0
@@ -60,16 +64,16 @@ class Candidate:
     error_rate: float = 0.0
 
     @property
-    def warm(self):
+    def warm(self) -> bool:
         return self.remote or bool(self.cached_on)
 
 
-def resilience_id_of(target):
+def resilience_id_of(target: RouteTarget) -> str:
     """The resilience id (breaker and health record) of a RouteTarget."""
     return resilience_id(target.engine.name, target.worker or None)
 
 
-def resilience_check(route):
+def resilience_check(route: Route) -> ReasonToSkip:
     """unavailable(candidate) → why the candidate may not take a request, or "": its circuit breaker
     is open, or the health checks find it UNHEALTHY (`health.down_by_check`). Both are read for all
     the route's enabled targets at once, two round trips in all."""
@@ -79,15 +83,15 @@ def resilience_check(route):
     return _unavailable(down, {name: OPEN_BREAKER for name, state in states.items() if state == breaker.OPEN})
 
 
-def _names(route):
+def _names(route: Route) -> list[str]:
     return sorted({resilience_id_of(t) for t in _targets(route) if t.enabled})
 
 
-def _unavailable(down, refused):
+def _unavailable(down: Collection[str], refused: Mapping[str, str]) -> ReasonToSkip:
     """unavailable(candidate) for `survey`: `down`, the names of targets UNHEALTHY by check;
     `refused`, {name: why its breaker refuses}."""
 
-    def unavailable(candidate):
+    def unavailable(candidate: Candidate) -> str:
         name = resilience_id_of(candidate.target)
         if name in down:
             return "unhealthy (failed its health checks)"
@@ -96,7 +100,8 @@ def _unavailable(down, refused):
     return unavailable
 
 
-def survey(route, exclude=(), unavailable=None, live=None):
+def survey(route: Route, exclude: Collection[int] = (), unavailable: ReasonToSkip | None = None,
+           live: list[dict[str, Any]] | None = None) -> tuple[list[Candidate], dict[str, str]]:
     """Every target of the route sorted into (candidates, {target label: why skipped}); the
     candidates do not carry their live numbers yet (see `candidates`). `unavailable(candidate)`:
     a reason to skip it, or "" (default: `resilience_check(route)`); `live`: the workers'
@@ -122,6 +127,8 @@ def survey(route, exclude=(), unavailable=None, live=None):
             skipped[label] = "excluded (already tried)"
             continue
         remote = engine.backend == Engine.Backend.REMOTE
+        workers: tuple[str, ...]
+        cached_on: tuple[str, ...]
         workers = cached_on = ()
         if not remote:
             if target.worker and target.worker in lost:
@@ -147,12 +154,12 @@ def survey(route, exclude=(), unavailable=None, live=None):
     return found, skipped
 
 
-def _has_local(targets):
+def _has_local(targets: Collection[RouteTarget]) -> bool:
     # Heartbeats matter to local targets only: a route of remote hosts skips reading them.
     return any(t.engine.backend != Engine.Backend.REMOTE for t in targets)
 
 
-def _targets(route):
+def _targets(route: Route) -> Collection[RouteTarget]:
     """The route's targets with their engines: those prefetched with the route (the serving path
     does, saving a query per request), else from the database."""
     if "targets" in getattr(route, "_prefetched_objects_cache", {}):
@@ -160,7 +167,7 @@ def _targets(route):
     return route.targets.select_related("engine")
 
 
-def _with_numbers(found, numbers=None):
+def _with_numbers(found: list[Candidate], numbers: Mapping[int, state.Numbers] | None = None) -> list[Candidate]:
     numbers = state.read(c.id for c in found) if numbers is None else numbers
     return [
         replace(c, in_flight=n.in_flight, completed=n.completed, latency=n.latency, error_rate=n.error_rate)
@@ -168,14 +175,15 @@ def _with_numbers(found, numbers=None):
     ]
 
 
-def candidates(route):
+def candidates(route: Route) -> list[Candidate]:
     """The targets that may take a request now, with their live numbers: enabled targets of an
     enabled route whose engine is enabled and whose breaker and health allow; a local one only while
     a worker it may run on is live (its pinned worker, else any)."""
     return _with_numbers(survey(route)[0])
 
 
-async def alease_target(route, client_key="", exclude=()):
+async def alease_target(route: Route, client_key: str = "",
+                        exclude: Collection[int] = ()) -> tuple[Candidate, str, breaker.Permit | None]:
     """The candidate the route's strategy picks for this client, counted in flight and its breaker
     asked, on the event loop's Redis client: (candidate, lease id for `state.release`, the breaker's
     Permit or None when it refused). `exclude`: target ids already tried for this request. Raises
@@ -197,7 +205,7 @@ async def alease_target(route, client_key="", exclude=()):
 
     parts = shared_state.Parts()
 
-    def queue(pipe):
+    def queue(pipe: Any) -> None:
         with parts.named("health", pipe):
             health.queue_checks(pipe, names)
         with parts.named("breakers", pipe):
@@ -226,7 +234,7 @@ async def alease_target(route, client_key="", exclude=()):
     chosen_breaker = breaker.CircuitBreaker(resilience_id_of(chosen.target))
     taken, parts = {}, shared_state.Parts()
 
-    def take(pipe):
+    def take(pipe: Any) -> None:
         taken["lease"] = state.queue_acquire(pipe, chosen.id)
         with parts.named("trial", pipe):
             taken["trial"] = chosen_breaker.queue_allow(pipe)
@@ -241,7 +249,8 @@ async def alease_target(route, client_key="", exclude=()):
     return chosen, taken["lease"], permit
 
 
-async def _alease_only(route, targets, only, exclude):
+async def _alease_only(route: Route, targets: Collection[RouteTarget], only: RouteTarget,
+                       exclude: Collection[int]) -> tuple[Candidate, str, breaker.Permit | None]:
     """alease_target() when one target is left and the strategy keeps nothing for the client: the
     pick is known before anything is read, so its lease is taken and its breaker asked with the read
     of its health, in one round trip. When it may not take the request after all (an UNHEALTHY check,
@@ -249,7 +258,7 @@ async def _alease_only(route, targets, only, exclude):
     chosen_breaker = breaker.CircuitBreaker(resilience_id_of(only))
     taken, parts = {}, shared_state.Parts()
 
-    def queue(pipe):
+    def queue(pipe: Any) -> None:
         with parts.named("health", pipe):
             health.queue_checks(pipe, [chosen_breaker.target])
         taken["lease"] = state.queue_acquire(pipe, only.pk)
@@ -272,14 +281,15 @@ async def _alease_only(route, targets, only, exclude):
     return found[0], taken["lease"], permit
 
 
-async def _asurvey(route, targets, exclude, unavailable):
+async def _asurvey(route: Route, targets: Collection[RouteTarget], exclude: Collection[int],
+                   unavailable: ReasonToSkip) -> tuple[list[Candidate], dict[str, str]]:
     """survey() for the serving path: a route with a local target reads the workers' heartbeats in a
     thread of the pool."""
     live = await sync_to_async(heartbeats.live_workers, thread_sensitive=False)() if _has_local(targets) else []
     return survey(route, exclude=set(exclude), unavailable=unavailable, live=live)
 
 
-def client_key(*, api_key_id=None, session_key=None, ip=None):
+def client_key(*, api_key_id: int | None = None, session_key: str | None = None, ip: str | None = None) -> str:
     """The identity ip_hash keeps sticky: the API key, else the browser session (hashed: it is a
     credential), else the client address. Empty when none is known."""
     if api_key_id is not None:

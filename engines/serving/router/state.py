@@ -4,20 +4,25 @@ Per target: requests in flight (leases, so that a web process dying mid-request 
 count high: a lease expires after BLAZE_REQUEST_TIMEOUT_SECONDS), counters, moving averages of
 latency and error rate (updated atomically by `lua/release.lua`) and the recent latencies behind
 p50/p95. Per route: the turn counter of the round-robin strategies and ip_hash's sticky mapping
-(`RouteState`). Key names are in `blaze_site.shared_state`.
+(`RouteState`). Key names are in `core.shared_state`.
 """
 
 import math
 import random
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from blaze_site import shared_state
+from core import shared_state
 from engines.serving.router import strategies
+
+if TYPE_CHECKING:
+    from engines.models import Route
 
 EWMA_ALPHA = 0.3  # weight of the newest outcome in the moving averages
 RECENT_LATENCIES = 200  # latencies kept per target for p50/p95
@@ -28,38 +33,38 @@ _RNG = random.Random()
 ACQUIRE, RELEASE = shared_state.Script(LUA_DIR / "acquire.lua"), shared_state.Script(LUA_DIR / "release.lua")
 
 
-def acquire(target_pk):
+def acquire(target_pk: int) -> str:
     """Count one request in flight on the target; returns its lease id (pass it to `release`)."""
     lease = uuid.uuid4().hex
     ACQUIRE.run(*_acquire_call(target_pk, lease))
     return lease
 
 
-def queue_acquire(pipe, target_pk):
+def queue_acquire(pipe: Any, target_pk: int) -> str:
     """acquire() put on a `shared_state.batch` pipeline; returns the lease id."""
     lease = uuid.uuid4().hex
     ACQUIRE.queue(pipe, *_acquire_call(target_pk, lease))
     return lease
 
 
-def _acquire_call(target_pk, lease):
+def _acquire_call(target_pk: int, lease: str) -> tuple[list[str], list[Any]]:
     return (
         [shared_state.route_target_leases_key(target_pk), shared_state.route_target_stats_key(target_pk)],
         [lease, settings.BLAZE_REQUEST_TIMEOUT_SECONDS],
     )
 
 
-def release(target_pk, latency, ok, *, lease=None):
+def release(target_pk: int, latency: float, ok: bool, *, lease: str | None = None) -> None:
     """The request ended after `latency` seconds, successfully or not: it no longer counts in
     flight, and its outcome moves the target's averages. Without `lease`, the oldest is released."""
     RELEASE.run(*_release_call(target_pk, latency, ok, lease))
 
 
-async def awithdraw(target_pk, lease, *, uncount=False):
+async def awithdraw(target_pk: int, lease: str, *, uncount: bool = False) -> None:
     """Give a lease back without an outcome: the request was abandoned (the client went away), or,
     `uncount`, never sent (its pick was undone), so it leaves the target's request count too."""
 
-    def queue(pipe):
+    def queue(pipe: Any) -> None:
         pipe.zrem(shared_state.route_target_leases_key(target_pk), lease)
         if uncount:
             pipe.hincrby(shared_state.route_target_stats_key(target_pk), "requests", -1)
@@ -67,12 +72,12 @@ async def awithdraw(target_pk, lease, *, uncount=False):
     await shared_state.abatch(queue)
 
 
-def queue_release(pipe, target_pk, latency, ok, *, lease=None):
+def queue_release(pipe: Any, target_pk: int, latency: float, ok: bool, *, lease: str | None = None) -> None:
     """release() put on a `shared_state.batch` pipeline."""
     RELEASE.queue(pipe, *_release_call(target_pk, latency, ok, lease))
 
 
-def _release_call(target_pk, latency, ok, lease):
+def _release_call(target_pk: int, latency: float, ok: bool, lease: str | None) -> tuple[list[str], list[Any]]:
     return (
         [shared_state.route_target_leases_key(target_pk), shared_state.route_target_stats_key(target_pk),
          shared_state.route_target_latencies_key(target_pk)],
@@ -93,13 +98,13 @@ class Numbers:
     error_rate: float = 0.0
 
 
-def read(target_pks):
+def read(target_pks: Iterable[int]) -> dict[int, Numbers]:
     """{target id: Numbers} for the given targets, in one round trip."""
     target_pks = list(target_pks)
     return numbers_from(target_pks, shared_state.batch(lambda pipe: queue_read(pipe, target_pks)))
 
 
-def queue_read(pipe, target_pks):
+def queue_read(pipe: Any, target_pks: Iterable[int]) -> None:
     """Put what `numbers_from` reads on a `shared_state.batch` pipeline: two replies per target."""
     now = time.time()
     for target_pk in target_pks:
@@ -107,7 +112,7 @@ def queue_read(pipe, target_pks):
         pipe.zcount(shared_state.route_target_leases_key(target_pk), f"({now}", "+inf")
 
 
-def numbers_from(target_pks, replies):
+def numbers_from(target_pks: Iterable[int], replies: Sequence[Any]) -> dict[int, Numbers]:
     """`read` of the replies `queue_read` queued."""
     numbers = {}
     for index, target_pk in enumerate(target_pks):
@@ -121,14 +126,14 @@ def numbers_from(target_pks, replies):
     return numbers
 
 
-def _percentile(ordered, fraction):
+def _percentile(ordered: Sequence[float], fraction: float) -> float | None:
     """Nearest-rank percentile of an ascending list; None when it is empty."""
     if not ordered:
         return None
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
-def target_stats(route):
+def target_stats(route: "Route") -> dict[int, dict[str, Any]]:
     """{target id: stats} for every target of the route (disabled ones too), for the pages and the
     status API: in flight, requests, share of the route's requests, error rate, latency average and
     p50/p95 of the recent successful requests (seconds)."""
@@ -151,7 +156,7 @@ def target_stats(route):
     return stats
 
 
-def forget_targets(target_pks):
+def forget_targets(target_pks: Iterable[int]) -> None:
     """Drop the state of removed targets."""
     keys = [
         make(target_pk) for target_pk in target_pks
@@ -162,7 +167,7 @@ def forget_targets(target_pks):
         shared_state.client().delete(*keys)
 
 
-def forget_route(route_id, target_pks):
+def forget_route(route_id: int, target_pks: Iterable[int]) -> None:
     """Drop the state of a deleted route: its turn counter, sticky mappings and targets."""
     redis = shared_state.client()
     sticky = redis.scan_iter(shared_state.route_sticky_pattern(route_id), count=1000)
@@ -181,23 +186,23 @@ class RouteState:
     rng: random.Random = field(default=_RNG, compare=False)
 
     @classmethod
-    def of(cls, route):
+    def of(cls, route: "Route") -> "RouteState":
         return cls(route_id=route.pk, sticky_ttl=route.sticky_ttl_seconds)
 
-    def next_turn(self):
+    def next_turn(self) -> int:
         """1, 2, 3 … for this route, counted once across every process."""
         return shared_state.client().incr(shared_state.route_turn_key(self.route_id))
 
-    def sticky(self, client_key):
+    def sticky(self, client_key: str) -> int | None:
         """The target id the client was given within the TTL, or None."""
         value = shared_state.client().get(shared_state.route_sticky_key(self.route_id, client_key))
         return int(value) if value is not None else None
 
-    def stick(self, client_key, target_pk):
+    def stick(self, client_key: str, target_pk: int) -> None:
         """Remember the client's target for the TTL (from now: a mapping is not extended by use)."""
         self.queue_stick(shared_state.client(), client_key, target_pk)
 
-    def queue_stick(self, pipe, client_key, target_pk):
+    def queue_stick(self, pipe: Any, client_key: str, target_pk: int) -> None:
         pipe.set(shared_state.route_sticky_key(self.route_id, client_key), target_pk, ex=self.sticky_ttl)
 
 
@@ -209,10 +214,10 @@ class ReadRouteState(RouteState):
 
     turn: int | None = None
     mapped: int | None = None
-    stuck: list = field(default_factory=list, compare=False)
+    stuck: list[tuple[str, int]] = field(default_factory=list, compare=False)  # (client key, target id)
 
     @staticmethod
-    def queue_read(pipe, route, client_key):
+    def queue_read(pipe: Any, route: "Route", client_key: str) -> None:
         """Put what `of_replies` reads on a `shared_state.batch` pipeline."""
         if route.strategy in strategies.TAKE_TURNS:
             pipe.incr(shared_state.route_turn_key(route.pk))
@@ -220,7 +225,7 @@ class ReadRouteState(RouteState):
             pipe.get(shared_state.route_sticky_key(route.pk, client_key))
 
     @classmethod
-    def of_replies(cls, route, client_key, replies):
+    def of_replies(cls, route: "Route", client_key: str, replies: Iterable[Any]) -> "ReadRouteState":
         """The state `queue_read` read (`replies`: its replies)."""
         replies = list(replies)
         turn = mapped = None
@@ -231,11 +236,12 @@ class ReadRouteState(RouteState):
             mapped = int(value) if value is not None else None
         return cls(route_id=route.pk, sticky_ttl=route.sticky_ttl_seconds, turn=turn, mapped=mapped)
 
-    def next_turn(self):
+    def next_turn(self) -> int:
+        assert self.turn is not None  # read for the strategies that take turns (TAKE_TURNS), the only callers
         return self.turn
 
-    def sticky(self, client_key):
+    def sticky(self, client_key: str) -> int | None:
         return self.mapped
 
-    def stick(self, client_key, target_pk):
+    def stick(self, client_key: str, target_pk: int) -> None:
         self.stuck.append((client_key, target_pk))

@@ -22,25 +22,31 @@ overrides a strategy's distribution: an unloaded engine still gets its share, wh
 
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engines.serving.router.pick import Candidate
+    from engines.serving.router.state import RouteState
 
 ERROR_PENALTY = 10  # adaptive: a 10 % error rate halves a target's share
 MIN_LATENCY = 0.001  # seconds; keeps adaptive's division finite for instant targets
 
 
-def pick(strategy, candidates, state, client_key=""):
+def pick(strategy: str, candidates: Sequence["Candidate"], state: "RouteState", client_key: str = "") -> "Candidate":
     """One of `candidates` by the named strategy; raises KeyError for an unknown strategy."""
     if not candidates:
         raise ValueError("No candidates to pick from.")
     return STRATEGIES[strategy](sorted(candidates, key=lambda c: c.id), state, client_key)
 
 
-def round_robin(candidates, state, client_key):
+def round_robin(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     return candidates[(state.next_turn() - 1) % len(candidates)]
 
 
 @lru_cache(maxsize=256)
-def smooth_schedule(weights):
+def smooth_schedule(weights: Sequence[tuple[int, int]]) -> tuple[int, ...]:
     """One cycle of nginx's smooth weighted round robin over `weights` ((id, weight), …): a tuple
     of ids, each appearing weight ÷ gcd times."""
     divisor = math.gcd(*(weight for _, weight in weights))
@@ -57,13 +63,13 @@ def smooth_schedule(weights):
     return tuple(order)
 
 
-def weighted_round_robin(candidates, state, client_key):
+def weighted_round_robin(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     schedule = smooth_schedule(tuple((c.id, c.weight) for c in candidates))
     chosen = schedule[(state.next_turn() - 1) % len(schedule)]
     return next(c for c in candidates if c.id == chosen)
 
 
-def _best(candidates, state, score):
+def _best(candidates: list["Candidate"], state: "RouteState", score: Callable[["Candidate"], Any]) -> "Candidate":
     """The lowest-scoring candidate; on a tie a warm one, and tied equals take turns."""
     low = min(score(c) for c in candidates)
     tied = [c for c in candidates if score(c) == low]
@@ -71,24 +77,24 @@ def _best(candidates, state, score):
     return tied[0] if len(tied) == 1 else tied[(state.next_turn() - 1) % len(tied)]
 
 
-def least_connections(candidates, state, client_key):
+def least_connections(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     return _best(candidates, state, lambda c: c.in_flight / c.weight)
 
 
-def least_response_time(candidates, state, client_key):
+def least_response_time(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     # Untried first so that every target gets timed; one that only failed has no latency and comes last.
     return _best(candidates, state, lambda c: (
         (0, 0.0) if not c.completed else (1, c.latency if c.latency is not None else math.inf)
     ))
 
 
-def _rendezvous(client_key, candidate):
+def _rendezvous(client_key: str, candidate: "Candidate") -> float:
     digest = hashlib.blake2b(f"{client_key}|{candidate.id}".encode(), digest_size=8).digest()
     uniform = (int.from_bytes(digest, "big") + 0.5) / 2**64  # in (0, 1)
     return -candidate.weight / math.log(uniform)
 
 
-def ip_hash(candidates, state, client_key):
+def ip_hash(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     if not client_key:
         return weighted_random(candidates, state, client_key)
     mapped = state.sticky(client_key)
@@ -100,24 +106,24 @@ def ip_hash(candidates, state, client_key):
     return chosen
 
 
-def adaptive_weight(candidate, default_latency):
+def adaptive_weight(candidate: "Candidate", default_latency: float) -> float:
     """weight / (latency × (1 + 10 × error_rate)); an untimed target counts at the mean latency."""
     latency = candidate.latency if candidate.latency is not None else default_latency
     return candidate.weight / (max(latency, MIN_LATENCY) * (1 + ERROR_PENALTY * candidate.error_rate))
 
 
-def adaptive(candidates, state, client_key):
+def adaptive(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     timed = [c.latency for c in candidates if c.latency is not None]
     default_latency = sum(timed) / len(timed) if timed else 1.0
     weights = [adaptive_weight(c, default_latency) for c in candidates]
     return state.rng.choices(candidates, weights=weights)[0]
 
 
-def random(candidates, state, client_key):
+def random(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     return state.rng.choice(candidates)
 
 
-def weighted_random(candidates, state, client_key):
+def weighted_random(candidates: list["Candidate"], state: "RouteState", client_key: str) -> "Candidate":
     return state.rng.choices(candidates, weights=[c.weight for c in candidates])[0]
 
 

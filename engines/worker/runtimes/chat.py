@@ -9,6 +9,9 @@ back as such blocks, and a tool's answer as a `tool` turn.
 """
 
 import json
+from typing import Any
+
+from engines.contract import Message
 
 DEFAULT_TOOLS_PROMPT = (
     "You may call these functions. To call one, answer only with <tool_call>{{\"name\": <function name>, "
@@ -17,15 +20,16 @@ DEFAULT_TOOLS_PROMPT = (
 )
 
 
-def renders_tools(tokenizer):
+def renders_tools(tokenizer: Any) -> bool:
     return "tools" in (tokenizer.chat_template or "")
 
 
-def template_messages(messages, tools, native):
+def template_messages(messages: list[Message], tools: list[dict[str, Any]] | None,
+                      native: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """(messages, tools to pass the template): `native` when the template renders tools itself."""
     rendered = []
     for message in messages:
-        entry = {"role": message["role"], "content": message.get("content") or ""}
+        entry: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
         calls = message.get("tool_calls") or []
         if native:
             if calls:
@@ -50,13 +54,13 @@ def template_messages(messages, tools, native):
     return rendered, None
 
 
-def plain_prompt(messages, tools):
+def plain_prompt(messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
     """A chat as plain text, for a model without a chat template: `role: content` lines, then `assistant:`."""
-    messages, _ = template_messages(messages, tools, native=False)
-    return "\n".join(f"{message['role']}: {message['content']}" for message in messages) + "\nassistant:"
+    rendered, _ = template_messages(messages, tools, native=False)
+    return "\n".join(f"{message['role']}: {message['content']}" for message in rendered) + "\nassistant:"
 
 
-def _loaded(arguments):
+def _loaded(arguments: str) -> Any:
     try:
         return json.loads(arguments)
     except (TypeError, json.JSONDecodeError):

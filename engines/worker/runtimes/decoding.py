@@ -18,14 +18,29 @@ compute again (attention is causal), so greedy text does not change.
 """
 
 import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from blaze_site.errors import InvalidInput
+from core.errors import InvalidInput
+from engines.contract import Event
+from engines.worker.runtimes import LlmRequest
 from engines.worker.runtimes.prefix import PrefixCache, prefix_cache_bytes
+
+if TYPE_CHECKING:
+    from engines.worker.runtimes.grammar import Constraint
+    from engines.worker.runtimes.llamacpp import LlamaCppRuntime
+    from engines.worker.runtimes.llm import LlmRuntime
+    from engines.worker.scheduler import Waiting
+
+    Decodes: TypeAlias = LlmRuntime | LlamaCppRuntime  # the runtimes whose rows these are
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer, (keys, values): each [rows, heads, tokens, dim]
+Finished = dict[int, dict[str, Any]]  # row → its result
 
 
 class Decoder:
@@ -38,26 +53,29 @@ class Decoder:
     `prefix_cache` (a PrefixCache, or None when the engine's `prefix_cache_mb` is 0) holds the KV of
     rows that left; `keep` adds to it and `join` prefills from it."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime: "LlmRuntime") -> None:
         self.runtime = runtime
         budget = prefix_cache_bytes(runtime.spec.config)
         self.prefix_cache = PrefixCache(budget) if budget else None
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         """Drop every row (after a failed step). The prefix cache stays: its entries are copies taken
         as rows left, which no later step writes to."""
         self.batch = RunningBatch(self.runtime.model)
-        self.rows = []
-        self.prompts = []  # each row's prompt ids
-        self.last = None  # each row's newest token, fed to the next step
+        self.rows: list[Row] = []
+        self.prompts: list[list[int]] = []  # each row's prompt ids
+        self.last: torch.Tensor | None = None  # each row's newest token, fed to the next step
 
     @property
-    def size(self):
+    def size(self) -> int:
         return len(self.rows)
 
-    def join(self, items):
-        refused, prompts, prefixes, new = [], [], [], []
+    def join(self, items: Sequence["Waiting"]) -> tuple[list[tuple["Waiting", dict[str, Any]]], Finished]:
+        refused: list[tuple[Waiting, dict[str, Any]]] = []
+        prompts: list[list[int]] = []
+        prefixes: list[tuple[KV, int] | None] = []
+        new: list[Row] = []
         for item in items:
             try:
                 ids = self.runtime.prompt_ids(item.request)
@@ -79,42 +97,44 @@ class Decoder:
         self.last = tokens if self.last is None else torch.cat([self.last, tokens])
         return refused, added(self.rows, tokens.tolist(), first)
 
-    def step(self):
+    def step(self) -> Finished:
+        assert self.last is not None  # the scheduler steps only while rows run
         tokens = choose(self.batch.step(self.last), [row.sampler for row in self.rows])
         self.last = tokens
         return added(self.rows, tokens.tolist(), 0)
 
-    def keep(self, rows):
+    def keep(self, rows: list[int]) -> None:
         if self.prefix_cache is not None:
             kept = set(rows)
             for row in range(self.size):
                 if row not in kept:
-                    self._save(row)
+                    self._save(self.prefix_cache, row)
         self.batch.keep(rows)
         self.rows = [self.rows[row] for row in rows]
         self.prompts = [self.prompts[row] for row in rows]
-        self.last = self.last[torch.tensor(rows, dtype=torch.long, device=self.last.device)] if rows else None
+        self.last = (self.last[torch.tensor(rows, dtype=torch.long, device=self.last.device)]
+                     if rows and self.last is not None else None)
 
-    def _save(self, row):
+    def _save(self, cache: PrefixCache, row: int) -> None:
         """Keep a leaving row's KV in the prefix cache: its prompt and the tokens fed back since (its
         last chosen token never was), unless an entry holds them all already."""
         length = self.batch.length(row)
         ids = (self.prompts[row] + self.rows[row].text.ids)[:length]
-        if len(ids) < self.prefix_cache.min_tokens or self.prefix_cache.covers(ids):
+        if len(ids) < cache.min_tokens or cache.covers(ids):
             return
         kv = self.batch.row_kv(row)
         nbytes = sum(keys.nbytes + values.nbytes for keys, values in kv)
-        if nbytes > self.prefix_cache.budget_bytes:  # `add` would refuse it: spare the copy
+        if nbytes > cache.budget_bytes:  # `add` would refuse it: spare the copy
             return
         try:
             kv = [(keys.clone(), values.clone()) for keys, values in kv]  # the batch's own tensors go with the row
         except torch.OutOfMemoryError:  # the cache is an optimisation: the rows' results must still go out
             return
-        self.prefix_cache.add(ids, kv, nbytes)
+        cache.add(ids, kv, nbytes)
 
 
 
-def added(rows, tokens, first):
+def added(rows: list["Row"], tokens: list[int], first: int) -> Finished:
     """Give rows[first:] their new tokens (a list, in row order); returns the rows that finished, {row: result}."""
     finished = {}
     for offset, token in enumerate(tokens):
@@ -129,7 +149,7 @@ class Row:
     either decoder (transformers here, llama.cpp in `llamacpp`) are these. `cached_tokens`: how many of
     its prompt tokens came from the prefix cache rather than being computed."""
 
-    def __init__(self, runtime, item, prompt_tokens, cached_tokens=0):
+    def __init__(self, runtime: "Decodes", item: "Waiting", prompt_tokens: int, cached_tokens: int = 0) -> None:
         request = item.request
         self.prompt_tokens, self.cached_tokens = prompt_tokens, cached_tokens
         self.text = RowText(runtime.tokenizer, limit=runtime.token_limit(request, prompt_tokens),
@@ -138,11 +158,11 @@ class Row:
         self.sampler = sampler_for(runtime, request)
         self.tokenizer = runtime.tokenizer
 
-    def result(self):
+    def result(self) -> dict[str, Any]:
         return row_result(self.tokenizer, self.text, self.sampler, self.prompt_tokens, self.cached_tokens)
 
 
-def sampler_for(runtime, request):
+def sampler_for(runtime: "Decodes", request: LlmRequest) -> "RowSampler":
     """The RowSampler a request asks for (its sampling, bias, penalties, grammar and logprobs)."""
     return RowSampler(request.get("temperature"), request.get("top_p"), request.get("seed"), runtime.sampling_device,
                       logit_bias=request.get("logit_bias"), frequency_penalty=request.get("frequency_penalty"),
@@ -154,7 +174,7 @@ _BYTE_OF = {char: byte for byte, char in bytes_to_unicode().items()}  # byte-lev
 _SENTENCEPIECE_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
-def token_bytes(tokenizer, token, piece):
+def token_bytes(tokenizer: Any, token: int, piece: str) -> list[int]:
     """The bytes a token stands for (OpenAI's `bytes`: a token may hold part of a UTF-8 character,
     which its decoded text shows as U+FFFD): through byte-level BPE's alphabet (GPT-2, Llama 3,
     SmolLM2) or SentencePiece's <0xNN> byte tokens, else the decoded text's own bytes."""
@@ -167,13 +187,15 @@ def token_bytes(tokenizer, token, piece):
     return list(piece.encode())
 
 
-def row_result(tokenizer, text, sampler, prompt_tokens, cached_tokens=0):
+def row_result(tokenizer: Any, text: "RowText", sampler: "RowSampler", prompt_tokens: int,
+               cached_tokens: int = 0) -> dict[str, Any]:
     """A finished row's result: its text, why it ended, its token counts (`cached_tokens`: prompt
     tokens the prefix cache supplied), and its logprobs if asked."""
-    result = {"text": text.text, "finish_reason": text.finish_reason, "prompt_tokens": prompt_tokens,
-              "cached_tokens": cached_tokens, "completion_tokens": len(text.ids)}
+    result: dict[str, Any] = {
+        "text": text.text, "finish_reason": text.finish_reason, "prompt_tokens": prompt_tokens,
+        "cached_tokens": cached_tokens, "completion_tokens": len(text.ids)}
     if sampler.top_logprobs is not None:
-        def entry(token, logprob):
+        def entry(token: int, logprob: float) -> dict[str, Any]:
             piece = tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
             return {"token": piece, "logprob": logprob, "bytes": token_bytes(tokenizer, token, piece)}
 
@@ -190,21 +212,21 @@ class RunningBatch:
     drops the others. Rows are positions in this batch, in the order they joined and survived; each
     row's tokens are its last `length(row)` columns."""
 
-    def __init__(self, model):
+    def __init__(self, model: Any) -> None:
         self.model = model
         self.device = model.device
-        self.cache = None
-        self.mask = None  # [rows, columns]: 1 where a row has a token, 0 where it is padded
+        self.cache: Any = None  # a DynamicCache while rows run
+        self.mask: Any = None  # [rows, columns]: 1 where a row has a token, 0 where it is padded
 
     @property
-    def size(self):
+    def size(self) -> int:
         return 0 if self.mask is None else self.mask.shape[0]
 
-    def length(self, row):
+    def length(self, row: int) -> int:
         """How many tokens a row has in the cache."""
         return int(self.mask[row].sum())
 
-    def row_kv(self, row):
+    def row_kv(self, row: int) -> KV:
         """One row's keys and values, per layer: [(keys, values)], each [1, heads, length, dim] (views into
         the batch's tensors: clone them to keep them)."""
         length = self.length(row)
@@ -212,7 +234,7 @@ class RunningBatch:
                 for layer in self.cache.layers]
 
     @torch.inference_mode()
-    def join(self, prompts, prefixes=None):
+    def join(self, prompts: list[list[int]], prefixes: list[tuple[KV, int] | None] | None = None) -> torch.Tensor:
         """`prefixes`, one per prompt: None, or (kv, length) where kv (as `row_kv` gives) holds at least
         the prompt's first `length` tokens, already computed; that prompt is prefilled from there."""
         prefixes = prefixes or [None] * len(prompts)
@@ -232,7 +254,8 @@ class RunningBatch:
         self._merge(cache, mask)
         return logits
 
-    def _prefill(self, prompts, prefixes):
+    def _prefill(self, prompts: list[list[int]],
+                 prefixes: list[tuple[KV, int] | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """One forward over `prompts`, each from its cached prefix if it has one: (cache, mask, logits),
         with every row's tokens together at the right end."""
         cached = [prefix[1] if prefix else 0 for prefix in prefixes]
@@ -246,7 +269,8 @@ class RunningBatch:
             mask[row, seeded - done:seeded] = 1
             mask[row, seeded + width - len(rest):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = DynamicCache(_seed(prefixes, seeded) if seeded else None, config=self.model.config)
+        seeds = [prefix for prefix in prefixes if prefix is not None]  # all of them, or none (`join`)
+        cache = DynamicCache(_seed(seeds, seeded) if seeded else None, config=self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, seeded:]
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
@@ -255,13 +279,13 @@ class RunningBatch:
         return cache, mask, logits
 
     @torch.inference_mode()
-    def step(self, tokens):
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
         positions = self.mask.sum(-1, keepdim=True)  # each row's next position: the tokens it holds
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=-1)
         return self.model(input_ids=tokens.view(-1, 1), attention_mask=self.mask, position_ids=positions,
                           cache=self.cache, use_cache=True).logits[:, -1]
 
-    def keep(self, rows):
+    def keep(self, rows: list[int]) -> None:
         if not rows:
             self.cache = self.mask = None
             return
@@ -275,14 +299,14 @@ class RunningBatch:
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
 
-    def _merge(self, cache, mask):
+    def _merge(self, cache: Any, mask: torch.Tensor) -> None:
         if self.cache is None:
             self.cache, self.mask = cache, mask
         else:
             self.cache, self.mask = _stacked([(self.cache, self.mask), (cache, mask)])
 
 
-def _stacked(parts):
+def _stacked(parts: list[tuple[Any, torch.Tensor]]) -> tuple[Any, torch.Tensor]:
     """One (cache, mask) holding the rows of every (cache, mask) in `parts`, in order, left-padded to the
     widest. The first part's cache is reused."""
     if len(parts) == 1:
@@ -295,14 +319,14 @@ def _stacked(parts):
     return cache, torch.cat([_left_pad(mask, width, dim=1) for _, mask in parts])
 
 
-def _seed(prefixes, width):
+def _seed(prefixes: list[tuple[KV, int]], width: int) -> list[tuple[torch.Tensor, ...]]:
     """Per layer, the (keys, values) of every (kv, length) prefix's first `length` tokens, left-padded to `width`."""
     return [tuple(torch.cat([_left_pad(kv[layer][part][:, :, :length], width) for kv, length in prefixes])
                   for part in (0, 1))
             for layer in range(len(prefixes[0][0]))]
 
 
-def _packed(cache, mask):
+def _packed(cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
     """`cache` and `mask` with each row's tokens moved together to the right end, in their order, and
     the columns no row uses any more dropped."""
     order = mask.sort(dim=1, stable=True).indices  # per row: its padding columns, then its tokens
@@ -315,7 +339,7 @@ def _packed(cache, mask):
     return cache, mask[:, unused:]
 
 
-def _left_pad(tensor, width, dim=2):
+def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
     missing = width - tensor.shape[dim]
     if not missing:
         return tensor
@@ -324,7 +348,7 @@ def _left_pad(tensor, width, dim=2):
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def supports_running_batch(model):
+def supports_running_batch(model: Any) -> bool:
     """Whether rows may join and leave this model's batch: a decoder whose cache layers are plain
     (full attention). Sliding-window and recurrent layers keep state this batch does not realign."""
     config = model.config
@@ -343,8 +367,10 @@ class RowSampler:
     `top_logprobs` (None: no logprobs; else how many alternatives to record with each chosen token,
     in `logprobs`, as (token, logprob, [(alternative, logprob), ...]) from the model's own distribution)."""
 
-    def __init__(self, temperature, top_p, seed, device, *, logit_bias=None, frequency_penalty=0.0,
-                 presence_penalty=0.0, constraint=None, top_logprobs=None):
+    def __init__(self, temperature: float | None, top_p: float | None, seed: int | None, device: torch.device | str, *,
+                 logit_bias: dict[int, float] | dict[str, float] | None = None, frequency_penalty: float | None = 0.0,
+                 presence_penalty: float | None = 0.0, constraint: "Constraint | None" = None,
+                 top_logprobs: int | None = None) -> None:
         self.temperature, self.top_p = temperature or 0.0, top_p or 1.0
         self.generator = None
         if self.temperature:
@@ -357,19 +383,19 @@ class RowSampler:
         self.frequency_penalty, self.presence_penalty = frequency_penalty or 0.0, presence_penalty or 0.0
         self.constraint = constraint
         self.top_logprobs = top_logprobs
-        self.logprobs = []
-        self.counts = {}  # token → times this row generated it (the penalties' memory)
+        self.logprobs: list[tuple[int, float, list[tuple[int, float]]]] = []
+        self.counts: dict[int, int] = {}  # token → times this row generated it (the penalties' memory)
 
     @property
-    def plain(self):
+    def plain(self) -> bool:
         """Greedy, with nothing else asked of a step: `generate`'s own greedy pick does the same."""
         return not (self.temperature or self.adjusts or self.top_logprobs is not None)
 
     @property
-    def adjusts(self):
+    def adjusts(self) -> bool:
         return bool(self.bias or self.frequency_penalty or self.presence_penalty or self.constraint is not None)
 
-    def adjusted(self, logits):
+    def adjusted(self, logits: torch.Tensor) -> torch.Tensor:
         """This row's logits after its bias, penalties and constraint (a copy)."""
         logits = logits.clone()
         if self.bias:
@@ -383,7 +409,7 @@ class RowSampler:
             self.constraint.mask(logits)
         return logits
 
-    def chose(self, token, raw):
+    def chose(self, token: int, raw: torch.Tensor) -> None:
         """Record the chosen token: its count, its logprobs (from the unadjusted `raw` logits), the constraint."""
         if self.frequency_penalty or self.presence_penalty:
             self.counts[token] = self.counts.get(token, 0) + 1
@@ -396,7 +422,7 @@ class RowSampler:
             self.constraint.consume(token)
 
 
-def choose(logits, samplers):
+def choose(logits: torch.Tensor, samplers: Sequence["RowSampler"]) -> torch.Tensor:
     """The next token of every row (a tensor of ids), each by its own sampler."""
     raw = logits
     if any(sampler.adjusts for sampler in samplers):
@@ -426,14 +452,15 @@ class RowText:
     row is finished. Text that may still change (a partial UTF-8 character) or may be the start of a
     stop string is held back until it is certain, so the emitted deltas add up to exactly `text`."""
 
-    def __init__(self, tokenizer, *, limit, stops, eos_ids, emit):
+    def __init__(self, tokenizer: Any, *, limit: int, stops: list[str], eos_ids: set[int],
+                 emit: Callable[[Event], None]) -> None:
         self.tokenizer, self.limit, self.stops, self.eos_ids, self.emit = tokenizer, limit, stops, eos_ids, emit
-        self.ids = []
+        self.ids: list[int] = []
         self.text = ""
         self.sent = 0
-        self.finish_reason = None
+        self.finish_reason: str | None = None
 
-    def add(self, token):
+    def add(self, token: int) -> bool:
         if token in self.eos_ids:
             return self.finish("stop")
         self.ids.append(token)
@@ -450,12 +477,12 @@ class RowText:
         self._send(len(certain) - held)
         return False
 
-    def finish(self, reason):
+    def finish(self, reason: str) -> bool:
         self.finish_reason = reason
         self._send(len(self.text))
         return True
 
-    def _send(self, upto):
+    def _send(self, upto: int) -> None:
         if upto > self.sent:
             self.emit({"type": "token", "text": self.text[self.sent:upto]})
             self.sent = upto

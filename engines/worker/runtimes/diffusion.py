@@ -4,11 +4,16 @@ import base64
 import io
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from blaze_site.errors import InvalidInput
-from engines.contract import RuntimeLoadError
-from engines.worker.runtimes import parameter_count, release_memory, tensor_bytes
+from core.errors import InvalidInput
+from engines.contract import EngineSpec, RuntimeLoadError
+from engines.worker.runtimes import DiffusionRequest, Emit, parameter_count, release_memory, tensor_bytes
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2}
 
@@ -28,7 +33,7 @@ class DiffusionRuntime:
     ("steps_run" of "steps").
     """
 
-    def __init__(self, spec, device):
+    def __init__(self, spec: EngineSpec, device: str) -> None:
         self.spec = spec
         self.device = device
         config = spec.config
@@ -39,13 +44,13 @@ class DiffusionRuntime:
         self.vae_slicing = config.get("vae_slicing", False)
         self.cpu_offload = config.get("cpu_offload", "none")
         self.safety_checker = config.get("safety_checker", True)
-        self.text_to_image = None
-        self.image_to_image = None
+        self.text_to_image: Any = None  # the diffusers pipelines, once loaded
+        self.image_to_image: Any = None
 
-    def estimate_bytes(self):
+    def estimate_bytes(self) -> int:
         return parameter_count(self.spec.model) * BYTES_PER_PARAMETER[self.precision]
 
-    def load(self):
+    def load(self) -> None:
         folder = Path(self.spec.model)
         if not (folder / "model_index.json").is_file():
             raise RuntimeLoadError(f"No diffusers pipeline at {folder} (model_index.json is missing).")
@@ -69,7 +74,7 @@ class DiffusionRuntime:
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
-        options = {"dtype": dtype, "local_files_only": True}
+        options: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
         if not self.safety_checker and "safety_checker" in json.loads((folder / "model_index.json").read_text()):
             options.update(safety_checker=None, requires_safety_checker=False)
         try:
@@ -93,11 +98,11 @@ class DiffusionRuntime:
             text_to_image.vae.enable_slicing()
         self.text_to_image, self.image_to_image = text_to_image, image_to_image
 
-    def unload(self):
+    def unload(self) -> None:
         self.text_to_image = self.image_to_image = None
         release_memory(self.device)
 
-    def loaded_bytes(self):
+    def loaded_bytes(self) -> int:
         if self.text_to_image is None:
             return 0
         import torch
@@ -105,28 +110,29 @@ class DiffusionRuntime:
         return tensor_bytes(*(part for part in self.text_to_image.components.values()
                               if isinstance(part, torch.nn.Module)))
 
-    def batch_key(self, request):
+    def batch_key(self, request: DiffusionRequest) -> tuple[int, int, int, str, float, float | None]:
         mode = "img2img" if request.get("image") is not None else "txt2img"
         # Strength is one argument of the pipeline call (it picks the timesteps), so it is part of the shape.
         strength = request.get("strength") if mode == "img2img" else None
         return (request["width"], request["height"], request["steps"], mode, request["guidance_scale"], strength)
 
-    def batch_size(self, request):
+    def batch_size(self, request: DiffusionRequest) -> int:
         return request.get("n", 1)
 
-    def run_batch(self, requests, emit):
+    def run_batch(self, requests: Sequence[DiffusionRequest], emit: Emit) -> list[dict[str, Any]]:
         import torch
 
         first = requests[0]
         if any(self.batch_key(request) != self.batch_key(first) for request in requests):
             raise ValueError("Requests in one diffusion batch must share batch_key (size, steps, mode, guidance).")
         self._check_shape(first)
-        results = [{"images": [], "seed": request["seed"]} for request in requests]
-        inputs = {}
-        if first.get("image") is not None:
-            for index, request in enumerate(requests):
+        results: list[dict[str, Any]] = [{"images": [], "seed": request["seed"]} for request in requests]
+        inputs: dict[int, Image] = {}
+        for index, request in enumerate(requests):
+            image = request.get("image")
+            if image is not None:  # every request of the batch has one, or none has (its batch_key)
                 try:
-                    inputs[index] = _decode_image(request["image"], (first["width"], first["height"]))
+                    inputs[index] = _decode_image(image, (first["width"], first["height"]))
                 except (OSError, ValueError) as exc:
                     results[index] = {"error": f"The input image cannot be read as an image: {exc}"}
         # One row per image to draw: request i contributes n rows, drawn from seed, seed + 1, ...
@@ -138,7 +144,8 @@ class DiffusionRuntime:
         drawing = sorted({index for index, _ in rows})
         ran = [0]
 
-        def report_progress(pipe, step_index, timestep, callback_kwargs):
+        def report_progress(pipe: Any, step_index: int, timestep: Any,
+                            callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             ran[0] = step_index + 1
             for index in drawing:
                 emit(index, {"type": "progress", "step": step_index + 1, "total": pipe.num_timesteps})
@@ -146,7 +153,7 @@ class DiffusionRuntime:
                 pipe._interrupt = True  # every client gave up: diffusers skips the remaining steps
             return callback_kwargs
 
-        arguments = {
+        arguments: dict[str, Any] = {
             "prompt": [requests[index]["prompt"] for index, _ in rows],
             "generator": [torch.Generator("cpu").manual_seed(requests[index]["seed"] + j) for index, j in rows],
             "num_inference_steps": first["steps"],
@@ -174,7 +181,7 @@ class DiffusionRuntime:
             results[index]["images"].append(base64.b64encode(buffer.getvalue()).decode())
         return results
 
-    def _check_shape(self, request):
+    def _check_shape(self, request: DiffusionRequest) -> None:
         """What the API validates already, checked again: a wrong shape here would fail deep in the UNet."""
         width, height, steps = request["width"], request["height"], request["steps"]
         if max(width, height) > self.max_size or width % 8 or height % 8:
@@ -183,21 +190,22 @@ class DiffusionRuntime:
             )
         if steps > self.max_steps:
             raise InvalidInput(f"At most {self.max_steps} steps on this engine.", field="steps")
-        if request.get("image") is not None and int(steps * request["strength"]) < 1:
+        strength = request.get("strength")
+        if request.get("image") is not None and strength is not None and int(steps * strength) < 1:
             raise InvalidInput(
-                f"strength {request['strength']} with {steps} steps leaves no denoising step: raise either.",
+                f"strength {strength} with {steps} steps leaves no denoising step: raise either.",
                 field="strength",
             )
 
-    def health(self):
+    def health(self) -> dict[str, Any]:
         return {"device": self.device, "dtype": self.precision}
 
 
-def _never():
+def _never() -> bool:
     return False
 
 
-def _decode_image(data, size):
+def _decode_image(data: str | bytes, size: tuple[int, int]) -> "Image":
     from PIL import Image
 
     if isinstance(data, str):

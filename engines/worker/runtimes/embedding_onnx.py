@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -24,7 +25,7 @@ EXPORT_FORMAT = 1  # part of the export folder's name: raise it when export() ch
 EXAMPLE_TEXTS = ["an example to trace", "a second, longer example to trace the model with"]
 
 
-def export_folder(model_dir):
+def export_folder(model_dir: str | Path) -> Path:
     """Where the export of `model_dir` lives. Its name digests every file's path, size and mtime with the
     export format and the torch version, so editing or replacing the model (or torch) exports it again."""
     model_dir = Path(model_dir).resolve()
@@ -36,7 +37,7 @@ def export_folder(model_dir):
     return Path(settings.BLAZE_MODELS_DIR) / "onnx" / f"{model_dir.name}-{digest}"
 
 
-def export(model_dir, folder):
+def export(model_dir: str | Path, folder: Path) -> None:
     """Write `folder`: model.onnx (token ids in, one un-normalised sentence vector per text out), the tokenizer
     as sentence-transformers configured it, and export.json (the graph's inputs, the dimension, the longest
     input the model reads). Written beside and renamed into place, so a reader never sees half an export."""
@@ -44,7 +45,8 @@ def export(model_dir, folder):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize
 
-    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    # Any: its modules' attributes are untyped (torch's Module.__getattr__)
+    model: Any = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     modules = list(model)
     if isinstance(modules[-1], Normalize):
         modules.pop()  # the runtime normalises after, as the engine's `normalize` says
@@ -54,11 +56,11 @@ def export(model_dir, folder):
     class SentenceEmbedding(torch.nn.Module):
         """The model's modules on positional tensors, which is what an ONNX graph's inputs are."""
 
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.body = torch.nn.Sequential(*modules)
 
-        def forward(self, *tensors):
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
             return self.body(dict(zip(names, tensors)))["sentence_embedding"]
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ class OnnxSentenceModel:
     """An exported model (see `export`) in an ONNX Runtime session with its tokenizer. Texts are cut at
     `max_seq_length` tokens and padded to the longest in the call, as sentence-transformers does."""
 
-    def __init__(self, folder, device, max_seq_length):
+    def __init__(self, folder: Path, device: str, max_seq_length: int) -> None:
         import onnxruntime
         from transformers import AutoTokenizer
 
@@ -109,7 +111,7 @@ class OnnxSentenceModel:
         self.session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=providers)
 
     @classmethod
-    def load(cls, model_dir, device, max_seq_length):
+    def load(cls, model_dir: str | Path, device: str, max_seq_length: int) -> "OnnxSentenceModel":
         """The model in `model_dir`, exported first if this version of it never was."""
         try:
             import onnxruntime  # noqa: F401
@@ -131,7 +133,7 @@ class OnnxSentenceModel:
                 f"Could not open the ONNX export in {folder} ({exc}): delete the folder to export the model again."
             ) from exc
 
-    def encode(self, texts, normalize):
+    def encode(self, texts: list[str], normalize: bool) -> np.ndarray:
         """One float32 vector per text, in one session run."""
         batch = self.tokenizer(texts, padding=True, truncation="longest_first", max_length=self.max_seq_length,
                                return_tensors="np")
@@ -140,14 +142,14 @@ class OnnxSentenceModel:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
-    def token_counts(self, texts):
+    def token_counts(self, texts: list[str]) -> list[int]:
         """The tokens each text is read as (after the cut at max_seq_length)."""
         batch = self.tokenizer(texts, truncation="longest_first", max_length=self.max_seq_length)
         return [len(ids) for ids in batch["input_ids"]]
 
-    def nbytes(self):
+    def nbytes(self) -> int:
         """The exported weights' bytes (model.onnx and its external data file)."""
         return sum(path.stat().st_size for path in self.weight_files)
 
-    def health(self):
+    def health(self) -> dict[str, Any]:
         return {"dimension": self.dimension, "onnx_providers": self.session.get_providers()}

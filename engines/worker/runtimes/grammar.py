@@ -11,18 +11,21 @@ tokens and allowed them).
 
 import json
 import weakref
+from typing import Any
 
 import llguidance
 import llguidance.hf
 import numpy
 import torch
 
-from blaze_site.errors import InvalidInput
+from core.errors import InvalidInput
+from engines.contract import Grammar
 
-_TOKENIZERS = weakref.WeakKeyDictionary()  # HF tokenizer → its llguidance form (0.3 s to build, once per model)
+# HF tokenizer → its llguidance form (0.3 s to build, once per model)
+_TOKENIZERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-def hf_tokenizer(tokenizer, vocab_size):
+def hf_tokenizer(tokenizer: Any, vocab_size: int) -> Any:
     """A transformers tokenizer in llguidance's form (built once per tokenizer)."""
     converted = _TOKENIZERS.get(tokenizer)
     if converted is None or converted.vocab_size != vocab_size:
@@ -36,7 +39,7 @@ class Constraint:
     `tokenizer`: the model's vocabulary in llguidance's form (`hf_tokenizer`, or llama.cpp's through
     `llguidance.llamacpp`); `vocab_size`: the width of the model's logits (it may exceed the vocabulary)."""
 
-    def __init__(self, tokenizer, grammar, *, vocab_size):
+    def __init__(self, tokenizer: Any, grammar: Grammar, *, vocab_size: int) -> None:
         schema = {"type": "object"} if grammar.get("json_object") else grammar["json_schema"]
         try:
             compiled = llguidance.LLMatcher.grammar_from_json_schema(
@@ -50,7 +53,7 @@ class Constraint:
         self.vocab_size = vocab_size
         self.bitmask = numpy.full(((vocab_size + 31) // 32,), -1, dtype=numpy.int32)
 
-    def mask(self, logits):
+    def mask(self, logits: torch.Tensor) -> None:
         self.matcher.unsafe_compute_mask_ptr(self.bitmask.ctypes.data, self.bitmask.nbytes)
         # numpy, not torch ops, for the unpacking: one small op, no thread pool to wake (several times faster)
         refused = torch.from_numpy(numpy.unpackbits(self.bitmask.view(numpy.uint8), bitorder="little")[
@@ -60,6 +63,6 @@ class Constraint:
             logits[self.vocab_size:] = -float("inf")
         logits[: self.vocab_size].masked_fill_(refused.to(logits.device)[:width], -float("inf"))
 
-    def consume(self, token):
+    def consume(self, token: int) -> None:
         if not self.matcher.is_stopped():
             self.matcher.consume_token(token)

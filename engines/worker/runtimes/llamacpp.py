@@ -17,7 +17,9 @@ import ctypes
 import os
 import threading
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 # llama.cpp's OpenMP threads otherwise spin at every barrier, taking the cores the worker's own threads
 # (sampling, streaming to Redis) and the web process need: on the 2-core machine, with other processes
@@ -29,11 +31,16 @@ import numpy  # noqa: E402
 import torch  # noqa: E402
 from jinja2 import TemplateError  # noqa: E402
 
-from blaze_site.errors import InvalidInput  # noqa: E402
-from engines.contract import RuntimeLoadError  # noqa: E402
+from core.errors import InvalidInput  # noqa: E402
+from engines.contract import EngineSpec, Message, RuntimeLoadError  # noqa: E402
+from engines.worker.runtimes import LlmRequest  # noqa: E402
 from engines.worker.runtimes.chat import plain_prompt, template_messages  # noqa: E402
-from engines.worker.runtimes.decoding import Row, added, choose  # noqa: E402
+from engines.worker.runtimes.decoding import Finished, Row, added, choose  # noqa: E402
 from engines.worker.runtimes.prefix import PrefixCache, prefix_cache_bytes  # noqa: E402
+
+if TYPE_CHECKING:
+    from engines.worker.runtimes.grammar import Constraint
+    from engines.worker.scheduler import Waiting
 
 CONTEXT_LENGTH = 2048  # tokens per row (prompt and completion) unless the engine says otherwise
 KV_BYTES_PER_VALUE = 2  # llama.cpp's default KV type is f16
@@ -42,11 +49,11 @@ _backend_ready = False
 
 
 @llama_cpp.llama_log_callback
-def _quiet(level, text, user_data):
+def _quiet(level: int, text: bytes, user_data: Any) -> None:
     """llama.cpp logs every load to stderr; the worker's own log says what matters."""
 
 
-def _init_backend():
+def _init_backend() -> None:
     global _backend_ready
     with _backend:
         if not _backend_ready:
@@ -55,7 +62,7 @@ def _init_backend():
             _backend_ready = True
 
 
-def _meta(model, key):
+def _meta(model: Any, key: str) -> str | None:
     """A GGUF metadata value as text, or None."""
     buffer = ctypes.create_string_buffer(256)
     size = llama_cpp.llama_model_meta_val_str(model, key.encode(), buffer, len(buffer))
@@ -66,14 +73,14 @@ class GgufVocab:
     """A GGUF model's vocabulary with the few tokenizer methods the shared decoding code calls
     (`decode`, `convert_ids_to_tokens`), and `encode`. Text is llama.cpp's own tokenization."""
 
-    def __init__(self, model):
+    def __init__(self, model: Any) -> None:
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.size = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.eos_ids = {token for token in range(self.size) if llama_cpp.llama_vocab_is_eog(self.vocab, token)}
         self.bos_token_id = llama_cpp.llama_vocab_bos(self.vocab)
         self.eos_token_id = llama_cpp.llama_vocab_eos(self.vocab)
 
-    def encode(self, text, *, add_special):
+    def encode(self, text: str, *, add_special: bool) -> list[int]:
         data = text.encode()
         room = len(data) + 16
         tokens = (llama_cpp.llama_token * room)()
@@ -84,7 +91,8 @@ class GgufVocab:
             count = llama_cpp.llama_tokenize(self.vocab, data, len(data), tokens, room, add_special, True)
         return list(tokens[:count])
 
-    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True,
+               clean_up_tokenization_spaces: bool = False) -> str:
         if not ids:
             return ""
         array = (llama_cpp.llama_token * len(ids))(*ids)
@@ -97,10 +105,10 @@ class GgufVocab:
                 return buffer.raw[:count].decode(errors="replace")
             room = -count + 1
 
-    def convert_ids_to_tokens(self, token):
+    def convert_ids_to_tokens(self, token: int) -> str:
         return llama_cpp.llama_vocab_get_text(self.vocab, token).decode(errors="replace")
 
-    def piece(self, token):
+    def piece(self, token: int) -> str:
         """A token's text as the chat template should see it (its special tokens, such as BOS)."""
         return self.decode([token], skip_special_tokens=False) if token >= 0 else ""
 
@@ -109,7 +117,7 @@ class LlamaCppRuntime:
     """One GGUF model in one llama.cpp context. Config keys are those of `LlmConfig` that apply
     (max_new_tokens, max_batch_size, context_length, gpu_layers, threads, prefix_cache_mb)."""
 
-    def __init__(self, spec, device):
+    def __init__(self, spec: EngineSpec, device: str) -> None:
         self.spec = spec
         self.device = device
         config = spec.config
@@ -121,20 +129,23 @@ class LlamaCppRuntime:
         # but slower for 8 and 32 (docs/decisions.md).
         self.threads = config.get("threads") or os.cpu_count() or 1
         self.prefix_bytes = prefix_cache_bytes(config)
-        self.model = self.context = self.tokenizer = None
-        self.chat_template = None
-        self._ll_tokenizer = self._decoder = None
+        self.model: Any = None  # llama.cpp's model and context (C pointers), once loaded
+        self.context: Any = None
+        self.tokenizer: Any = None  # a GgufVocab, once loaded
+        self.chat_template: str | None = None
+        self._ll_tokenizer: Any = None
+        self._decoder: LlamaDecoder | None = None
         self._ll_lock = threading.Lock()
 
     # -- the model cache's side ------------------------------------------------------------------
 
-    def _path(self):
+    def _path(self) -> Path:
         path = Path(self.spec.model).expanduser()
         if path.suffix != ".gguf" or not path.is_file():
             raise RuntimeLoadError(f"No GGUF file at {self.spec.model}: the llama.cpp runtime loads a .gguf file.")
         return path
 
-    def estimate_bytes(self):
+    def estimate_bytes(self) -> int:
         """The file's size (the weights as stored) plus the KV cache and prefix cache this engine asks for."""
         path = self._path()
         _init_backend()
@@ -150,12 +161,12 @@ class LlamaCppRuntime:
         finally:
             llama_cpp.llama_model_free(model)
         try:
-            kv = self._kv_bytes(*(int(value) for value in dims))
-        except (TypeError, ValueError):  # per-layer head counts (an array): count the file alone
+            kv = self._kv_bytes(*(int(value or "") for value in dims))
+        except ValueError:  # a count missing, or one per layer (an array): count the file alone
             kv = 0
         return path.stat().st_size + kv + self.prefix_bytes
 
-    def load(self):
+    def load(self) -> None:
         path = self._path()
         _init_backend()
         on_cuda = self.device.startswith("cuda")
@@ -200,14 +211,14 @@ class LlamaCppRuntime:
         self.chat_template = template.decode() if template else None
         self.n_batch = context_params.n_batch
 
-    def unload(self):
+    def unload(self) -> None:
         if self.context:
             llama_cpp.llama_free(self.context)
         if self.model:
             llama_cpp.llama_model_free(self.model)
         self.model = self.context = self.tokenizer = self._ll_tokenizer = self._decoder = None
 
-    def loaded_bytes(self):
+    def loaded_bytes(self) -> int:
         """Measured after load: the weights' tensors as llama.cpp holds them, the KV cells it allocated,
         and the prefix cache's budget."""
         if not self.model:
@@ -217,23 +228,23 @@ class LlamaCppRuntime:
                             llama_cpp.llama_model_n_head_kv(model), llama_cpp.llama_model_n_embd(model))
         return llama_cpp.llama_model_size(model) + kv + self.prefix_bytes
 
-    def _kv_bytes(self, layers, heads, kv_heads, width):
+    def _kv_bytes(self, layers: int, heads: int, kv_heads: int, width: int) -> int:
         per_layer = width // max(heads, 1) * kv_heads  # values per token per layer, for K and again for V
         return self.rows * self.context_length * layers * per_layer * 2 * KV_BYTES_PER_VALUE
 
-    def batch_key(self, request):
+    def batch_key(self, request: LlmRequest) -> None:
         return None
 
-    def health(self):
+    def health(self) -> dict[str, Any]:
         return {"device": self.device, "runtime": "llama.cpp",
                 "parameters": llama_cpp.llama_model_n_params(self.model) if self.model else None,
                 "gpu_offload": bool(self.model) and self.device.startswith("cuda")
                 and llama_cpp.llama_supports_gpu_offload()}
 
-    def decoder(self):
+    def decoder(self) -> "LlamaDecoder":
         return LlamaDecoder(self)
 
-    def prefix_cache_stats(self):
+    def prefix_cache_stats(self) -> dict[str, int] | None:
         decoder = self._decoder
         return decoder.prefix_cache.describe() if decoder is not None and decoder.prefix_cache else None
 
@@ -242,17 +253,17 @@ class LlamaCppRuntime:
     sampling_device = "cpu"  # llama.cpp hands its logits over in host memory
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return self.tokenizer.size
 
-    def eos_ids(self):
+    def eos_ids(self) -> set[int]:
         return self.tokenizer.eos_ids
 
-    def token_limit(self, request, prompt_tokens):
+    def token_limit(self, request: LlmRequest, prompt_tokens: int) -> int:
         limit = min(request.get("max_tokens") or self.max_new_tokens, self.max_new_tokens)
         return min(limit, self.context_length - prompt_tokens)
 
-    def constraint(self, request):
+    def constraint(self, request: LlmRequest) -> "Constraint | None":
         grammar = request.get("grammar")
         if not grammar:
             return None
@@ -267,12 +278,12 @@ class LlamaCppRuntime:
                     self._ll_tokenizer = llguidance.llamacpp.lltokenizer_from_vocab(self.tokenizer.vocab)
         return Constraint(self._ll_tokenizer, grammar, vocab_size=self.vocab_size)
 
-    def prompt_ids(self, request):
+    def prompt_ids(self, request: LlmRequest) -> list[int]:
         """The request's prompt as token ids, the chat rendered by the GGUF's own template; InvalidInput
         when this model cannot take it."""
         messages = request.get("messages")
         if messages and self.chat_template:
-            text = self._render(messages, request.get("tools"))
+            text = self._render(self.chat_template, messages, request.get("tools"))
             ids = self.tokenizer.encode(text, add_special=False)  # the template writes its own BOS
         else:
             text = plain_prompt(messages, request.get("tools")) if messages else request.get("prompt") or ""
@@ -286,15 +297,14 @@ class LlamaCppRuntime:
                 field="messages" if messages else "prompt")
         return ids
 
-    def _render(self, messages, tools):
+    def _render(self, template: str, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        native = "tools" in self.chat_template
-        messages, tools = template_messages(messages, tools, native)
+        conversation, tools = template_messages(messages, tools, native="tools" in template)
         vocab = self.tokenizer
         try:
             rendered, _ = render_jinja_template(
-                conversations=[messages], tools=tools, chat_template=self.chat_template, add_generation_prompt=True,
+                conversations=[conversation], tools=tools, chat_template=template, add_generation_prompt=True,
                 bos_token=vocab.piece(vocab.bos_token_id), eos_token=vocab.piece(vocab.eos_token_id))
         except TemplateError as exc:
             raise InvalidInput(f"This model's chat template refuses these messages: {exc}", field="messages") from exc
@@ -307,7 +317,7 @@ class LlamaDecoder:
     prompt (what the prefix cache does not supply) in its own decode calls, `step`
     decodes one token for every row in one batch, `keep` frees the cells of the rows that left."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime: LlamaCppRuntime) -> None:
         self.runtime = runtime
         self.context = runtime.context
         self.memory = llama_cpp.llama_get_memory(runtime.context)
@@ -317,29 +327,30 @@ class LlamaDecoder:
         runtime._decoder = self
         self._start()
 
-    def _start(self):
-        self.rows = []  # Row of each running request, in the scheduler's order
-        self.seqs = []  # each row's sequence id
-        self.ids = []  # each row's tokens in the KV cache (prompt, then those fed back)
-        self.last = []  # each row's newest token, fed at the next step
+    def _start(self) -> None:
+        self.rows: list[Row] = []  # Row of each running request, in the scheduler's order
+        self.seqs: list[int] = []  # each row's sequence id
+        self.ids: list[list[int]] = []  # each row's tokens in the KV cache (prompt, then those fed back)
+        self.last: list[int] = []  # each row's newest token, fed at the next step
         self.free = list(range(self.runtime.rows - 1, -1, -1))
 
-    def __del__(self):
+    def __del__(self) -> None:
         batch, self.batch = getattr(self, "batch", None), None
         if batch is not None:
             llama_cpp.llama_batch_free(batch)
 
     @property
-    def size(self):
+    def size(self) -> int:
         return len(self.rows)
 
-    def reset(self):
+    def reset(self) -> None:
         """After a failure: every sequence is dropped (the prefix cache's saved states stay valid)."""
         llama_cpp.llama_memory_clear(self.memory, True)
         self._start()
 
-    def join(self, items):
-        refused, new = [], []
+    def join(self, items: Sequence["Waiting"]) -> tuple[list[tuple["Waiting", dict[str, Any]]], Finished]:
+        refused: list[tuple[Waiting, dict[str, Any]]] = []
+        new: list[tuple[Row, int, list[int], int]] = []  # (row, sequence, prompt ids, tokens cached)
         for item in items:
             try:
                 ids = self.runtime.prompt_ids(item.request)
@@ -362,7 +373,7 @@ class LlamaDecoder:
             self.last.append(token)
         return refused, added(self.rows, tokens.tolist(), first)
 
-    def step(self):
+    def step(self) -> Finished:
         batch = self.batch
         for index, (token, seq, ids) in enumerate(zip(self.last, self.seqs, self.ids, strict=True)):
             batch.token[index] = token
@@ -379,7 +390,7 @@ class LlamaDecoder:
         self.last = tokens
         return added(self.rows, tokens, 0)
 
-    def keep(self, rows):
+    def keep(self, rows: list[int]) -> None:
         kept = set(rows)
         for index, seq in enumerate(self.seqs):
             if index not in kept:
@@ -391,7 +402,7 @@ class LlamaDecoder:
         self.ids = [self.ids[row] for row in rows]
         self.last = [self.last[row] for row in rows]
 
-    def _prefill(self, prompts):
+    def _prefill(self, prompts: list[tuple[int, list[int], int]]) -> torch.Tensor:
         """Decode each (sequence, prompt ids, tokens already cached) from its first uncached token;
         returns each prompt's next-token logits, in order.
 
@@ -416,19 +427,19 @@ class LlamaDecoder:
             logits[row] = self._logits(1)[0]
         return torch.from_numpy(logits)
 
-    def _decode(self):
+    def _decode(self) -> None:
         status = llama_cpp.llama_decode(self.context, self.batch)
         if status:
             raise RuntimeError(f"llama.cpp could not decode this batch (llama_decode returned {status}).")
 
-    def _logits(self, rows):
+    def _logits(self, rows: int) -> numpy.ndarray:
         """The last decode's logits, one row per token that asked for them (a view: read it before the next decode)."""
         pointer = llama_cpp.llama_get_logits(self.context)
         return numpy.ctypeslib.as_array(pointer, shape=(rows, self.runtime.vocab_size))
 
     # -- the prefix cache --------------------------------------------------------------------------
 
-    def _restore(self, ids, seq):
+    def _restore(self, ids: list[int], seq: int) -> int:
         """Put the longest cached start of `ids` into sequence `seq`; returns how many tokens it covers."""
         if self.prefix_cache is None:
             return 0
@@ -442,7 +453,7 @@ class LlamaDecoder:
         llama_cpp.llama_memory_seq_rm(self.memory, seq, length, -1)  # keep only the shared start
         return length
 
-    def _save(self, ids, seq):
+    def _save(self, ids: list[int], seq: int) -> None:
         """Keep a leaving row's prompt (its sequence's state, cut to the prompt, copied to host memory).
 
         Its prompt only: the answer's KV came from decode steps, whose matrix products llama.cpp computes

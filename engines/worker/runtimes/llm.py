@@ -10,8 +10,11 @@ Requests are dicts the API has validated: {"prompt" or "messages", "max_tokens",
 emit(index, {"type": "token", "text": delta}) streams a request's text as it is generated.
 """
 
+import functools
 import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jinja2 import TemplateError
@@ -28,12 +31,13 @@ from transformers import (
 )
 from transformers.generation.streamers import BaseStreamer
 
-from blaze_site.errors import InvalidInput
-from engines.contract import RuntimeLoadError
-from engines.worker.runtimes import release_memory, tensor_bytes
+from core.errors import InvalidInput
+from engines.contract import EngineSpec, RuntimeLoadError
+from engines.worker.runtimes import Emit, LlmRequest, release_memory, tensor_bytes
 from engines.worker.runtimes.chat import plain_prompt, renders_tools, template_messages
 from engines.worker.runtimes.decoding import (
     Decoder,
+    RowSampler,
     RowText,
     choose,
     row_result,
@@ -41,6 +45,9 @@ from engines.worker.runtimes.decoding import (
     supports_running_batch,
 )
 from engines.worker.runtimes.prefix import prefix_cache_bytes
+
+if TYPE_CHECKING:
+    from engines.worker.runtimes.grammar import Constraint
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BYTES_PER_PARAMETER = {"fp32": 4, "fp16": 2, "bf16": 2, "8bit": 1, "4bit": 0.5}
@@ -50,16 +57,18 @@ class LlmRuntime:
     """One language model on one device. Config keys are those of `LlmConfig` (precision, max_new_tokens,
     quantization, scheduler); a request's max_tokens is capped at the engine's max_new_tokens."""
 
-    def __init__(self, spec, device):
+    def __init__(self, spec: EngineSpec, device: str) -> None:
         self.spec = spec
         self.device = device
         self.precision = spec.config.get("precision", "fp32")
         self.quantization = spec.config.get("quantization", "none")
         self.max_new_tokens = spec.config.get("max_new_tokens", 512)
         self.scheduler = spec.config.get("scheduler", "continuous")
-        self.model = self.tokenizer = self._decoder = None
+        self.model: Any = None  # transformers' model and tokenizer, once loaded
+        self.tokenizer: Any = None
+        self._decoder: Decoder | None = None
 
-    def estimate_bytes(self):
+    def estimate_bytes(self) -> int:
         config = self._model_config()
         with torch.device("meta"):
             model = _model_class(config).from_config(config)
@@ -67,10 +76,10 @@ class LlmRuntime:
         per_parameter = BYTES_PER_PARAMETER[self.precision if self.quantization == "none" else self.quantization]
         return int(parameters * per_parameter) + self._prefix_bytes(model)
 
-    def load(self):
+    def load(self) -> None:
         self._check_device()
         config = self._model_config()
-        options = {"dtype": DTYPES[self.precision], "local_files_only": True}
+        options: dict[str, Any] = {"dtype": DTYPES[self.precision], "local_files_only": True}
         if self.quantization != "none":
             options["quantization_config"] = BitsAndBytesConfig(
                 load_in_8bit=self.quantization == "8bit",
@@ -94,32 +103,32 @@ class LlmRuntime:
             tokenizer.padding_side = "left"  # new tokens are appended on the right of every row
         self.model, self.tokenizer = model.eval(), tokenizer
 
-    def unload(self):
+    def unload(self) -> None:
         self.model = self.tokenizer = self._decoder = None
         release_memory(self.device)
 
-    def loaded_bytes(self):
+    def loaded_bytes(self) -> int:
         """The weights' tensors, and the prefix cache's budget when this model decodes continuously."""
         return tensor_bytes(self.model) + self._prefix_bytes(self.model) if self.model is not None else 0
 
-    def _prefix_bytes(self, model):
+    def _prefix_bytes(self, model: Any) -> int:
         continuous = self.scheduler == "continuous" and supports_running_batch(model)
         return prefix_cache_bytes(self.spec.config) if continuous else 0
 
-    def prefix_cache_stats(self):
+    def prefix_cache_stats(self) -> dict[str, int] | None:
         """The prefix cache's entries, bytes, hits and tokens saved (None without one)."""
         decoder = self._decoder
         return decoder.prefix_cache.describe() if decoder is not None and decoder.prefix_cache else None
 
     @property
-    def sampling_device(self):
+    def sampling_device(self) -> torch.device:
         """Where the logits are, so where each row's sampling generator lives."""
         return self.model.device
 
-    def batch_key(self, request):
+    def batch_key(self, request: LlmRequest) -> None:
         return None
 
-    def decoder(self):
+    def decoder(self) -> Decoder | None:
         """A Decoder for iteration-level scheduling, or None: the engine asks for the dynamic batcher,
         or the model cannot have rows join its batch (seq2seq, sliding-window attention)."""
         if self.scheduler != "continuous" or not supports_running_batch(self.model):
@@ -127,7 +136,7 @@ class LlmRuntime:
         self._decoder = Decoder(self)
         return self._decoder
 
-    def constraint(self, request):
+    def constraint(self, request: LlmRequest) -> "Constraint | None":
         """The grammar a request's output must follow (`response_format`, a forced tool call), or None."""
         grammar = request.get("grammar")
         if not grammar:
@@ -137,22 +146,23 @@ class LlmRuntime:
         vocab_size = self.model.config.vocab_size
         return Constraint(hf_tokenizer(self.tokenizer, vocab_size), grammar, vocab_size=vocab_size)
 
-    def token_limit(self, request, prompt_tokens):
+    def token_limit(self, request: LlmRequest, prompt_tokens: int) -> int:
         """The most tokens a request may generate: its max_tokens, the engine's cap, the context left."""
         limit = min(request.get("max_tokens") or self.max_new_tokens, self.max_new_tokens)
         context = self._context_length()
         return min(limit, context - prompt_tokens) if context else limit
 
-    def health(self):
+    def health(self) -> dict[str, Any]:
         return {
             "device": self.device,
             "dtype": str(self.model.dtype).removeprefix("torch.") if self.model is not None else None,
             "parameters": self.model.num_parameters() if self.model is not None else None,
         }
 
-    def run_batch(self, requests, emit):
-        results = [None] * len(requests)
-        rows, samplers = [], []  # (request index, prompt ids), and each row's sampler
+    def run_batch(self, requests: Sequence[LlmRequest], emit: Emit) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = [{}] * len(requests)  # each replaced below
+        rows: list[tuple[int, list[int]]] = []  # (request index, prompt ids)
+        samplers: list[RowSampler] = []
         for index, request in enumerate(requests):
             try:
                 ids, sampler = self.prompt_ids(request), sampler_for(self, request)
@@ -196,7 +206,7 @@ class LlmRuntime:
             results[index] = row_result(self.tokenizer, streamer.rows[row], samplers[row], len(ids))
         return results
 
-    def _check_device(self):
+    def _check_device(self) -> None:
         on_cuda = self.device.startswith("cuda")
         if on_cuda and not torch.cuda.is_available():
             raise RuntimeLoadError(f"Device {self.device} was asked for, but torch sees no CUDA device on this worker.")
@@ -214,7 +224,7 @@ class LlmRuntime:
                 "Install bitsandbytes or set quantization to none."
             )
 
-    def _model_config(self):
+    def _model_config(self) -> Any:
         model = self.spec.model
         if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
             raise RuntimeLoadError(f"No model directory at {model}.")
@@ -223,13 +233,13 @@ class LlmRuntime:
         except Exception as exc:
             raise RuntimeLoadError(f"Cannot read the model config at {model}: {exc}") from exc
 
-    def prompt_ids(self, request):
+    def prompt_ids(self, request: LlmRequest) -> list[int]:
         """The request's prompt as token ids; InvalidInput when this model cannot take it."""
         messages = request.get("messages")
         if messages and self.tokenizer.chat_template:
-            messages, tools = template_messages(messages, request.get("tools"), renders_tools(self.tokenizer))
+            rendered, tools = template_messages(messages, request.get("tools"), renders_tools(self.tokenizer))
             try:
-                text = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                text = self.tokenizer.apply_chat_template(rendered, tools=tools, add_generation_prompt=True,
                                                           tokenize=False)
             except TemplateError as exc:  # some templates refuse a conversation, e.g. roles out of turn
                 raise InvalidInput(
@@ -249,12 +259,12 @@ class LlmRuntime:
             )
         return ids
 
-    def _context_length(self):
+    def _context_length(self) -> int | None:
         if self.model.config.is_encoder_decoder:
             return None
         return getattr(self.model.config, "max_position_embeddings", None)
 
-    def eos_ids(self):
+    def eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
         ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self.tokenizer.eos_token_id is not None:
@@ -262,7 +272,7 @@ class LlmRuntime:
         return ids
 
 
-def _model_class(config):
+def _model_class(config: Any) -> Any:
     return AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
 
 
@@ -270,29 +280,30 @@ class BatchStreamer(BaseStreamer):
     """Follows every row of a batched `generate`, each through its own `RowText` (its text, stop strings,
     EOS and token limit); a row whose client gave up is marked "cancelled" and sends nothing more."""
 
-    def __init__(self, tokenizer, *, indexes, limits, stops, eos_ids, emit, cancelled=None):
+    def __init__(self, tokenizer: Any, *, indexes: list[int], limits: list[int], stops: list[list[str]],
+                 eos_ids: set[int], emit: Emit, cancelled: list[Callable[[], bool] | None] | None = None) -> None:
         self.rows = [
             RowText(tokenizer, limit=limit, stops=row_stops, eos_ids=eos_ids,
-                    emit=lambda event, index=index: emit(index, event))
+                    emit=functools.partial(emit, index))
             for index, limit, row_stops in zip(indexes, limits, stops, strict=True)
         ]
         self.limits = limits
         self.cancelled = cancelled or [None] * len(indexes)  # per row: a callable, true once its client gave up
-        self.prompt_length = None
+        self.prompt_length: int | None = None
 
     @property
-    def finish_reasons(self):
+    def finish_reasons(self) -> list[str | None]:
         return [row.finish_reason for row in self.rows]
 
     @property
-    def texts(self):
+    def texts(self) -> list[str]:
         return [row.text for row in self.rows]
 
     @property
-    def ids(self):
+    def ids(self) -> list[list[int]]:
         return [row.ids for row in self.rows]
 
-    def put(self, value):
+    def put(self, value: torch.Tensor) -> None:
         if self.prompt_length is None:  # generate hands over the prompt first
             self.prompt_length = value.shape[-1]
             return
@@ -303,7 +314,7 @@ class BatchStreamer(BaseStreamer):
                 else:
                     row.add(token)
 
-    def end(self):
+    def end(self) -> None:
         for row in self.rows:
             if row.finish_reason is None:
                 row.finish("length")
@@ -313,10 +324,11 @@ class RowsDone(StoppingCriteria):
     """Tells `generate` which rows are done: those the streamer finished, and those at their own token limit
     (counted here from the sequence length, so a row stops on the step it reaches its limit)."""
 
-    def __init__(self, streamer):
+    def __init__(self, streamer: BatchStreamer) -> None:
         self.streamer = streamer
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        assert self.streamer.prompt_length is not None  # generate hands the streamer the prompt before asking
         generated = input_ids.shape[-1] - self.streamer.prompt_length
         done = [
             reason is not None or generated >= limit
@@ -328,10 +340,10 @@ class RowsDone(StoppingCriteria):
 class Chosen(LogitsProcessor):
     """Leaves only each row's RowSampler choice possible, so `generate`'s greedy pick takes it."""
 
-    def __init__(self, samplers):
+    def __init__(self, samplers: list[RowSampler]) -> None:
         self.samplers = samplers
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         tokens = choose(scores, self.samplers)
         chosen = torch.full_like(scores, -float("inf"))
         chosen[torch.arange(scores.shape[0], device=scores.device), tokens] = 0

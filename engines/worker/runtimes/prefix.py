@@ -9,13 +9,15 @@ state) is the decoder's business; the cache only counts its bytes.
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from engines.contract import PREFIX_CACHE_MB
 
 MIN_TOKENS = 16  # a shorter shared start (a BOS, a template's first tag) is not worth a separate prefill
 
 
-def prefix_cache_bytes(config):
+def prefix_cache_bytes(config: Mapping[str, Any]) -> int:
     """The prefix cache an LLM engine's config asks for (`prefix_cache_mb`), in bytes; 0: none."""
     return int(config.get("prefix_cache_mb", PREFIX_CACHE_MB) * 2**20)
 
@@ -23,7 +25,7 @@ def prefix_cache_bytes(config):
 class Entry:
     __slots__ = ("ids", "value", "nbytes")
 
-    def __init__(self, ids, value, nbytes):
+    def __init__(self, ids: list[int], value: Any, nbytes: int) -> None:
         self.ids, self.value, self.nbytes = ids, value, nbytes
 
 
@@ -33,15 +35,15 @@ class PrefixCache:
     for its logits); `add(ids, value, nbytes)` keeps a computed sequence. `hits`, `misses` and
     `saved_tokens` count lookups since load."""
 
-    def __init__(self, budget_bytes, *, min_tokens=MIN_TOKENS):
+    def __init__(self, budget_bytes: int, *, min_tokens: int = MIN_TOKENS) -> None:
         self.budget_bytes = budget_bytes
         self.min_tokens = min_tokens
-        self.entries = OrderedDict()  # tuple(ids) -> Entry, least recently used first
+        self.entries: OrderedDict[tuple[int, ...], Entry] = OrderedDict()  # by ids, least recently used first
         self.used_bytes = 0
         self.hits = self.misses = self.saved_tokens = 0
         self._lock = threading.Lock()  # the scheduler's thread writes, the heartbeat reads
 
-    def match(self, ids):
+    def match(self, ids: Sequence[int]) -> tuple[Entry | None, int]:
         """(entry, tokens it covers) for the longest shared start of at least `min_tokens`, or (None, 0)."""
         best, best_length = None, 0
         limit = len(ids) - 1
@@ -58,12 +60,12 @@ class PrefixCache:
             self.saved_tokens += best_length
         return best, best_length
 
-    def covers(self, ids):
+    def covers(self, ids: Sequence[int]) -> bool:
         """Whether an entry already holds all of `ids` (so adding them would store nothing new)."""
         with self._lock:
             return any(len(key) >= len(ids) and key[: len(ids)] == tuple(ids) for key in self.entries)
 
-    def add(self, ids, value, nbytes):
+    def add(self, ids: Sequence[int], value: Any, nbytes: int) -> bool:
         """Keep `value` (the KV of `ids`, `nbytes` large). Entries it extends are dropped; least recently
         used ones go until it fits; one larger than the whole budget is not kept. Returns whether it was."""
         key = tuple(ids)
@@ -79,18 +81,18 @@ class PrefixCache:
             self.used_bytes += nbytes
         return True
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             self.entries.clear()
             self.used_bytes = 0
 
-    def describe(self):
+    def describe(self) -> dict[str, int]:
         with self._lock:
             return {"entries": len(self.entries), "bytes": self.used_bytes, "budget_bytes": self.budget_bytes,
                     "hits": self.hits, "misses": self.misses, "saved_tokens": self.saved_tokens}
 
 
-def _common(key, ids, limit):
+def _common(key: tuple[int, ...], ids: Sequence[int], limit: int) -> int:
     """How many leading tokens `key` and `ids` share, at most `limit`."""
     length = min(len(key), limit)
     if length <= 0 or key[0] != ids[0]:

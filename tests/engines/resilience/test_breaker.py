@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, multiple, rule
 
 from engines.serving.resilience.breaker import CLOSED, HALF_OPEN, OPEN, BreakerOpen, CircuitBreaker, snapshots
-from monitoring import metrics
+from telemetry import metrics
 from tests.servers import ROOT, free_port
 
 from .conftest import Clock

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from core.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable, is_retriable, retrying
 from engines.serving.resilience import http
 from engines.serving.resilience.breaker import BreakerOpen, CircuitBreaker
-from engines.serving.resilience.retry import UpstreamError, UpstreamTimeout, UpstreamUnreachable, is_retriable, retrying
 from tests.upstream import run
 
 FAST = dict(attempts=3, deadline=10)

@@ -5,7 +5,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from blaze_site.errors import InvalidInput
+from core.errors import InvalidInput
 from engines.contract import EngineSpec, RuntimeLoadError
 from engines.worker.runtimes.diffusion import DiffusionRuntime
 
