@@ -198,6 +198,10 @@ BLAZE_MODELS_DIR = Path(os.environ.get("BLAZE_MODELS_DIR", VAR_DIR / "models")) 
 BLAZE_CATALOG_SECONDS = float(os.environ.get("BLAZE_CATALOG_SECONDS", "60"))
 # How long saving a local engine waits for the live workers to say what they find at its model.
 BLAZE_INSPECT_TIMEOUT_SECONDS = float(os.environ.get("BLAZE_INSPECT_TIMEOUT_SECONDS", "10"))
+# The Hugging Face hub a worker downloads models from (the Models page's "Download from a hub"): the
+# public one or a mirror, with a token for gated and private repositories. The names huggingface_hub reads.
+HF_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+HF_TOKEN = os.environ.get("HF_TOKEN", "")
 BLAZE_CACHE_BYTES = int(os.environ.get("BLAZE_CACHE_BYTES", "0"))  # 0: a share of the device's memory
 BLAZE_HEARTBEAT_SECONDS = float(os.environ.get("BLAZE_HEARTBEAT_SECONDS", "2"))
 BLAZE_WORKER_LOST_SECONDS = float(os.environ.get("BLAZE_WORKER_LOST_SECONDS", "8"))

@@ -54,6 +54,35 @@ def viewer_user(db):
 
 
 @pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs mounted for this test (root only), unmounted after it whatever happened: a real
+    filesystem that fills."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    reason = None
+    if os.geteuid() != 0:
+        reason = "mounting a tmpfs needs root"
+    else:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            reason = f"mount -t tmpfs failed ({(done.stderr.strip().splitlines() or ['no message'])[0]})"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"the full-disk tests must run in CI, but {reason}")
+        pytest.skip(f"{reason}: a full-disk test needs a real small filesystem")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        if os.path.ismount(mount):
+            subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture
 def api():
     return APIClient()
 

@@ -26,3 +26,16 @@ def ms(seconds):
 def percent(fraction):
     """A fraction as '25%'; '—' for none."""
     return "—" if fraction in (None, "") else f"{float(fraction) * 100:.0f}%"
+
+
+@register.filter
+def duration(seconds):
+    """Seconds as '45 s', '3 min 20 s' or '2 h 5 min'; '—' for none (static/js/downloads.js writes the same)."""
+    if seconds in (None, ""):
+        return "—"
+    whole = round(float(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"

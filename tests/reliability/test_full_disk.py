@@ -3,7 +3,6 @@ neither files nor rows of the pictures it could not keep, and the next request a
 succeeds. A real filesystem, full for real: a small tmpfs mounted as MEDIA_ROOT of a real daphne."""
 
 import os
-import subprocess
 
 import httpx
 import pytest
@@ -17,31 +16,6 @@ from tests.servers import start_daphne
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PAGE = 4096  # tmpfs hands out space in pages
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs mounted for this test (root only), unmounted after it whatever happened."""
-    mount = tmp_path / "media"
-    mount.mkdir()
-    reason = None
-    if os.geteuid() != 0:
-        reason = "mounting a tmpfs needs root"
-    else:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            reason = f"mount -t tmpfs failed ({(done.stderr.strip().splitlines() or ['no message'])[0]})"
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"the full-disk test must run in CI, but {reason}")
-        pytest.skip(f"{reason}: the full-disk test needs a real small filesystem")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-        if os.path.ismount(mount):
-            subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def free_bytes(path):
