@@ -192,6 +192,7 @@ REQUEST_LOG_ENTRY = inline_serializer("RequestLogEntry", {
     "client": drf_serializers.CharField(allow_blank=True, help_text="The API key's label, or the user."),
     "model": drf_serializers.CharField(allow_null=True, help_text="The route or engine asked for."),
     "route": drf_serializers.CharField(allow_null=True),
+    "adapter": drf_serializers.CharField(required=False, help_text="The LoRA adapter the engine ran it under."),
     "attempts": drf_serializers.ListField(
         child=drf_serializers.DictField(), help_text="Each target tried: target, engine, worker, outcome, error."),
     "skipped": drf_serializers.DictField(child=drf_serializers.CharField(), help_text="Targets passed over, and why."),

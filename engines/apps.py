@@ -6,6 +6,6 @@ class EnginesConfig(AppConfig):
 
     def ready(self):
         from core import lookups
-        from engines.models import Engine, Route, RouteFallback, RouteTarget
+        from engines.models import Adapter, Engine, Route, RouteFallback, RouteTarget
 
-        lookups.watch(Engine, Route, RouteTarget, RouteFallback)  # /v1's model plans
+        lookups.watch(Engine, Route, RouteTarget, RouteFallback, Adapter)  # /v1's model plans

@@ -52,17 +52,16 @@ class Findings:
                 "warning": self.warning or None}
 
 
-def inspect(model: str, kind: str | None) -> Findings:
-    """Ask every live worker what it finds at `model` (configs and headers read, no weights loaded).
-    Raises InvalidInput naming `model` when it is a path no worker has or fits no worker's cache, `kind`
-    when it is another kind of model. A hub id no worker has cached, or no live worker (or none
-    answering in time): the findings are empty and carry a warning, and the model is saved unchecked."""
+def _ask_workers(task: str, args: list[Any], what: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]],
+                                                                 dict[str, dict[str, Any]], str]:
+    """Send `task(*args)` to every live worker and wait for their answers (one wait for all):
+    (the workers, {worker: answer}, {worker: answer with an "error"}, a warning when none could be asked)."""
     workers = [worker for worker in live_workers() if not worker["lost"]]
     if not workers:
-        return Findings(warning="No worker is running, so the model could not be checked; "
-                                "it is checked when a worker first loads it.")
-    asked = {worker["id"]: app.send_task(contract.INSPECT_MODEL_TASK, args=[model],
-                                         queue=contract.worker_queue(worker["id"])) for worker in workers}
+        return [], {}, {}, (f"No worker is running, so the {what} could not be checked; it is checked when a "
+                            "worker first loads it.")
+    asked = {worker["id"]: app.send_task(task, args=args, queue=contract.worker_queue(worker["id"]))
+             for worker in workers}
     answers: dict[str, dict[str, Any]] = {}
     problems: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + settings.BLAZE_INSPECT_TIMEOUT_SECONDS  # one wait for all of them
@@ -75,8 +74,19 @@ def inspect(model: str, kind: str | None) -> Findings:
             answer = {"error": f"the worker could not read it ({answer})."}
         (problems if "error" in answer else answers)[worker_id] = answer
     if not answers and not problems:
-        return Findings(warning=f"No worker answered within {settings.BLAZE_INSPECT_TIMEOUT_SECONDS:g} s, so the "
-                                "model could not be checked; it is checked when a worker first loads it.")
+        return workers, {}, {}, (f"No worker answered within {settings.BLAZE_INSPECT_TIMEOUT_SECONDS:g} s, so the "
+                                 f"{what} could not be checked; it is checked when a worker first loads it.")
+    return workers, answers, problems, ""
+
+
+def inspect(model: str, kind: str | None) -> Findings:
+    """Ask every live worker what it finds at `model` (configs and headers read, no weights loaded).
+    Raises InvalidInput naming `model` when it is a path no worker has or fits no worker's cache, `kind`
+    when it is another kind of model. A hub id no worker has cached, or no live worker (or none
+    answering in time): the findings are empty and carry a warning, and the model is saved unchecked."""
+    workers, answers, problems, warning = _ask_workers(contract.INSPECT_MODEL_TASK, [model], "model")
+    if warning:
+        return Findings(warning=warning)
     if not answers:
         if not contract.is_model_path(model):  # a hub id: a worker looks for it in its cache when it loads it
             return Findings(warning=f"No live worker has {model} in its Hugging Face cache yet.")
@@ -95,3 +105,18 @@ def inspect(model: str, kind: str | None) -> Findings:
             f"{model} needs about {filesizeformat(facts['memory_bytes'] or 0)} and the largest model cache of the "
             f"workers that have it holds {filesizeformat(largest)}: it can never be loaded.", field="model")
     return Findings(facts=facts, workers=found)
+
+
+def inspect_adapter(path: str, model: str, runtime: str) -> Findings:
+    """Ask every live worker what it finds at the adapter `path`, checked against the base `model` run by
+    `runtime` (engines/worker/adapters.py). Raises InvalidInput naming `path` when no worker has an
+    adapter there that fits that model. No live worker, or none answering in time: the findings are
+    empty and carry a warning, and the adapter is saved unchecked."""
+    _, answers, problems, warning = _ask_workers(contract.INSPECT_ADAPTER_TASK, [path, model, runtime], "adapter")
+    if warning:
+        return Findings(warning=warning)
+    if not answers:
+        answer = next(iter(problems.values()))
+        raise errors.InvalidInput(f"No live worker has an adapter there that fits {model} "
+                                  f"({', '.join(sorted(problems))} looked): {answer['error']}", field="path")
+    return Findings(facts=next(iter(answers.values())), workers=[{"id": worker_id} for worker_id in sorted(answers)])

@@ -261,3 +261,42 @@ class RouteFallback(models.Model):
                     return [*path, name]
                 paths.append([*path, name])
         return []
+
+
+class Adapter(models.Model):
+    """A LoRA adapter served on a local LLM engine (its base): a PEFT adapter directory for the
+    transformers runtime, a GGUF LoRA file for llama.cpp. Clients ask for it as `base:adapter` or by
+    its own name, which no engine shares; its rows run in the base's batch, each under its own adapter.
+    `clean()` holds the rules every caller gets: a local LLM base, a name no engine has."""
+
+    name = models.SlugField(max_length=64, unique=True, help_text="The `model` a client asks for (or `base:name`).")
+    engine = models.ForeignKey(Engine, on_delete=models.CASCADE, related_name="adapters")
+    path = models.CharField(
+        max_length=500, help_text="On the workers: a PEFT adapter directory (transformers) or a GGUF LoRA file "
+                                  "(llama.cpp).")
+    description = models.CharField(max_length=300, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.engine.name}:{self.name}"
+
+    def clean(self):
+        if self.engine_id is None:
+            return
+        if self.engine.kind != Engine.Kind.LLM or self.engine.backend != Engine.Backend.LOCAL:
+            raise ValidationError({"engine": (
+                f"{self.engine.name} is not a local LLM engine: only those take adapters.")})
+        if self.name and Engine.objects.filter(name=self.name).exists():
+            raise ValidationError({"name": ValidationError(  # code: the API answers a taken name 409
+                f"An engine is named {self.name}: an adapter's name is a model name too.", code="unique")})
+
+    def audit_fields(self):
+        return {"name": self.name, "path": self.path, "description": self.description, "enabled": self.enabled}

@@ -43,17 +43,18 @@ def counts(kind: str, request: dict[str, Any], result: dict[str, Any]) -> dict[s
 
 
 def _event(event_id: str, tagged: dict[str, Any], engine: str, worker: str, outcome: str,
-           counted: dict[str, Any]) -> dict[str, bytes]:
+           counted: dict[str, Any], adapter: str = "") -> dict[str, bytes]:
     event = {"id": event_id, "at": time.time(), **tagged, "engine": engine, "worker": worker, "outcome": outcome,
-             **counted}
+             **({"adapter": adapter} if adapter else {}), **counted}
     return {"event": orjson.dumps(event)}
 
 
 def record(event_id: str, tagged: dict[str, Any], *, engine: str, worker: str = "", outcome: str = "answered",
-           **counted: Any) -> None:
-    """Append one usage event (raises redis.RedisError: callers log it and go on)."""
+           adapter: str = "", **counted: Any) -> None:
+    """Append one usage event (raises redis.RedisError: callers log it and go on); `adapter`: the LoRA
+    adapter the engine ran it under, if any."""
     shared_state.client().xadd(shared_state.usage_events_key(), _event(event_id, tagged, engine, worker, outcome,
-                                                                       counted),
+                                                                       counted, adapter),
                                maxlen=settings.BLAZE_USAGE_STREAM_MAX, approximate=True)
 
 

@@ -59,7 +59,7 @@ class Price(models.Model):
 
 
 class UsageRecord(models.Model):
-    """One served request: who (user, API key, team), what (route, engine, worker, kind, where it came
+    """One served request: who (user, API key, team), what (route, engine, adapter, worker, kind, where it came
     from) and how much. `event` is the usage event's id: storing one twice is impossible, so an event
     delivered again after a crash is stored once."""
 
@@ -72,6 +72,7 @@ class UsageRecord(models.Model):
     kind = models.CharField(max_length=16)  # chat, completion, embedding, image, image_edit
     route = models.CharField(max_length=100, blank=True)
     engine = models.CharField(max_length=100)
+    adapter = models.CharField(max_length=100, blank=True)  # the LoRA adapter the engine ran it under
     worker = models.CharField(max_length=200, blank=True)
     outcome = models.CharField(max_length=16, default="answered")  # answered, cancelled, failed
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -114,7 +114,8 @@ def _record(event: dict[str, Any], price: Price | None) -> UsageRecord:
         event=event["id"], at=datetime.datetime.fromtimestamp(event["at"], tz=datetime.UTC),
         user_id=event.get("user_id"), api_key_id=event.get("api_key_id"), team_id=event.get("team_id"),
         source=event.get("source", ""), kind=event.get("kind", ""), route=event.get("route") or "",
-        engine=event["engine"], worker=event.get("worker") or "", outcome=event.get("outcome", "answered"),
+        engine=event["engine"], adapter=event.get("adapter") or "", worker=event.get("worker") or "",
+        outcome=event.get("outcome", "answered"),
         worker_seconds=seconds, cost=cost, currency=price.currency if price is not None else "", **counted)
 
 

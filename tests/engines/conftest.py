@@ -44,3 +44,13 @@ def operator(client, operator_user):
     """The test client signed in as an operator."""
     client.force_login(operator_user)
     return client
+
+
+@pytest.fixture(scope="session")
+def tiny_loras(tiny_llm_path, tmp_path_factory):
+    """Two LoRA adapters of the tiny GPT-2, each trained here for a few steps (seconds) to answer any prompt
+    with one word over and over: {"red": path, "blue": path}."""
+    from engines.demo.build import train_tiny_lora
+
+    folder = tmp_path_factory.mktemp("tiny-loras")
+    return {word: str(train_tiny_lora(tiny_llm_path, folder / word, f" {word}")) for word in ("red", "blue")}

@@ -17,6 +17,9 @@ A runtime is built from an `EngineSpec` and a device string, and offers:
     batch_size(request) -> int       optional: the rows the request adds to a batch, counted against
                                      max_batch_size (embedding: its texts; diffusion: its images; else 1)
     health() -> dict                 cheap facts for the health monitor
+    adapter(request) -> str          LLMs: the LoRA adapter a request's rows run under, loaded at its first
+                                     use (decoding.BASE_ADAPTER: none); `adapters`: those loaded,
+                                     {name: (path, bytes)}, counted in loaded_bytes()
 
 Runtimes know nothing of Celery, Redis or Django models: the worker hands them specs (`contract.EngineSpec`)
 and requests. A request an engine cannot run raises `core.errors.InvalidInput` naming the field.

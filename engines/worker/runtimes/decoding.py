@@ -15,6 +15,10 @@ Prefix caching (`prefix.PrefixCache`, bounded by the engine's `prefix_cache_mb`)
 batch leaves its computed keys and values behind, and a new prompt that starts the same way is prefilled
 from them, computing only what follows. Reused KV is what the same tokens at the same positions would
 compute again (attention is causal), so greedy text does not change.
+
+LoRA adapters: each row runs under its request's adapter (`runtime.adapter(request)`, BASE_ADAPTER
+for none), and rows of different adapters share every forward (`runtime.forward` is told the adapter
+of each row: `lora.LoraRows`). A prefix computed under one adapter is reused only by rows of that adapter.
 """
 
 import re
@@ -30,6 +34,8 @@ from core.errors import InvalidInput
 from engines.contract import Event
 from engines.worker.runtimes import LlmRequest
 from engines.worker.runtimes.prefix import PrefixCache, prefix_cache_bytes
+
+BASE_ADAPTER = "__base__"  # a row without a LoRA adapter (PEFT's own name for it in a mixed batch)
 
 if TYPE_CHECKING:
     from engines.worker.runtimes.grammar import Constraint
@@ -62,7 +68,7 @@ class Decoder:
     def reset(self) -> None:
         """Drop every row (after a failed step). The prefix cache stays: its entries are copies taken
         as rows left, which no later step writes to."""
-        self.batch = RunningBatch(self.runtime.model)
+        self.batch = RunningBatch(self.runtime)
         self.rows: list[Row] = []
         self.prompts: list[list[int]] = []  # each row's prompt ids
         self.last: torch.Tensor | None = None  # each row's newest token, fed to the next step
@@ -78,18 +84,20 @@ class Decoder:
         new: list[Row] = []
         for item in items:
             try:
+                adapter = self.runtime.adapter(item.request)
                 ids = self.runtime.prompt_ids(item.request)
-                row = Row(self.runtime, item, len(ids))
+                row = Row(self.runtime, item, len(ids), adapter=adapter)
             except InvalidInput as exc:
                 refused.append((item, {"error": str(exc), "param": exc.field}))
                 continue
-            entry, row.cached_tokens = self.prefix_cache.match(ids) if self.prefix_cache is not None else (None, 0)
+            entry, row.cached_tokens = (self.prefix_cache.match(ids, space=adapter) if self.prefix_cache is not None
+                                        else (None, 0))
             prompts.append(ids)
             prefixes.append((entry.value, row.cached_tokens) if entry is not None else None)
             new.append(row)
         if not new:
             return refused, {}
-        logits = self.batch.join(prompts, prefixes)
+        logits = self.batch.join(prompts, prefixes, [row.adapter for row in new])
         tokens = choose(logits, [row.sampler for row in new])
         first = len(self.rows)
         self.rows.extend(new)
@@ -118,9 +126,9 @@ class Decoder:
     def _save(self, cache: PrefixCache, row: int) -> None:
         """Keep a leaving row's KV in the prefix cache: its prompt and the tokens fed back since (its
         last chosen token never was), unless an entry holds them all already."""
-        length = self.batch.length(row)
+        length, space = self.batch.length(row), self.rows[row].adapter
         ids = (self.prompts[row] + self.rows[row].text.ids)[:length]
-        if len(ids) < cache.min_tokens or cache.covers(ids):
+        if len(ids) < cache.min_tokens or cache.covers(ids, space=space):
             return
         kv = self.batch.row_kv(row)
         nbytes = sum(keys.nbytes + values.nbytes for keys, values in kv)
@@ -130,8 +138,7 @@ class Decoder:
             kv = [(keys.clone(), values.clone()) for keys, values in kv]  # the batch's own tensors go with the row
         except torch.OutOfMemoryError:  # the cache is an optimisation: the rows' results must still go out
             return
-        cache.add(ids, kv, nbytes)
-
+        cache.add(ids, kv, nbytes, space=space)
 
 
 def added(rows: list["Row"], tokens: list[int], first: int) -> Finished:
@@ -147,11 +154,13 @@ def added(rows: list["Row"], tokens: list[int], first: int) -> Finished:
 class Row:
     """One running request: its text so far (`text`), its sampler, and its prompt's size; the rows of
     either decoder (transformers here, llama.cpp in `llamacpp`) are these. `cached_tokens`: how many of
-    its prompt tokens came from the prefix cache rather than being computed."""
+    its prompt tokens came from the prefix cache rather than being computed; `adapter`: the LoRA
+    adapter it runs under (BASE_ADAPTER: none)."""
 
-    def __init__(self, runtime: "Decodes", item: "Waiting", prompt_tokens: int, cached_tokens: int = 0) -> None:
+    def __init__(self, runtime: "Decodes", item: "Waiting", prompt_tokens: int, cached_tokens: int = 0,
+                 adapter: str = BASE_ADAPTER) -> None:
         request = item.request
-        self.prompt_tokens, self.cached_tokens = prompt_tokens, cached_tokens
+        self.prompt_tokens, self.cached_tokens, self.adapter = prompt_tokens, cached_tokens, adapter
         self.text = RowText(runtime.tokenizer, limit=runtime.token_limit(request, prompt_tokens),
                             stops=[stop for stop in request.get("stop") or [] if stop], eos_ids=runtime.eos_ids(),
                             emit=item.emit)
@@ -205,18 +214,21 @@ def row_result(tokenizer: Any, text: "RowText", sampler: "RowSampler", prompt_to
 
 
 class RunningBatch:
-    """The rows decoding together on one model: their KV cache, attention mask and positions.
+    """The rows decoding together on one model: their KV cache, attention mask, positions and adapters.
 
-    `join(prompts, prefixes)` prefills new rows (appended at the end) and returns their next-token
-    logits; `step(tokens)` feeds every row its last token and returns the next logits; `keep(rows)`
-    drops the others. Rows are positions in this batch, in the order they joined and survived; each
-    row's tokens are its last `length(row)` columns."""
+    `join(prompts, prefixes, adapters)` prefills new rows (appended at the end) and returns their
+    next-token logits; `step(tokens)` feeds every row its last token and returns the next logits;
+    `keep(rows)` drops the others. Rows are positions in this batch, in the order they joined and
+    survived; each row's tokens are its last `length(row)` columns. Every forward goes through
+    `runtime.forward(adapters, ...)`, each row under its own LoRA adapter."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.device = model.device
+    def __init__(self, runtime: "LlmRuntime") -> None:
+        self.runtime = runtime
+        self.model = runtime.model
+        self.device = self.model.device
         self.cache: Any = None  # a DynamicCache while rows run
         self.mask: Any = None  # [rows, columns]: 1 where a row has a token, 0 where it is padded
+        self.adapters: list[str] = []  # each row's LoRA adapter (BASE_ADAPTER: none)
 
     @property
     def size(self) -> int:
@@ -234,15 +246,19 @@ class RunningBatch:
                 for layer in self.cache.layers]
 
     @torch.inference_mode()
-    def join(self, prompts: list[list[int]], prefixes: list[tuple[KV, int] | None] | None = None) -> torch.Tensor:
+    def join(self, prompts: list[list[int]], prefixes: list[tuple[KV, int] | None] | None = None,
+             adapters: list[str] | None = None) -> torch.Tensor:
         """`prefixes`, one per prompt: None, or (kv, length) where kv (as `row_kv` gives) holds at least
-        the prompt's first `length` tokens, already computed; that prompt is prefilled from there."""
+        the prompt's first `length` tokens, already computed under that row's adapter; that prompt is
+        prefilled from there. `adapters`: each prompt's LoRA adapter (default: none)."""
         prefixes = prefixes or [None] * len(prompts)
+        adapters = adapters or [BASE_ADAPTER] * len(prompts)
         # Cached and uncached prompts go in separate forwards: together, an uncached row would be padded
         # by the longest cached prefix and a cached row by the longest uncached prompt.
         groups = [[row for row, prefix in enumerate(prefixes) if prefix is None],
                   [row for row, prefix in enumerate(prefixes) if prefix is not None]]
-        parts = [self._prefill([prompts[row] for row in group], [prefixes[row] for row in group])
+        parts = [self._prefill([prompts[row] for row in group], [prefixes[row] for row in group],
+                               [adapters[row] for row in group])
                  for group in groups if group]
         cache, mask = _stacked([(cache, mask) for cache, mask, _ in parts])
         logits = torch.cat([logits for _, _, logits in parts])
@@ -252,10 +268,11 @@ class RunningBatch:
             cache.batch_select_indices(index)
             mask, logits = mask[index], logits[index]
         self._merge(cache, mask)
+        self.adapters += adapters
         return logits
 
-    def _prefill(self, prompts: list[list[int]],
-                 prefixes: list[tuple[KV, int] | None]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    def _prefill(self, prompts: list[list[int]], prefixes: list[tuple[KV, int] | None],
+                 adapters: list[str]) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """One forward over `prompts`, each from its cached prefix if it has one: (cache, mask, logits),
         with every row's tokens together at the right end."""
         cached = [prefix[1] if prefix else 0 for prefix in prefixes]
@@ -272,8 +289,8 @@ class RunningBatch:
         seeds = [prefix for prefix in prefixes if prefix is not None]  # all of them, or none (`join`)
         cache = DynamicCache(_seed(seeds, seeded) if seeded else None, config=self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, seeded:]
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.runtime.forward(adapters, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                      cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         if seeded and any(len(prompt) - done < width for prompt, done in zip(prompts, cached)):
             cache, mask = _packed(cache, mask)  # a rest shorter than the longest left a gap before it
         return cache, mask, logits
@@ -282,10 +299,11 @@ class RunningBatch:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         positions = self.mask.sum(-1, keepdim=True)  # each row's next position: the tokens it holds
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=-1)
-        return self.model(input_ids=tokens.view(-1, 1), attention_mask=self.mask, position_ids=positions,
-                          cache=self.cache, use_cache=True).logits[:, -1]
+        return self.runtime.forward(self.adapters, input_ids=tokens.view(-1, 1), attention_mask=self.mask,
+                                    position_ids=positions, cache=self.cache, use_cache=True).logits[:, -1]
 
     def keep(self, rows: list[int]) -> None:
+        self.adapters = [self.adapters[row] for row in rows]
         if not rows:
             self.cache = self.mask = None
             return

@@ -11,6 +11,13 @@ The KV cache holds one stream of `context_length` cells per sequence (`max_batch
 every row can always grow to its own `context_length` and attends over its own cells only. The prefix cache
 keeps finished rows' sequence state in host memory (`llama_state_seq_get_data`) and restores the
 shared start into a new row's sequence, trimmed to what matches.
+
+LoRA adapters (a request's `adapter`): GGUF LoRA files loaded onto the model at their first request
+(`llama_adapter_lora_init`). llama.cpp applies adapters to a whole context, not per sequence, so a
+decode call runs under one adapter: each step decodes the rows of each adapter (and the base's) in a
+call of their own, one after the other, and a prompt is prefilled under its row's adapter. Every row
+still gives what its adapter alone gives; a batch of k adapters takes k calls a step
+(docs/decisions.md). Saved prefixes are kept per adapter.
 """
 
 import ctypes
@@ -35,7 +42,7 @@ from core.errors import InvalidInput  # noqa: E402
 from engines.contract import EngineSpec, Message, RuntimeLoadError  # noqa: E402
 from engines.worker.runtimes import LlmRequest  # noqa: E402
 from engines.worker.runtimes.chat import plain_prompt, template_messages  # noqa: E402
-from engines.worker.runtimes.decoding import Finished, Row, added, choose  # noqa: E402
+from engines.worker.runtimes.decoding import BASE_ADAPTER, Finished, Row, added, choose  # noqa: E402
 from engines.worker.runtimes.prefix import PrefixCache, prefix_cache_bytes  # noqa: E402
 
 if TYPE_CHECKING:
@@ -136,6 +143,9 @@ class LlamaCppRuntime:
         self._ll_tokenizer: Any = None
         self._decoder: LlamaDecoder | None = None
         self._ll_lock = threading.Lock()
+        self.adapters: dict[str, tuple[str, int]] = {}  # loaded LoRA adapters: name → (path, bytes)
+        self._loras: dict[str, Any] = {}  # name → llama.cpp's adapter (a C pointer)
+        self._applied = BASE_ADAPTER  # the adapter the context decodes under now
 
     # -- the model cache's side ------------------------------------------------------------------
 
@@ -215,8 +225,9 @@ class LlamaCppRuntime:
         if self.context:
             llama_cpp.llama_free(self.context)
         if self.model:
-            llama_cpp.llama_model_free(self.model)
+            llama_cpp.llama_model_free(self.model)  # frees its adapters too
         self.model = self.context = self.tokenizer = self._ll_tokenizer = self._decoder = None
+        self.adapters, self._loras, self._applied = {}, {}, BASE_ADAPTER
 
     def loaded_bytes(self) -> int:
         """Measured after load: the weights' tensors as llama.cpp holds them, the KV cells it allocated,
@@ -226,7 +237,45 @@ class LlamaCppRuntime:
         model = self.model
         kv = self._kv_bytes(llama_cpp.llama_model_n_layer(model), llama_cpp.llama_model_n_head(model),
                             llama_cpp.llama_model_n_head_kv(model), llama_cpp.llama_model_n_embd(model))
-        return llama_cpp.llama_model_size(model) + kv + self.prefix_bytes
+        return llama_cpp.llama_model_size(model) + kv + self.prefix_bytes + self.adapter_bytes()
+
+    def adapter_bytes(self) -> int:
+        return sum(size for _, size in list(self.adapters.values()))  # a copy: the model's thread may add one
+
+    def adapter(self, request: LlmRequest) -> str:
+        """The name of the LoRA adapter the request's rows run under (BASE_ADAPTER: none), loaded first if
+        this model does not hold it yet (or holds it from another path). On the scheduler's thread.
+        InvalidInput naming `model` when llama.cpp cannot load it."""
+        ref = request.get("adapter")
+        if not ref:
+            return BASE_ADAPTER
+        name, path = ref["name"], ref["path"]
+        if self.adapters.get(name, ("", 0))[0] != path:
+            if name in self._loras:  # registered again from another path
+                self.apply(BASE_ADAPTER)
+                llama_cpp.llama_adapter_lora_free(self._loras.pop(name))
+                del self.adapters[name]
+            lora = llama_cpp.llama_adapter_lora_init(self.model, str(Path(path).expanduser()).encode())
+            if not lora:
+                raise InvalidInput(f"The adapter {name} cannot be loaded from {path}: llama.cpp refused it (not a "
+                                   "GGUF LoRA for this model).", field="model")
+            self._loras[name] = lora
+            self.adapters[name] = (path, Path(path).expanduser().stat().st_size)
+        return name
+
+    def apply(self, adapter: str) -> None:
+        """Make the context decode under `adapter` (BASE_ADAPTER: none) from the next call on."""
+        if adapter == self._applied:
+            return
+        if adapter == BASE_ADAPTER:
+            status = llama_cpp.llama_set_adapters_lora(self.context, None, 0, None)
+        else:
+            status = llama_cpp.llama_set_adapters_lora(
+                self.context, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._loras[adapter]), 1,
+                (ctypes.c_float * 1)(1.0))
+        if status:
+            raise RuntimeError(f"llama.cpp could not apply the adapter {adapter} (it returned {status}).")
+        self._applied = adapter
 
     def _kv_bytes(self, layers: int, heads: int, kv_heads: int, width: int) -> int:
         per_layer = width // max(heads, 1) * kv_heads  # values per token per layer, for K and again for V
@@ -353,17 +402,18 @@ class LlamaDecoder:
         new: list[tuple[Row, int, list[int], int]] = []  # (row, sequence, prompt ids, tokens cached)
         for item in items:
             try:
+                adapter = self.runtime.adapter(item.request)
                 ids = self.runtime.prompt_ids(item.request)
-                row = Row(self.runtime, item, len(ids))
+                row = Row(self.runtime, item, len(ids), adapter=adapter)
             except InvalidInput as exc:
                 refused.append((item, {"error": str(exc), "param": exc.field}))
                 continue
             seq = self.free.pop()
-            cached = row.cached_tokens = self._restore(ids, seq)
+            cached = row.cached_tokens = self._restore(ids, seq, adapter)
             new.append((row, seq, ids, cached))
         if not new:
             return refused, {}
-        logits = self._prefill([(seq, ids, cached) for _, seq, ids, cached in new])
+        logits = self._prefill([(seq, ids, cached, row.adapter) for row, seq, ids, cached in new])
         tokens = choose(logits, [row.sampler for row, *_ in new])
         first = len(self.rows)
         for (row, seq, ids, _), token in zip(new, tokens.tolist(), strict=True):
@@ -375,17 +425,24 @@ class LlamaDecoder:
 
     def step(self) -> Finished:
         batch = self.batch
-        for index, (token, seq, ids) in enumerate(zip(self.last, self.seqs, self.ids, strict=True)):
-            batch.token[index] = token
-            batch.pos[index] = len(ids)
-            batch.n_seq_id[index] = 1
-            batch.seq_id[index][0] = seq
-            batch.logits[index] = 1
-        batch.n_tokens = len(self.rows)
-        self._decode()
+        logits = numpy.empty((len(self.rows), self.runtime.vocab_size), dtype=numpy.float32)
+        groups: dict[str, list[int]] = {}  # adapter → its rows: a decode call each (one adapter per context)
+        for index, row in enumerate(self.rows):
+            groups.setdefault(row.adapter, []).append(index)
+        for adapter, rows in groups.items():
+            for slot, index in enumerate(rows):
+                batch.token[slot] = self.last[index]
+                batch.pos[slot] = len(self.ids[index])
+                batch.n_seq_id[slot] = 1
+                batch.seq_id[slot][0] = self.seqs[index]
+                batch.logits[slot] = 1
+            batch.n_tokens = len(rows)
+            self.runtime.apply(adapter)
+            self._decode()
+            logits[rows] = self._logits(len(rows))
         for ids, token in zip(self.ids, self.last, strict=True):
             ids.append(token)
-        logits = torch.from_numpy(self._logits(len(self.rows)))
+        logits = torch.from_numpy(logits)
         tokens = choose(logits, [row.sampler for row in self.rows]).tolist()
         self.last = tokens
         return added(self.rows, tokens, 0)
@@ -394,7 +451,7 @@ class LlamaDecoder:
         kept = set(rows)
         for index, seq in enumerate(self.seqs):
             if index not in kept:
-                self._save(self.ids[index][: self.rows[index].prompt_tokens], seq)
+                self._save(self.ids[index][: self.rows[index].prompt_tokens], seq, self.rows[index].adapter)
                 llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
                 self.free.append(seq)
         self.rows = [self.rows[row] for row in rows]
@@ -402,9 +459,9 @@ class LlamaDecoder:
         self.ids = [self.ids[row] for row in rows]
         self.last = [self.last[row] for row in rows]
 
-    def _prefill(self, prompts: list[tuple[int, list[int], int]]) -> torch.Tensor:
-        """Decode each (sequence, prompt ids, tokens already cached) from its first uncached token;
-        returns each prompt's next-token logits, in order.
+    def _prefill(self, prompts: list[tuple[int, list[int], int, str]]) -> torch.Tensor:
+        """Decode each (sequence, prompt ids, tokens already cached, adapter) from its first uncached token,
+        under its adapter; returns each prompt's next-token logits, in order.
 
         One sequence per llama_decode call (in chunks of up to n_batch tokens): prompts of several
         sequences decoded in one batch came out with logits a few hundredths apart from the same prompt
@@ -412,7 +469,8 @@ class LlamaDecoder:
         single-sequence decoding token for token. So a row's answer does not depend on who joined with it."""
         logits = numpy.empty((len(prompts), self.runtime.vocab_size), dtype=numpy.float32)
         batch = self.batch
-        for row, (seq, ids, cached) in enumerate(prompts):
+        for row, (seq, ids, cached, adapter) in enumerate(prompts):
+            self.runtime.apply(adapter)
             for start in range(cached, len(ids), self.width):
                 chunk = ids[start:start + self.width]
                 for index, token in enumerate(chunk):
@@ -439,11 +497,12 @@ class LlamaDecoder:
 
     # -- the prefix cache --------------------------------------------------------------------------
 
-    def _restore(self, ids: list[int], seq: int) -> int:
-        """Put the longest cached start of `ids` into sequence `seq`; returns how many tokens it covers."""
+    def _restore(self, ids: list[int], seq: int, adapter: str) -> int:
+        """Put the longest cached start of `ids` (computed under `adapter`) into sequence `seq`; returns how
+        many tokens it covers."""
         if self.prefix_cache is None:
             return 0
-        entry, length = self.prefix_cache.match(ids)
+        entry, length = self.prefix_cache.match(ids, space=adapter)
         if entry is None:
             return 0
         state = entry.value
@@ -453,17 +512,18 @@ class LlamaDecoder:
         llama_cpp.llama_memory_seq_rm(self.memory, seq, length, -1)  # keep only the shared start
         return length
 
-    def _save(self, ids: list[int], seq: int) -> None:
+    def _save(self, ids: list[int], seq: int, adapter: str) -> None:
         """Keep a leaving row's prompt (its sequence's state, cut to the prompt, copied to host memory).
 
         Its prompt only: the answer's KV came from decode steps, whose matrix products llama.cpp computes
         another way than a prompt's, so a next turn reusing it could answer differently (1 of 12 answers
         of a two-turn load did). The next turn's own prompt, answer included, is kept when it leaves."""
-        if self.prefix_cache is None or len(ids) < self.prefix_cache.min_tokens or self.prefix_cache.covers(ids):
+        cache = self.prefix_cache
+        if cache is None or len(ids) < cache.min_tokens or cache.covers(ids, space=adapter):
             return
         llama_cpp.llama_memory_seq_rm(self.memory, seq, len(ids), -1)
         size = llama_cpp.llama_state_seq_get_size(self.context, seq)
         state = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self.context, state, size, seq)
         if written:
-            self.prefix_cache.add(ids, state, written)
+            cache.add(ids, state, written, space=adapter)

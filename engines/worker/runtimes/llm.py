@@ -6,8 +6,12 @@ between decode steps) or "dynamic" (`run_batch`: one `generate` for a whole batc
 seq2seq model, or one whose cache cannot be realigned, always gets).
 
 Requests are dicts the API has validated: {"prompt" or "messages", "max_tokens", "temperature", "top_p",
-"stop", "seed"}. Each result is {"text", "finish_reason", "prompt_tokens", "completion_tokens"}, and
+"stop", "seed", "adapter"}. Each result is {"text", "finish_reason", "prompt_tokens", "completion_tokens"}, and
 emit(index, {"type": "token", "text": delta}) streams a request's text as it is generated.
+
+LoRA adapters (a request's `adapter`, contract.AdapterRef): PEFT adapters loaded onto this one base
+model at their first request, kept while the model is, and counted in its size; rows of several
+adapters and of the base share each forward, each under its own (`lora.LoraRows`).
 """
 
 import functools
@@ -36,6 +40,7 @@ from engines.contract import EngineSpec, RuntimeLoadError
 from engines.worker.runtimes import Emit, LlmRequest, release_memory, tensor_bytes
 from engines.worker.runtimes.chat import plain_prompt, renders_tools, template_messages
 from engines.worker.runtimes.decoding import (
+    BASE_ADAPTER,
     Decoder,
     RowSampler,
     RowText,
@@ -44,6 +49,7 @@ from engines.worker.runtimes.decoding import (
     sampler_for,
     supports_running_batch,
 )
+from engines.worker.runtimes.lora import LoraRows
 from engines.worker.runtimes.prefix import prefix_cache_bytes
 
 if TYPE_CHECKING:
@@ -67,6 +73,8 @@ class LlmRuntime:
         self.model: Any = None  # transformers' model and tokenizer, once loaded
         self.tokenizer: Any = None
         self._decoder: Decoder | None = None
+        self.lora: LoraRows | None = None  # the LoRA adapters loaded onto `model`, once one is
+        self._weights_bytes = 0
 
     def estimate_bytes(self) -> int:
         config = self._model_config()
@@ -102,14 +110,47 @@ class LlmRuntime:
         if not config.is_encoder_decoder:
             tokenizer.padding_side = "left"  # new tokens are appended on the right of every row
         self.model, self.tokenizer = model.eval(), tokenizer
+        self._weights_bytes = tensor_bytes(model)
 
     def unload(self) -> None:
-        self.model = self.tokenizer = self._decoder = None
+        self.model = self.tokenizer = self._decoder = self.lora = None
         release_memory(self.device)
 
     def loaded_bytes(self) -> int:
-        """The weights' tensors, and the prefix cache's budget when this model decodes continuously."""
-        return tensor_bytes(self.model) + self._prefix_bytes(self.model) if self.model is not None else 0
+        """The weights' tensors (the loaded adapters' included), and the prefix cache's budget when this
+        model decodes continuously."""
+        if self.model is None:
+            return 0
+        return self._weights_bytes + self.adapter_bytes() + self._prefix_bytes(self.model)
+
+    @property
+    def adapters(self) -> dict[str, tuple[str, int]]:
+        """The loaded LoRA adapters: name → (path, bytes)."""
+        return self.lora.adapters if self.lora is not None else {}
+
+    def adapter_bytes(self) -> int:
+        return sum(size for _, size in list(self.adapters.values()))  # a copy: the model's thread may add one
+
+    def adapter(self, request: LlmRequest) -> str:
+        """The name of the LoRA adapter the request's rows run under (BASE_ADAPTER: none), loaded first
+        if this model does not hold it yet (or holds it from another path). Called on the thread that
+        runs the model (the scheduler's or the batcher's): PEFT changes the model's layers as it loads.
+        InvalidInput naming `model` when the adapter cannot be loaded."""
+        ref = request.get("adapter")
+        if not ref:
+            return BASE_ADAPTER
+        name, path = ref["name"], ref["path"]
+        if self.adapters.get(name, ("", 0))[0] != path:
+            if self.lora is None:
+                self.lora = LoraRows(self.model)
+            self.lora.load(name, path)
+        return name
+
+    def forward(self, adapters: list[str], **inputs: Any) -> Any:
+        """The model's forward over a batch whose rows run under `adapters` (one name per row)."""
+        if self.lora is not None:
+            self.lora.run(adapters)
+        return self.model(**inputs)
 
     def _prefix_bytes(self, model: Any) -> int:
         continuous = self.scheduler == "continuous" and supports_running_batch(model)
@@ -163,14 +204,16 @@ class LlmRuntime:
         results: list[dict[str, Any]] = [{}] * len(requests)  # each replaced below
         rows: list[tuple[int, list[int]]] = []  # (request index, prompt ids)
         samplers: list[RowSampler] = []
+        adapters: list[str] = []
         for index, request in enumerate(requests):
             try:
-                ids, sampler = self.prompt_ids(request), sampler_for(self, request)
+                adapter, ids, sampler = self.adapter(request), self.prompt_ids(request), sampler_for(self, request)
             except InvalidInput as exc:
                 results[index] = {"error": str(exc), "param": exc.field}
                 continue
             rows.append((index, ids))
             samplers.append(sampler)
+            adapters.append(adapter)
         if not rows:
             return results
 
@@ -190,6 +233,8 @@ class LlmRuntime:
             cancelled=[requests[index].get("cancelled") for index, _ in rows],
         )
         batch = self.tokenizer.pad({"input_ids": [ids for _, ids in rows]}, return_tensors="pt").to(self.model.device)
+        if self.lora is not None:
+            self.lora.run(adapters)  # the rows keep their order through generate
         with torch.inference_mode():
             self.model.generate(
                 **batch,

@@ -155,8 +155,8 @@ def test_a_shared_prefix_is_reused_with_the_same_greedy_text(smollm2_gguf_path, 
         with_cache, without = scheduler(cached), scheduler(llm)
         computed = []
         real_prefill = cached._decoder._prefill
-        cached._decoder._prefill = lambda prompts: (computed.append(sum(len(ids) - done for _, ids, done in prompts)),
-                                                    real_prefill(prompts))[1]
+        cached._decoder._prefill = lambda prompts: (  # each prompt: (sequence, ids, tokens cached, adapter)
+            computed.append(sum(len(ids) - done for _, ids, done, _ in prompts)), real_prefill(prompts))[1]
         first = with_cache.submit(chat(QUESTIONS[0], system=SYSTEM)).result(timeout=60)
         second = with_cache.submit(chat(QUESTIONS[1], system=SYSTEM)).result(timeout=60)
         assert first["cached_tokens"] == 0 and second["cached_tokens"] > 150
