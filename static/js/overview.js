@@ -126,7 +126,8 @@
       el("td", {title: e.status_detail || ""}, badge(e.enabled ? e.status : "disabled", e.enabled ? e.status : "off")),
       el("td", {}, number(e.tokens_per_second, 1)),
       el("td", {}, number(e.queue_depth, 0)),
-      el("td", {}, ms(e.queue_wait_p95_seconds)))),
+      el("td", {}, ms(e.queue_wait_p95_seconds)),
+      el("td", {}, e.cold_starts ? `${e.cold_starts} · ${number(e.cold_start_mean_seconds, 1)} s mean` : "0"))),
     "No engine yet: register one on the Engines page.");
 
     fill("prefix-cache-table", prefixCacheRows(snapshot.workers), "No loaded LLM keeps a prefix cache.");
@@ -183,7 +184,7 @@
       const series = body.series.filter((s) => s.name === chart.series);
       const traces = series.map((s) => ({
         x: s.points.map((p) => new Date(p[0] * 1000)), y: s.points.map((p) => p[1] * factor(chart.unit)),
-        name: s.labels[chart.label], type: "scatter", mode: "lines+markers", line: {width: 2}, marker: {size: 3},
+        name: s.labels[chart.label], type: "scatter", mode: "lines", line: {width: 2},
         hovertemplate: `%{y:.3~f} ${unitLabel(chart.unit)}<extra>${s.labels[chart.label]}</extra>`,
       }));
       chart.traces = new Map(series.map((s, index) => [s.labels[chart.label], index]));
@@ -203,37 +204,44 @@
 
   function rowsFor(snapshot, label) { return snapshot[`${label}s`] || []; }
 
-  function extend(snapshot) {
-    const when = new Date(snapshot.t * 1000);
+  // The snapshots since the last draw, all their points at once: one extend and one relayout per chart.
+  function extend(snapshots) {
     for (const chart of charts) {
       if (!chart.drawn) continue;
       const field = chart.series.slice(chart.label.length + 1);
-      const fresh = [], known = {x: [], y: []}, indices = [];
-      for (const row of rowsFor(snapshot, chart.label)) {
-        const name = row.name ?? row.id, value = row[field];
-        if (value == null) continue;
-        if (chart.traces.has(name)) {
-          known.x.push([when]); known.y.push([value * factor(chart.unit)]); indices.push(chart.traces.get(name));
-        } else {
-          fresh.push({x: [when], y: [value * factor(chart.unit)], name, type: "scatter", mode: "lines+markers",
-                      line: {width: 2}, marker: {size: 3},
-                      hovertemplate: `%{y:.3~f} ${unitLabel(chart.unit)}<extra>${name}</extra>`});
-          chart.traces.set(name, -1);
+      const known = new Map(), fresh = new Map();  // trace index, or new line's name → its points
+      for (const snapshot of snapshots) {
+        const when = new Date(snapshot.t * 1000);
+        for (const row of rowsFor(snapshot, chart.label)) {
+          const name = row.name ?? row.id, value = row[field];
+          if (value == null) continue;
+          const index = chart.traces.get(name);
+          const points = index === undefined ? fresh : known, key = index === undefined ? name : index;
+          if (!points.has(key)) points.set(key, {x: [], y: []});
+          points.get(key).x.push(when);
+          points.get(key).y.push(value * factor(chart.unit));
         }
       }
-      if (indices.length) Plotly.extendTraces(chart.plot, known, indices, MAX_POINTS);
-      if (fresh.length) {
+      if (known.size) {
+        const indices = [...known.keys()], lines = [...known.values()];
+        Plotly.extendTraces(chart.plot, {x: lines.map((l) => l.x), y: lines.map((l) => l.y)}, indices, MAX_POINTS);
+      }
+      if (fresh.size) {
         // New lines go before the markers' trace, which stays last.
         const at = chart.plot.data.length - 1;
-        Plotly.addTraces(chart.plot, fresh, fresh.map((_, i) => at + i));
+        const traces = [...fresh].map(([name, points]) => ({
+          ...points, name, type: "scatter", mode: "lines", line: {width: 2},
+          hovertemplate: `%{y:.3~f} ${unitLabel(chart.unit)}<extra>${name}</extra>`}));
+        Plotly.addTraces(chart.plot, traces, traces.map((_, i) => at + i));
         const names = chart.plot.data.slice(0, -1).map((trace) => trace.name);
         chart.traces = new Map(names.map((name, index) => [name, index]));
       }
       Plotly.relayout(chart.plot, {"xaxis.range": timeRange()});
       showData(chart);
     }
-    drawHistogram(snapshot);
-    drawCache(snapshot);
+    const latest = snapshots[snapshots.length - 1];
+    drawHistogram(latest);
+    drawCache(latest);
   }
 
   function drawHistogram(snapshot) {
@@ -268,10 +276,21 @@
     }, config);
   }
 
-  function apply(snapshot) {
-    drawTables(snapshot);
-    extend(snapshot);
+  // Drawn once per frame the browser paints, whatever the feed's pace: a busy or slow machine draws
+  // less often, several snapshots at a time, instead of falling behind (and starving the page).
+  let waiting = [];
+  function draw() {
+    const snapshots = waiting;
+    waiting = [];
+    drawTables(snapshots[snapshots.length - 1]);
+    extend(snapshots);
   }
+  function apply(snapshot) {
+    if (document.hidden) return;  // a hidden tab paints nothing: it catches up from the history when shown
+    waiting.push(snapshot);
+    if (waiting.length === 1) requestAnimationFrame(draw);
+  }
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) loadHistory(); });
 
   const embedded = JSON.parse(document.getElementById("latest-snapshot").textContent);
   if (embedded) drawTables(embedded);
