@@ -32,7 +32,8 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from bench.router import latencies, percentile, route_to, serve_upstream  # noqa: E402
 
@@ -51,8 +52,11 @@ def setup(work_dir):
         url = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"
     except Exception:  # noqa: BLE001 - no PostgreSQL here: SQLite, said in the output
         pass
+    # The models directory stays the project's (var/models): what was built or exported there once (the
+    # demo embedder's ONNX export, a minute on 2 cores) is not done again for every run.
     os.environ.update({"DJANGO_SETTINGS_MODULE": "blaze_site.settings", "BLAZE_VAR_DIR": str(work_dir),
-                       "DATABASE_URL": url, "BLAZE_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"})
+                       "DATABASE_URL": url, "BLAZE_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+                       "BLAZE_MODELS_DIR": os.environ.get("BLAZE_MODELS_DIR", str(ROOT / "var" / "models"))})
     import django
 
     django.setup()
