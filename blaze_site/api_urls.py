@@ -5,11 +5,13 @@ from rest_framework_simplejwt.views import TokenRefreshView
 from accounts import api
 from dashboard import views as monitoring_views
 from engines.control import model_views, workers_api
+from engines.control.adapters_api import AdapterViewSet
 from engines.control.engines_api import EngineViewSet
 from engines.control.routes_api import RouteTargetViewSet, RouteViewSet
 
 router = SimpleRouter(trailing_slash="/?")
 router.register("engines", EngineViewSet, basename="engine")
+router.register(r"engines/(?P<engine_name>[-a-zA-Z0-9_]+)/adapters", AdapterViewSet, basename="engine-adapter")
 router.register("routes", RouteViewSet, basename="route")
 router.register(r"routes/(?P<route_name>[-a-zA-Z0-9_]+)/targets", RouteTargetViewSet, basename="route-target")
 router.register("keys", api.ApiKeyViewSet, basename="apikey")
@@ -25,6 +27,9 @@ urlpatterns = [
     path("workers/", workers_api.worker_list, name="api-workers"),
     path("models/", model_views.catalog_list, name="api-models"),
     path("models/inspect/", model_views.inspect, name="api-models-inspect"),
+    path("models/downloads/", model_views.download_list, name="api-model-downloads"),
+    path("models/downloads/<str:download_id>/", model_views.download_detail, name="api-model-download"),
+    path("models/downloads/<str:download_id>/cancel/", model_views.download_cancel, name="api-model-download-cancel"),
     path("workers/<str:worker_id>/", workers_api.worker_detail, name="api-worker"),
     path("workers/<str:worker_id>/cache/", workers_api.worker_cache, name="api-worker-cache"),
     path("metrics/history/", monitoring_views.metrics_history, name="api-metrics-history"),

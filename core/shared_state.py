@@ -151,6 +151,27 @@ def worker_catalog_key(hostname: str) -> str:
     return key("worker", hostname, "catalog")
 
 
+def download_key(download_id: str) -> str:
+    """A model download's record, as JSON (engines/downloads.py)."""
+    return key("download", download_id)
+
+
+def download_cancel_key(download_id: str) -> str:
+    """Set when an operator cancels a download: the worker fetching it stops at its next chunk."""
+    return key("download", download_id, "cancel")
+
+
+def downloads_key() -> str:
+    """Sorted set: the ids of the model downloads asked for, scored by when each was asked for."""
+    return key("downloads")
+
+
+def engine_load_key(name: str) -> str:
+    """An engine's last load on any worker: {"seconds", "bytes"} (the cold-start estimate, and the
+    room a worker needs for it)."""
+    return key("engine", name, "load")
+
+
 def engine_stats_key(name: str) -> str:
     return key("engine", name, "stats")
 

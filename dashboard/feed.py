@@ -25,7 +25,8 @@ from telemetry import cluster
 from telemetry.series import Sample
 from usage import budgets
 
-COUNTERS = {"blaze_tokens_generated_total", "blaze_model_cache_events_total"}
+COUNTERS = {"blaze_tokens_generated_total", "blaze_model_cache_events_total", "blaze_cold_starts_total",
+            "blaze_cold_start_seconds_total"}
 HISTOGRAMS = {
     "blaze_model_request_duration_seconds", "blaze_time_to_first_token_seconds", "blaze_inter_token_seconds",
     "blaze_batch_size", "blaze_queue_wait_seconds",
@@ -226,6 +227,11 @@ class Feed:
                 "queue_wait_p95_seconds": _round(quantile(waited, 0.95)),
                 "failed": 1 if engine.status == Engine.Status.FAILED else 0,
             }
+            # Since the live workers started (their counters), not per window: cold starts are rare.
+            cold = current.get(("blaze_cold_starts_total", (("engine", name),)), 0.0)
+            waited = current.get(("blaze_cold_start_seconds_total", (("engine", name),)), 0.0)
+            numbers["cold_starts"] = int(cold)
+            numbers["cold_start_mean_seconds"] = _round(waited / cold if cold else None, 3)
             labels = {"engine": name}
             samples += [Sample(f"engine_{key}", value, labels) for key, value in numbers.items() if value is not None]
             rows.append({"name": name, "kind": engine.kind, "backend": engine.backend, "enabled": engine.enabled,

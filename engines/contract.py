@@ -7,9 +7,11 @@ Both sides import this module and nothing of each other (an import-linter contra
   send them with `ignore_result=True`, or the sender subscribes to a result that never comes.
 - Queues: the shared one, each worker's own (`worker_queue`), and the broadcast one (`CONTROL_QUEUE`).
 - A request's events travel back on a Redis stream per request (`response_stream`), as orjson
-  dicts under the field `event`: `start {worker}`, then `token {text}` / `progress {...}`, then one
-  `done {result}` or `error {error, message, param}`, where `error` names a class of
-  `core.errors` (`error_event` / `error_from`).
+  dicts under the field `event`: `start {worker}`, then `loading {engine, worker, estimate_seconds}`
+  when the worker must load the model first (a cold start), then `token {text}` / `progress {...}`,
+  then one `done {result}` or `error {error, message, param}`, where `error` names a class of
+  `core.errors` (`error_event` / `error_from`). A cold start's `done` result carries `load_seconds`,
+  the time the request waited for the load.
 - A request given up before its final event has its cancel key set (`request_cancelled`): the worker
   stops decoding it within CANCEL_POLL_SECONDS and frees its slot.
 - An LLM payload's `choices` (n) runs as that many rows seeded one on; their token events carry
@@ -24,6 +26,10 @@ Both sides import this module and nothing of each other (an import-linter contra
   batcher puts them in the result: `batcher.timed`).
 - A payload may carry `usage` (usage/events.py's tags: who asked, through what): the worker then
   records the request's usage event once it has run, cancelled ones included.
+- An LLM payload may carry `adapter` (`AdapterRef`: the name and path of a LoRA adapter registered on
+  the engine): its rows run under that adapter on the loaded base model (the worker loads it at the
+  first row that asks for it), and its usage event names it. INSPECT_ADAPTER_TASK(path, model) answers
+  what a worker finds at an adapter's path, checked against the base `model` (`{"error"}` when unfit).
 - An embedding group: the payload `{"group": [request, ...]}` runs as one batcher arrival and is
   answered by one `done` event `{"results": [...]}`, a refused request holding `{"error", "param"}`.
 - The payloads (`LlmPayload`, `EmbeddingPayload`, `DiffusionPayload`, `GroupPayload`) and the events
@@ -48,11 +54,16 @@ CACHE_UNLOAD_TASK = "engines.cache_unload"
 CACHE_EVICT_TASK = "engines.cache_evict"
 UNLOAD_EVERYWHERE_TASK = "engines.unload_everywhere"
 INSPECT_MODEL_TASK = "engines.inspect_model"
+INSPECT_ADAPTER_TASK = "engines.inspect_adapter"
+# Fetch a model from a Hugging Face hub onto the worker: its record and cancel flag are in Redis
+# (engines/downloads.py); send it with `ignore_result=True`.
+DOWNLOAD_MODEL_TASK = "engines.download_model"
 
 SHARED_QUEUE = "blaze"
 CONTROL_QUEUE = "blaze.control"
 
 START: Final = "start"
+LOADING: Final = "loading"
 TOKEN: Final = "token"
 PROGRESS: Final = "progress"
 DONE: Final = "done"
@@ -98,6 +109,13 @@ class Grammar(TypedDict, total=False):
     strict: bool
 
 
+class AdapterRef(TypedDict):
+    """A LoRA adapter a request runs under: its registered name and its path on the workers."""
+
+    name: str
+    path: str
+
+
 class LlmPayload(Payload):
     """A chat or completion request (engines.openai.protocol): `prompt` or `messages`, the other None."""
 
@@ -117,6 +135,7 @@ class LlmPayload(Payload):
     tools: NotRequired[list[dict[str, Any]] | None]  # the functions the model is shown (chat only)
     grammar: Grammar | None
     logprobs: int | None  # None: no logprobs; else how many alternatives with each token
+    adapter: NotRequired[AdapterRef | None]  # the LoRA adapter its rows run under (None: the base model)
 
 
 class EmbeddingPayload(Payload):
@@ -152,6 +171,24 @@ class StartEvent(TypedDict):
     worker: str
 
 
+class LoadingEvent(TypedDict):
+    """The worker has the request but not the model: it loads it first (`estimate_seconds`: its last
+    load's time, None before the first)."""
+
+    type: Literal["loading"]
+    engine: str
+    worker: str
+    estimate_seconds: float | None
+
+
+def loading_text(event: LoadingEvent) -> str:
+    """What a person is shown while the request waits for the load (the request log, the playground)."""
+    estimate = event["estimate_seconds"]
+    about = f"about {estimate:.0f} s" if estimate is not None and estimate >= 1 else (
+        "about a second" if estimate is not None else "its first load, no estimate yet")
+    return f"loading {event['engine']} on {event['worker']}, {about}"
+
+
 class TokenEvent(TypedDict):
     type: Literal["token"]
     text: str
@@ -178,7 +215,7 @@ class ErrorEvent(TypedDict):
     code: NotRequired[str]
 
 
-Event = StartEvent | TokenEvent | ProgressEvent | DoneEvent | ErrorEvent
+Event = StartEvent | LoadingEvent | TokenEvent | ProgressEvent | DoneEvent | ErrorEvent
 
 
 def is_model_path(model: str) -> bool:

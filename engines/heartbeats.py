@@ -50,11 +50,23 @@ def loaded_anywhere(name: str, except_worker: str | None = None) -> bool:
 
 
 def rank_workers(workers: list[dict[str, Any]], engine_name: str) -> list[dict[str, Any]]:
-    """The workers sorted for a request to `engine_name`: those holding its model first, then the
-    least busy (then by name, so that equals always rank alike)."""
+    """The workers sorted for a request to `engine_name`: those holding its model first; when none
+    does (a cold start), those whose cache has room for it without evicting (its size from its last
+    load, on any worker); then the least busy (then by name, so that equals always rank alike)."""
 
-    def rank(worker: dict[str, Any]) -> tuple[bool, int, str]:
-        holding = any(entry["engine"] == engine_name for entry in worker["cache"])
-        return (not holding, worker["in_flight"], worker["id"])
+    def holds(worker: dict[str, Any]) -> bool:
+        return any(entry["engine"] == engine_name for entry in worker["cache"])
+
+    needs = 0 if any(holds(worker) for worker in workers) else last_load_bytes(engine_name)
+
+    def rank(worker: dict[str, Any]) -> tuple[bool, bool, int, str]:
+        room = worker.get("cache_budget_bytes", 0) - worker.get("cache_used_bytes", 0) >= needs
+        return (not holds(worker), not room, worker["in_flight"], worker["id"])
 
     return sorted(workers, key=rank)
+
+
+def last_load_bytes(engine_name: str) -> int:
+    """The engine's size when a worker last loaded it; 0 when none ever has."""
+    raw = shared_state.client().get(shared_state.engine_load_key(engine_name))
+    return json.loads(raw)["bytes"] if raw else 0

@@ -2,7 +2,9 @@ import redis
 from django.db.models import Count, Prefetch, Q
 
 from accounts.models import AuditEvent
-from engines.models import Engine, Route, RouteFallback
+from engines import downloads
+from engines.heartbeats import live_workers
+from engines.models import Adapter, Engine, Route, RouteFallback
 
 
 def engine_list(*, kind="", enabled=None, search=""):
@@ -14,6 +16,17 @@ def engine_list(*, kind="", enabled=None, search=""):
     if search:
         engines = engines.filter(name__icontains=search)
     return engines
+
+
+def adapter_list(*, engine=None, served=False):
+    """Adapters, with their base engines; of one engine, or only those a client may ask for now
+    (`served`: the adapter and its base enabled)."""
+    adapters = Adapter.objects.select_related("engine")
+    if engine is not None:
+        adapters = adapters.filter(engine=engine)
+    if served:
+        adapters = adapters.filter(enabled=True, engine__enabled=True)
+    return adapters
 
 
 def engine_history(engine, limit=20):
@@ -76,3 +89,25 @@ def route_status(route):
     ]
     status = {"route": route.name, "strategy": route.strategy, "enabled": route.enabled, "targets": rows}
     return {**status, "error": error} if error else status
+
+
+def download_list():
+    """The model downloads asked for, newest first (engines/downloads.py), as the API and the Models page
+    show them: each record with `cancelling` (cancel asked, its worker yet to stop it) and `worker_lost`
+    (queued or running on a worker with no recent heartbeat: it goes on when that worker is back)."""
+    live = {worker["id"] for worker in live_workers() if not worker["lost"]}
+    return [_download_row(record, live) for record in downloads.records()]
+
+
+def download_get(download_id):
+    """One download as `download_list` shows it, or None."""
+    record = downloads.get(download_id)
+    if record is None:
+        return None
+    return _download_row(record, {worker["id"] for worker in live_workers() if not worker["lost"]})
+
+
+def _download_row(record, live):
+    active = record["state"] in downloads.ACTIVE
+    return {**record, "cancelling": active and downloads.cancel_requested(record["id"]),
+            "worker_lost": active and record["worker"] not in live}

@@ -9,7 +9,7 @@ from core import errors
 from core.serializers import StrictInput
 from engines import catalog
 from engines.contract import BATCH_DEFAULTS, MAX_QUEUE_DEFAULT, PREFIX_CACHE_MB, llm_runtime
-from engines.models import Engine, Route, RouteTarget
+from engines.models import Adapter, Engine, Route, RouteTarget
 
 
 class BatchingConfig(serializers.Serializer):
@@ -163,6 +163,35 @@ class CatalogModelSerializer(ModelFactsSerializer):
     source = serializers.CharField(help_text="models_dir or hf_cache")
 
 
+class DownloadSerializer(serializers.Serializer):
+    """A model download from a Hugging Face hub onto a worker (engines/downloads.py; engines/selectors.py:
+    download_list)."""
+
+    id = serializers.CharField()
+    repo = serializers.CharField(help_text="The hub's repository id, org/name.")
+    revision = serializers.CharField(help_text="A branch, tag or commit.")
+    worker = serializers.CharField(help_text="The worker whose models directory the model lands in.")
+    endpoint = serializers.CharField(allow_blank=True, help_text="The hub the worker fetches from (its HF_ENDPOINT); "
+                                                                 "empty until it starts.")
+    target = serializers.CharField(allow_blank=True, help_text="The folder on the worker the model lands in, "
+                                                               "BLAZE_MODELS_DIR/<name>; empty until it starts.")
+    state = serializers.ChoiceField(["queued", "running", "done", "failed", "cancelled"])
+    bytes_done = serializers.IntegerField()
+    bytes_total = serializers.IntegerField(allow_null=True)
+    files_done = serializers.IntegerField()
+    files_total = serializers.IntegerField(allow_null=True)
+    rate = serializers.FloatField(help_text="Bytes a second, over the last few seconds.")
+    eta = serializers.FloatField(allow_null=True, help_text="Seconds left at that rate.")
+    error = serializers.CharField(allow_blank=True, help_text="Why it failed.")
+    requested_by = serializers.CharField(allow_blank=True)
+    created_at = serializers.FloatField(help_text="Epoch seconds.")
+    started_at = serializers.FloatField(allow_null=True)
+    finished_at = serializers.FloatField(allow_null=True)
+    cancelling = serializers.BooleanField(help_text="Cancel was asked; the worker has yet to stop it.")
+    worker_lost = serializers.BooleanField(help_text="Queued or running on a worker with no recent heartbeat: it "
+                                                     "goes on when that worker is back.")
+
+
 class EngineSerializer(StrictInput, serializers.ModelSerializer):
     api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_api_key = serializers.SerializerMethodField()
@@ -183,6 +212,8 @@ class EngineSerializer(StrictInput, serializers.ModelSerializer):
     def validate_name(self, value):
         if value in RESERVED_NAMES:
             raise serializers.ValidationError(f"'{value}' is reserved by the pages; choose another name.")
+        if Adapter.objects.filter(name=value).exists():
+            raise serializers.ValidationError(f"An adapter is named {value}: an engine's name is a model name too.")
         return value
 
     def get_has_api_key(self, engine) -> bool:
@@ -272,6 +303,48 @@ def llm_config(model, config):
         raise serializers.ValidationError({"config": refused})
     unused = LlmConfig.TRANSFORMERS_ONLY if runtime == "llama.cpp" else ()
     return {**{name: value for name, value in config.items() if name not in unused}, "runtime": runtime}
+
+
+class AdapterSerializer(StrictInput, serializers.ModelSerializer):
+    """A LoRA adapter on its base engine (the context's `engine`), in and out. Its path is checked on the
+    live workers when it is set (engines/catalog.py: `inspect_adapter`); the name and the base's rules
+    are the model's (Adapter.clean, run by the service)."""
+
+    engine = serializers.CharField(source="engine.name", read_only=True)
+    model = serializers.SerializerMethodField(
+        help_text="What a client asks for: base:adapter (its own name works too).")
+    check = serializers.SerializerMethodField(
+        help_text="On a save that set the path: what the live workers found there (no weights loaded); null otherwise.")
+
+    class Meta:
+        model = Adapter
+        fields = ["id", "name", "engine", "model", "path", "description", "enabled", "created_at", "updated_at",
+                  "check"]
+        read_only_fields = ["id", "created_at", "updated_at"]
+
+    def get_model(self, adapter) -> str:
+        return f"{adapter.engine.name}:{adapter.name}"
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_check(self, adapter):
+        findings = getattr(self, "findings", None)
+        return {**findings.facts, "workers": findings.workers, "warning": findings.warning or None} \
+            if findings is not None else None
+
+    def validate(self, attrs):
+        if self.instance is not None and "name" in attrs and attrs["name"] != self.instance.name:
+            raise serializers.ValidationError({"name": ["Fixed once added: clients ask for it by name. Remove the "
+                                                        "adapter and add it again."]})
+        engine = self.context["engine"]
+        path = attrs.get("path")
+        # Only a local LLM takes adapters (Adapter.clean says so): no path to check on another.
+        local_llm = engine.kind == Engine.Kind.LLM and engine.backend == Engine.Backend.LOCAL
+        if local_llm and path is not None and (self.instance is None or path != self.instance.path):
+            try:
+                self.findings = catalog.inspect_adapter(path, engine.model, llm_runtime(engine.model, engine.config))
+            except errors.InvalidInput as exc:
+                raise serializers.ValidationError({exc.field: [exc.message]}) from exc
+        return attrs
 
 
 class RouteTargetSerializer(StrictInput, serializers.ModelSerializer):

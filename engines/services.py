@@ -1,9 +1,12 @@
-"""Writes to the engine registry, the routes and the workers' model caches. Each records one audit
+"""Writes to the engine registry, the routes, the workers' model caches and their model downloads. Each
+records one audit
 event (deleting an engine also one per route target that goes with it). Engine input was validated by
 the serializer before; route changes are checked here by the models' rules (`full_clean`), so the API,
 the pages and the shell all get them."""
 
 import logging
+import re
+import time
 import uuid
 from functools import partial
 
@@ -16,10 +19,10 @@ from django.urls import reverse
 from accounts import audit
 from core import errors, shared_state
 from core.errors import InvalidInput
-from engines import contract
+from engines import contract, downloads
 from engines.celery_app import CONTROL, app
 from engines.heartbeats import holding, worker_info
-from engines.models import Engine, GeneratedImage, Route, RouteFallback, RouteTarget
+from engines.models import Adapter, Engine, GeneratedImage, Route, RouteFallback, RouteTarget
 from engines.serving.router import state as router_state
 
 log = logging.getLogger(__name__)
@@ -140,6 +143,65 @@ def unload_everywhere(engine_name):
         log.exception("could not broadcast unload of %s", engine_name)
 
 
+# A branch, tag or commit: what the hub takes in a URL's revision segment (quoted).
+REVISION = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
+
+
+def download_start(*, actor, repo, revision="main", worker_id):
+    """Ask a live worker to fetch a model from its Hugging Face hub (its HF_ENDPOINT) into its models
+    directory, as BLAZE_MODELS_DIR/<name>; returns the download's record, queued (engines/downloads.py).
+    Raises InvalidInput naming `repo`, `revision` or `worker`, among them a model the worker is already
+    fetching into the same folder."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # here: the web side needs it only here
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as exc:
+        raise InvalidInput(f"{repo!r} is not a repository id: write it as the hub does, org/name (letters, digits, "
+                           "'-', '_' and '.').", field="repo") from exc
+    if len(revision) > 200 or ".." in revision or not REVISION.fullmatch(revision):
+        raise InvalidInput(f"{revision!r} is not a branch, tag or commit.", field="revision")
+    info = worker_info(worker_id)
+    if info is None or info["lost"]:
+        raise InvalidInput(f"No live worker {worker_id}: choose one that is running (the Workers page lists them).",
+                           field="worker")
+    name = repo.rsplit("/", 1)[-1]
+    for other in downloads.records():
+        if (other["worker"] == worker_id and other["state"] in downloads.ACTIVE
+                and other["repo"].rsplit("/", 1)[-1] == name):
+            raise InvalidInput(f"Worker {worker_id} is already downloading {other['repo']}@{other['revision']} into "
+                               f"the folder {name}; wait for it, or cancel it.", field="repo")
+    record = downloads.new(repo=repo, revision=revision, worker=worker_id, requested_by=actor.describe())
+    downloads.create(record)
+    try:
+        app.send_task(contract.DOWNLOAD_MODEL_TASK, args=[record["id"]], queue=contract.worker_queue(worker_id),
+                      ignore_result=True)
+    except Exception:
+        downloads.forget(record["id"])
+        raise
+    audit.record(actor=actor, action="model.download", target_repr=f"{repo}@{revision}",
+                 data={"worker": worker_id, "download": record["id"]})
+    return record
+
+
+def download_cancel(*, actor, download_id):
+    """Cancel a queued or running download: its worker stops it at its next chunk and deletes what it
+    fetched (a download whose worker is gone is marked cancelled here). Returns its record; raises
+    NotFound, or InvalidInput for a download already over."""
+    record = downloads.get(download_id)
+    if record is None:
+        raise errors.NotFound(f"No download {download_id}.")
+    if record["state"] not in downloads.ACTIVE:
+        raise InvalidInput(f"The download of {record['repo']} is already {record['state']}: nothing to cancel.")
+    downloads.request_cancel(download_id)
+    info = worker_info(record["worker"])
+    if info is None or info["lost"]:  # no worker to stop it: it would never end
+        record.update(state="cancelled", finished_at=time.time(), rate=0.0, eta=None)
+        downloads.save(record)
+    audit.record(actor=actor, action="model.download_cancel", target_repr=f"{record['repo']}@{record['revision']}",
+                 data={"worker": record["worker"], "download": download_id})
+    return record
+
 @transaction.atomic
 def store_images(*, user, engine_name, payload, seed, pngs):
     """Save each generated PNG (MEDIA_ROOT) with a row; returns the URL path of each. All or none: a
@@ -256,17 +318,24 @@ def route_target_add(*, actor, route, engine, worker="", weight=1, enabled=True)
 @transaction.atomic
 def route_target_update(*, actor, target, **fields):
     """Change a target's weight or enabled; its engine and worker are what it is (remove and add)."""
-    fixed = sorted(set(fields) - {"weight", "enabled"})
-    if fixed:
-        raise InvalidInput("A target's engine and worker cannot change; remove it and add another.", field=fixed[0])
-    before = target.audit_fields()
-    for name, value in fields.items():
-        setattr(target, name, value)
-    _checked(target).save()
-    changes = audit.diff(before, target.audit_fields())
+    changes = _part_changed(target, fields, {"weight", "enabled"},
+                            "A target's engine and worker cannot change; remove it and add another.")
     if changes:
         _record_target(actor, "route.target_update", target, changes)
     return target
+
+
+def _part_changed(part, fields, changeable, fixed):
+    """Set `fields` on `part` (a route's target, an engine's adapter), checked by its model's rules and
+    saved; only the `changeable` ones may change (else InvalidInput saying `fixed`). Returns the audit diff."""
+    refused = sorted(set(fields) - changeable)
+    if refused:
+        raise InvalidInput(fixed, field=refused[0])
+    before = part.audit_fields()
+    for name, value in fields.items():
+        setattr(part, name, value)
+    _checked(part).save()
+    return audit.diff(before, part.audit_fields())
 
 
 @transaction.atomic
@@ -287,3 +356,38 @@ def route_target_reset_breaker(*, actor, target):
     state = breaker.reset()
     _record_target(actor, "route.breaker_reset", target, {"breaker": [before, state]})
     return state
+
+
+def _record_adapter(actor, action, adapter, changes):
+    """An adapter's change, on its base engine's history."""
+    audit.record(actor=actor, action=action, target=adapter.engine, changes=changes, data={"adapter": adapter.name})
+
+
+@transaction.atomic
+def adapter_add(*, actor, engine, name, path, description="", enabled=True):
+    """Register a LoRA adapter on a local LLM engine (its path checked on the workers by the serializer);
+    clients may ask for it once committed."""
+    adapter = _checked(Adapter(engine=engine, name=name, path=path, description=description, enabled=enabled,
+                               created_by=actor.user))
+    adapter.save()
+    _record_adapter(actor, "engine.adapter_add", adapter, audit.diff({}, adapter.audit_fields()))
+    return adapter
+
+
+@transaction.atomic
+def adapter_update(*, actor, adapter, **fields):
+    """Change an adapter's path, description or enabled; its name and base are what it is (remove and add).
+    A new path is loaded by each worker at the adapter's next request."""
+    changes = _part_changed(adapter, fields, {"path", "description", "enabled"},
+                            "An adapter's name and base engine cannot change; remove it and add another.")
+    if changes:
+        _record_adapter(actor, "engine.adapter_update", adapter, changes)
+    return adapter
+
+
+@transaction.atomic
+def adapter_remove(*, actor, adapter):
+    """Remove an adapter: clients asking for it get 404 once committed. Its weights stay in the workers'
+    memory (counted in the base's size) until the base model is next unloaded."""
+    _record_adapter(actor, "engine.adapter_remove", adapter, audit.diff(adapter.audit_fields(), {}))
+    adapter.delete()

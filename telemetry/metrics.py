@@ -78,6 +78,12 @@ PREFIX_CACHE_HITS = Counter(
     "blaze_prefix_cache_hits_total", "LLM requests whose prompt started with a prefix the engine's prefix cache held.",
     ["engine"],
 )
+COLD_STARTS = Counter(
+    "blaze_cold_starts_total", "Requests that waited for their engine's model to load on the worker.", ["engine"],
+)
+COLD_START_SECONDS = Counter(
+    "blaze_cold_start_seconds_total", "Seconds requests waited for their engine's model to load.", ["engine"],
+)
 PREFIX_CACHE_TOKENS_SAVED = Counter(
     "blaze_prefix_cache_tokens_saved_total", "Prompt tokens an engine's prefix cache supplied, not computed.",
     ["engine"],

@@ -9,6 +9,8 @@ urlpatterns = [
     path("images/<int:pk>.png", image_views.image_file, name="image"),
     path("workers/", worker_views.worker_list, name="workers"),
     path("models/", model_views.model_list, name="models"),
+    path("models/downloads/", model_views.model_download, name="model_download"),
+    path("models/downloads/<str:download_id>/cancel/", model_views.model_download_cancel, name="model_download_cancel"),
     path("workers/<str:worker_id>/cache/", worker_views.worker_cache_action, name="worker_cache"),
     path("routes/", route_views.route_list, name="routes"),
     path("routes/<slug:name>/", route_views.route_detail, name="route"),
@@ -27,4 +29,6 @@ urlpatterns = [
     path("<slug:name>/toggle/", engine_views.engine_toggle, name="toggle"),
     path("<slug:name>/unload/", engine_views.engine_unload, name="unload"),
     path("<slug:name>/delete/", engine_views.engine_delete, name="delete"),
+    path("<slug:name>/adapters/", engine_views.adapter_add, name="adapter_add"),
+    path("<slug:name>/adapters/<slug:adapter>/remove/", engine_views.adapter_remove, name="adapter_remove"),
 ]

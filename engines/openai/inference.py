@@ -2,8 +2,8 @@
 the playground's socket, which call these in this order.
 
 - `prepare`: the Plan the `model` names (kept by `lookups` while nothing changed), the body checked
-  against the caps of that engine (a route: its first enabled target's), and the request log told
-  the model, the route and the prompt.
+  against the caps of that engine (a route: its first enabled target's), the LoRA adapter it names
+  put in the payload, and the request log told the model, the route, the adapter and the prompt.
 - `serve`: `failover.serve`, the first target (or fallback) that answers: a Served.
 - `events`: a local engine's stream events as they arrive, closed however the reading ends; an
   `error` event raises the ApplicationError it carries.
@@ -39,10 +39,13 @@ async def prepare(request: InferenceRequest) -> None:
                                 partial(plans.resolve, name, kind))
     request.plan = plan
     request_log.note(model=plan.name, route=plan.route.name if plan.route else None,
-                     keep_prompts=bool(plan.route and plan.route.keep_prompts))
+                     keep_prompts=bool(plan.route and plan.route.keep_prompts),
+                     **({"adapter": plan.adapter.name} if plan.adapter else {}))
     serializer = serializer_class(data=request.body, context={"engine": plan.engine, "priority": request.priority})
     serializer.is_valid(raise_exception=True)
     request.data = serializer.validated_data
+    if plan.adapter is not None:  # the worker runs the rows under it (contract.AdapterRef)
+        request.data["payload"] = {**request.payload, "adapter": {"name": plan.adapter.name, "path": plan.adapter.path}}
     request_log.note_prompt(request.payload)
 
 

@@ -32,7 +32,7 @@ from accounts.models import ApiKey
 from core import errors, logs, lookups
 from core.http_errors import OUTAGES, RETRY_AFTER_SECONDS, http_status
 from core.views import openai_error
-from engines import contract, services
+from engines import contract, selectors, services
 from engines.models import Engine, Route
 from engines.openai import answers, inference
 from engines.serving.request import InferenceRequest
@@ -242,7 +242,9 @@ def _stream(name, served, data, chat):
                 yield _sse(chunk(index, {"role": "assistant", "content": ""}))
         try:
             async for event in inference.events(served):
-                if event["type"] == contract.TOKEN:
+                if event["type"] == contract.LOADING:  # an SSE comment: clients skip it, a person sees why it waits
+                    yield f": {contract.loading_text(event)}\n\n"
+                elif event["type"] == contract.TOKEN:
                     tokens.append(event["text"])
                     for index, delta in shaper.token(event.get("index", 0), event["text"]):
                         yield _sse(chunk(index, delta))
@@ -283,8 +285,14 @@ def _model_list():
          "kind": next((t.engine.kind for t in r.targets.all()), None), "route": True}
         for r in Route.objects.filter(enabled=True).prefetch_related("targets__engine")
     ]
-    named = {route["id"] for route in routes}  # a route hides the engine of its name
-    return sorted([*routes, *(e for e in engines if e["id"] not in named)], key=lambda model: model["id"])
+    # An adapter answers to its own name (and to base:adapter, not listed twice); `parent` is its base.
+    adapters = [
+        {"id": a.name, "object": "model", "created": int(a.created_at.timestamp()), "owned_by": "blaze",
+         "kind": a.engine.kind, "parent": a.engine.name, "adapter": True}
+        for a in selectors.adapter_list(served=True)
+    ]
+    named = {route["id"] for route in routes}  # a route hides the engine (or adapter) of its name
+    return sorted([*routes, *(m for m in [*engines, *adapters] if m["id"] not in named)], key=lambda model: model["id"])
 
 
 @v1_endpoint()

@@ -13,6 +13,7 @@ Messages out (`done`'s stats, `similarity` and `images` with "trace_id" and "tra
                "json_valid" (with a JSON response format)} ·
               {"type": "similarity", "id", "texts", "matrix", "dimension", "ms", "target"} ·
               {"type": "progress", "id", "step", "total"} · {"type": "images", "id", "urls", "seed", "ms", "target"} ·
+              {"type": "loading", "id", "message"} (a cold start: "loading smollm2 on w1@host, about 4 s") ·
               {"type": "stopped", "id"} · {"type": "error", "id", "message", "field"}
 
 A chat's tokens stream as the model writes them (a tool call's too); `done` then carries the answer as
@@ -153,7 +154,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         started = time.monotonic()
         served = await inference.serve(asked)
         times, pieces, finish, counted, message = [], [], None, None, None
-        async for text, reason, tokens, answer in _texts(served, data):
+        async def loading(text):
+            await self.send_json({"type": "loading", "id": ident, "message": text})
+
+        async for text, reason, tokens, answer in _texts(served, data, loading):
             finish, counted, message = reason or finish, tokens or counted, answer or message
             if text:
                 times.append(time.monotonic())
@@ -196,7 +200,9 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         result = json.loads(served.body) if remote else None
         if not remote:
             async for event in inference.events(served):
-                if event["type"] == contract.PROGRESS:
+                if event["type"] == contract.LOADING:
+                    await self.send_json({"type": "loading", "id": ident, "message": contract.loading_text(event)})
+                elif event["type"] == contract.PROGRESS:
                     await self.send_json({"type": "progress", "id": ident, "step": event["step"],
                                           "total": event["total"]})
                 elif event["type"] == contract.DONE:
@@ -231,13 +237,16 @@ def _answer(message, data):
     return said
 
 
-async def _texts(served, data):
+async def _texts(served, data, loading):
     """(text, finish reason or None, completion tokens or None, message or None) as the answer streams: a
     local engine's events, or a remote host's server-sent events. The last carries the answer's message
-    as /v1 gives it ({"content", "tool_calls"?}), assembled from a remote host's deltas."""
+    as /v1 gives it ({"content", "tool_calls"?}), assembled from a remote host's deltas. A cold start's
+    text goes to `loading` (awaited) first."""
     if served.response is None:
         async for event in inference.events(served):
-            if event["type"] == contract.TOKEN:
+            if event["type"] == contract.LOADING:
+                await loading(contract.loading_text(event))
+            elif event["type"] == contract.TOKEN:
                 yield event["text"], None, None, None
             elif event["type"] == contract.DONE:
                 row = answers.rows(event["result"])[0]

@@ -106,6 +106,11 @@ async def run(engine: "Engine", payload: contract.InferPayload, worker_id: str |
                     broker_wait = time.monotonic() - sent_at  # in the broker; the worker adds its own wait
                     if logged:
                         request_log.note(queue_seconds=round(broker_wait, 4), worker=event["worker"])
+                elif kind == contract.LOADING:
+                    if logged:
+                        loading = cast(contract.LoadingEvent, event)
+                        request_log.note(cold_start=contract.loading_text(loading))
+                    yield event
                 elif kind == contract.TOKEN:
                     attempt_tokens += 1
                     if attempt_tokens <= relayed:
@@ -134,6 +139,8 @@ async def run(engine: "Engine", payload: contract.InferPayload, worker_id: str |
                     finished = True
                     if logged and kind == contract.DONE and "queue_seconds" in event["result"]:
                         request_log.note(queue_seconds=round(event["result"]["queue_seconds"] + broker_wait, 4))
+                    if logged and kind == contract.DONE and "load_seconds" in event["result"]:
+                        request_log.note(cold_start_seconds=event["result"]["load_seconds"])
                     yield event
                     return
                 else:

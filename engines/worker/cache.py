@@ -37,6 +37,7 @@ class CacheEntry:
     estimated_bytes: int
     bytes: int
     loaded_at: float = field(default_factory=time.time)
+    load_seconds: float = 0.0  # how long the load took (the next cold start's estimate)
     last_used: float = field(default_factory=time.time)
     hits: int = 0
 
@@ -44,11 +45,15 @@ class CacheEntry:
         return {
             "engine": self.spec.name, "kind": self.spec.kind, "model": self.spec.model,
             "bytes": self.bytes, "estimated_bytes": self.estimated_bytes,
-            "loaded_at": self.loaded_at, "last_used": self.last_used, "hits": self.hits,
+            "loaded_at": self.loaded_at, "load_seconds": round(self.load_seconds, 3),
+            "last_used": self.last_used, "hits": self.hits,
             "batch_queue": self.batcher.pending, "running": getattr(self.batcher, "running", None),
             "scheduler": "continuous" if isinstance(self.batcher, ContinuousScheduler) else "dynamic",
             # An LLM's {"entries", "bytes", "budget_bytes", "hits", "misses", "saved_tokens"}; None without one.
             "prefix_cache": stats() if (stats := getattr(self.runtime, "prefix_cache_stats", None)) else None,
+            # An LLM's loaded LoRA adapters, {name: bytes} (counted in `bytes` too); copied at once, as the
+            # model's own thread may be loading one.
+            "adapters": {name: size for name, (_, size) in dict(getattr(self.runtime, "adapters", {})).items()},
         }
 
 
@@ -127,10 +132,12 @@ class ModelCache:
                 )
             self._make_room(estimate, keep=None)
             self.on_change("loading", {"engine": spec.name, "estimated_bytes": estimate})
+            started = time.monotonic()
             runtime.load()
+            seconds = time.monotonic() - started
         batcher = self._batcher(spec, runtime)
         entry = CacheEntry(spec=spec, runtime=runtime, batcher=batcher, estimated_bytes=estimate,
-                           bytes=runtime.loaded_bytes() or estimate)
+                           bytes=runtime.loaded_bytes() or estimate, load_seconds=seconds)
         with self._lock:
             self._entries[spec.name] = entry
         self._make_room(0, keep=spec.name)  # the measured size may exceed the estimate
@@ -165,6 +172,17 @@ class ModelCache:
             if victim is None:
                 return
             self.unload(victim, reason="evicted")
+
+    def measure(self, name: str) -> None:
+        """Measure a loaded model again (a LoRA adapter loaded onto it grows it): the new size counts in
+        the budget, and least recently used other models go if it no longer fits."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or (size := entry.runtime.loaded_bytes()) == entry.bytes:
+                return
+            entry.bytes = size
+        self._make_room(0, keep=name)
+        self.on_change("resized", entry.describe())
 
     def touch(self, name: str) -> None:
         """The engine has just answered: its idle time starts now."""

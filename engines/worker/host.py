@@ -32,7 +32,7 @@ from engines.contract import (
     InferPayload,
     RuntimeLoadError,
 )
-from engines.worker import catalog, status
+from engines.worker import catalog, download, status
 from engines.worker.batcher import DynamicBatcher, OnEvent
 from engines.worker.cache import CacheEntry, ModelCache
 from telemetry import metrics
@@ -180,6 +180,11 @@ class EngineHost:
                                   json.dumps({"scanned_at": time.time(), "models": models}),
                                   ex=max(10, int(settings.BLAZE_CATALOG_SECONDS * 3)))
 
+    def download(self, download_id: str) -> bool:
+        """Fetch a model from a hub in a thread of its own (engines/worker/download.py), the catalog
+        published once it is in place; False when it is already being fetched here."""
+        return download.start(download_id, self.hostname, on_done=self.publish_catalog)
+
     def start(self) -> None:
         def every(seconds: float, work: Callable[[], object], what: str) -> Callable[[], None]:
             def loop() -> None:
@@ -200,6 +205,9 @@ class EngineHost:
                          name="catalog", daemon=True).start()
         threading.Thread(target=every(1.0, self.cache.unload_idle, "idle unload"), name="keep-alive",
                          daemon=True).start()
+        # The downloads under way when this worker last stopped go on from the bytes on its disk.
+        threading.Thread(target=download.resume, args=(self.hostname, self.publish_catalog), name="download-resume",
+                         daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -214,6 +222,12 @@ class EngineHost:
             metrics.MODEL_CACHE_EVENTS.labels(self.hostname, counted).inc()
         if event in ("unloaded", "evicted", "idle"):
             metrics.QUEUE_DEPTH.labels(details["engine"]).set(0)
+        if event == "loaded":  # what the next cold start of it is told to expect, on any worker
+            try:
+                shared_state.client().set(shared_state.engine_load_key(details["engine"]), orjson.dumps(
+                    {"seconds": details["load_seconds"], "bytes": details["bytes"]}))
+            except Exception:
+                log.exception("could not record %s's load time", details["engine"])
         status.cache_event(self.hostname, event, details)
         try:
             self.beat()
@@ -295,7 +309,13 @@ class EngineHost:
         publish(request_id, {"type": contract.START, "worker": self.hostname})
         started = time.monotonic()
         try:
-            entry = self.model(EngineSpec(**spec_dict))
+            spec = EngineSpec(**spec_dict)
+            cold = self._cold_start(request_id, spec)
+            entry = self.model(spec)
+            if cold:
+                waited = time.monotonic() - started
+                metrics.COLD_STARTS.labels(spec.name).inc()
+                metrics.COLD_START_SECONDS.labels(spec.name).inc(waited)
             submitted = time.time_ns()
             if "group" in payload:
                 group = cast(GroupPayload, payload)["group"]
@@ -341,10 +361,14 @@ class EngineHost:
             timings = {key: results[0][key] for key in ("queue_seconds", "batch_size") if key in results[0]}
             result = {**result, **timings,  # the rows were admitted together
                       "worker_seconds": sum(each.get("worker_seconds", 0.0) for each in results)}
+            if cold:
+                result["load_seconds"] = round(waited, 3)
             self._traced(payload, submitted, result)
             publish(request_id, {"type": contract.DONE, "result": result})
             self._observe(entry.spec, payload, result, time.monotonic() - started)
             self._record_usage(request_id, entry.spec, one, result)
+            if one.get("adapter"):  # its first request loads an adapter onto the model: count its bytes
+                self.cache.measure(entry.spec.name)
         except RuntimeLoadError as exc:
             self._failed(request_id, errors.Unavailable(f"Engine could not load: {exc}"))
         except errors.ApplicationError as exc:
@@ -358,6 +382,22 @@ class EngineHost:
                 self.in_flight -= count
             redis.set(done_key, 1, ex=contract.STREAM_TTL_SECONDS)
 
+    def _cold_start(self, request_id: str, spec: EngineSpec) -> bool:
+        """Whether the request must wait for the model to load here; if so the client is told first,
+        with the engine's last load time as the estimate."""
+        cached = self.cache.peek(spec.name)
+        if cached is not None and cached.spec == spec:
+            return False
+        try:
+            last = shared_state.client().get(shared_state.engine_load_key(spec.name))
+            estimate = orjson.loads(last)["seconds"] if last else None
+        except Exception:  # an estimate is a nicety: the load goes on without one
+            log.exception("could not read %s's last load time", spec.name)
+            estimate = None
+        publish(request_id, {"type": contract.LOADING, "engine": spec.name, "worker": self.hostname,
+                             "estimate_seconds": estimate})
+        return True
+
     def _record_usage(self, event_id: str, spec: EngineSpec, request: Any, result: dict[str, Any],
                       outcome: str = "answered") -> None:
         """The request's usage event, when the web side asked for one (its payload's tags); Redis away
@@ -367,6 +407,7 @@ class EngineHost:
             return
         try:
             usage_events.record(event_id, tags, engine=spec.name, worker=self.hostname, outcome=outcome,
+                                adapter=(request.get("adapter") or {}).get("name", ""),
                                 **usage_events.counts(tags["kind"], request, result))
         except Exception as exc:  # noqa: BLE001 - Redis away: the answer went out all the same
             log.warning("could not record the usage of request %s: %s", event_id, exc)

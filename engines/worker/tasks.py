@@ -7,6 +7,7 @@ from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_shutdown
 
 from engines import contract
+from engines.worker import adapters, catalog
 from engines.worker.host import EngineHost
 from telemetry import cluster
 
@@ -73,3 +74,20 @@ def inspect_model(model: str) -> dict[str, Any]:
     """What this worker finds at `model` (a path, or a hub id in its Hugging Face cache), reading
     configs and headers only: the facts, or {"error": why not}."""
     return _host().inspect(model)
+
+
+@shared_task(name=contract.DOWNLOAD_MODEL_TASK, ignore_result=True)
+def download_model(download_id: str) -> None:
+    """Fetch a model from a Hugging Face hub into this worker's models directory; returns at once (the
+    download runs in a thread, its progress in its Redis record: engines/downloads.py)."""
+    _host().download(download_id)
+
+
+@shared_task(name=contract.INSPECT_ADAPTER_TASK)
+def inspect_adapter(path: str, model: str, runtime: str) -> dict[str, Any]:
+    """What this worker finds at the adapter `path`, checked against the base `model` run by `runtime`:
+    its facts, or {"error": why it cannot run on that model}."""
+    try:
+        return dict(adapters.describe(path, model, runtime))
+    except catalog.CatalogError as exc:
+        return {"error": str(exc)}

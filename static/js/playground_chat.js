@@ -202,7 +202,9 @@
   function handle(message) {
     if (!running || message.id !== running.id) return;
     const turn = running.answer;
-    if (message.type === "token") {
+    if (message.type === "loading") {
+      turn.stats.textContent = `${message.message}…`;
+    } else if (message.type === "token") {
       if (!turn.content) turn.stats.textContent = "streaming…";
       turn.content += message.text;
       turn.text.textContent = turn.content;

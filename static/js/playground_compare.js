@@ -54,7 +54,9 @@
   function handle(message) {
     const pane = streaming().find((p) => p.id === message.id);
     if (!pane) return;
-    if (message.type === "token") {
+    if (message.type === "loading") {
+      pane.stats.textContent = `${message.message}…`;
+    } else if (message.type === "token") {
       pane.content += message.text;
       pane.text.textContent = pane.content;
       pane.stats.textContent = "streaming…";

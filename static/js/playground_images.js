@@ -17,7 +17,9 @@
 
   function handle(message) {
     if (!running || message.id !== running) return;
-    if (message.type === "progress") {
+    if (message.type === "loading") {
+      $("img-status").textContent = `${message.message}…`;
+    } else if (message.type === "progress") {
       progress(message.step, message.total);
     } else if (message.type === "images") {
       progress(1, 1);

@@ -100,6 +100,8 @@ UNSTATED_RULES = {
     },
     "/api/models/inspect/": {"model": "a path a live worker has, that fits a worker's cache",
                              "kind": "the kind of model the workers find"},
+    "/api/models/downloads/": {"repo": "a hub repository id, org/name, not being fetched into the same folder",
+                               "revision": "a branch, tag or commit", "worker": "a live worker"},
     "/api/usage/prices/": {"engine": TAKEN, **dict.fromkeys((
         "per_1m_prompt", "per_1m_cached", "per_1m_completion", "per_image", "per_1m_embedding", "per_worker_hour"),
         "at most 10 digits before the point and 8 after")},

@@ -81,6 +81,18 @@ def test_the_snapshot_shows_routes_engines_and_open_breakers(db):
     assert any(s.name == "breaker_open" and s.value == 1 and s.labels == {"target": "far"} for s in samples)
 
 
+def test_the_engine_rows_count_cold_starts_and_their_mean_wait(db):
+    name = f"cold-{uuid.uuid4().hex[:6]}"
+    services.engine_create(actor=Actor.system("test"), name=name, kind="llm", backend="remote",
+                           base_url="http://127.0.0.1:9/v1")
+    for waited in (1.0, 3.0):  # what a worker counts as each request waits for the model's load
+        metrics.COLD_STARTS.labels(name).inc()
+        metrics.COLD_START_SECONDS.labels(name).inc(waited)
+    snapshot, _ = Feed().step()
+    [row] = [row for row in snapshot["engines"] if row["name"] == name]
+    assert (row["cold_starts"], row["cold_start_mean_seconds"]) == (2, 2.0)
+
+
 def test_only_one_producer_holds_the_lease(monkeypatch):
     # A lease of its own: the session's live-feed producer (tests/conftest.py) may hold the real one.
     lease_key = shared_state.key("feed", "producer", uuid.uuid4().hex)

@@ -25,8 +25,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.django_db(transacti
 # Counts how often the answer's text changes on screen, from before the question is sent.
 COUNT_UPDATES = """
 window.__updates = 0;
-new MutationObserver(() => { window.__updates += 1; })
-  .observe(document.getElementById("turns"), {subtree: true, childList: true, characterData: true});
+window.__said = [];
+new MutationObserver(() => {
+  window.__updates += 1;
+  for (const stats of document.querySelectorAll("#turns .stats")) window.__said.push(stats.textContent);
+}).observe(document.getElementById("turns"), {subtree: true, childList: true, characterData: true});
 """
 
 
@@ -80,6 +83,9 @@ def test_a_viewer_s_answer_streams_in_pieces_and_its_stats_show(live_blaze, engi
     assert "first token" in stats and f"served by tiny-chat on {engine_worker.hostname}" in stats
     assert last_answer(browser).find_element(By.CLASS_NAME, "text").text  # some text arrived
     assert browser.execute_script("return window.__updates") > 3  # in pieces, not at once
+    # tiny-chat was loaded by no worker: the answer said so while it waited.
+    said = browser.execute_script("return window.__said")
+    assert f"loading tiny-chat on {engine_worker.hostname}, " in " | ".join(said), said
     open_code(browser)
     curl, python = text_of(browser, "#pg-curl"), text_of(browser, "#pg-python")
     assert '"model":"tiny-chat"' in curl and "Bearer $BLAZE_KEY" in curl and "the cat sat" in curl

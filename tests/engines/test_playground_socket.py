@@ -164,10 +164,11 @@ def test_a_json_schema_answer_parses_and_validates(engine_worker, tiny_llm_path)
         "type": "chat", "id": "1", "model": "tiny-json", "messages": [{"role": "user", "content": "A person?"}],
         "temperature": 0, "max_tokens": 120,
         "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}})
-    done = replies[-1]
+    loading, *tokens, done = replies
+    assert loading["type"] == "loading" and loading["message"].startswith("loading tiny-json on ")  # a cold start
     assert done["type"] == "done" and done["finish_reason"] == "stop", done
     assert done["json_valid"] is True and done["tool_calls"] == []
-    assert done["content"] == "".join(r["text"] for r in replies[:-1])  # what streamed is the answer
+    assert done["content"] == "".join(r["text"] for r in tokens)  # what streamed is the answer
     jsonschema.validate(json.loads(done["content"]), PERSON)
 
 
@@ -246,7 +247,9 @@ def test_a_socket_dropped_mid_stream_frees_the_worker_s_slot(engine_worker, smol
         await socket.connect()
         await socket.send_json_to({"type": "chat", "id": "1", "model": "smol-drop", "max_tokens": 400,
                                    "messages": [{"role": "user", "content": "Tell a long story."}]})
-        first = await socket.receive_json_from(timeout=120)  # the model loads first
+        first = await socket.receive_json_from(timeout=10)  # the model loads first: the page is told so
+        assert first["type"] == "loading", first
+        first = await socket.receive_json_from(timeout=120)
         busy = worker_info(engine_worker.hostname)["in_flight"]
         await socket.disconnect()  # the tab closes
         dropped = time.monotonic()

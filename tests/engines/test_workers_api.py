@@ -1,11 +1,13 @@
 """Operators load, unload and evict models on a real worker over the API; each act is audited."""
 
+import httpx
 import pytest
 
 from accounts.models import AuditEvent
 from engines.demo import minilm_path
 from engines.heartbeats import worker_info
 from engines.models import Engine
+from telemetry import request_log
 from tests.servers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -109,8 +111,17 @@ def test_an_idle_model_is_unloaded_after_its_keep_alive_and_the_next_request_loa
     idle = (Engine.Status.OFFLINE, f"idle, unloaded on {engine_worker.hostname}")
     wait_for(lambda: tuple(Engine.objects.values_list("status", "status_detail").get(name="napper")) == idle, 15,
              "the engine's status")
-    assert openai_client.chat.completions.create(**ask).usage.completion_tokens > 0  # loaded again to answer it
+    # Loaded again to answer it; the client is told why it waits (an SSE comment), and so is the request log.
+    with httpx.stream("POST", f"{openai_client.base_url}chat/completions", json={**ask, "stream": True},
+                      headers={"Authorization": f"Bearer {openai_client.api_key}"}, timeout=60) as response:
+        lines = [line for line in response.iter_lines() if line]
+    [at] = [index for index, line in enumerate(lines) if line.startswith(":")]
+    assert lines[at].startswith(f": loading napper on {engine_worker.hostname}, about ") and lines[-1] == "data: [DONE]"
+    assert any('"content": "' in line and '"content": ""' not in line for line in lines[at + 1:-1])  # then the answer
     assert "napper" in cached(engine_worker)
+    wait_for(lambda: request_log.entries(route="napper", limit=1)[0].get("streamed"), 5, "the request log entry")
+    [entry] = request_log.entries(route="napper", limit=1)
+    assert entry["cold_start"] == lines[at][2:] and entry["cold_start_seconds"] > 0
 
 
 def test_unload_everywhere_drops_the_model_from_every_worker_and_is_audited(engine_worker, tiny_llm_path, client,

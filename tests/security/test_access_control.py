@@ -23,7 +23,7 @@ from accounts.audit import Actor
 from alerts.models import AlertReceiver, AlertRule, AlertSilence
 from blaze_site.asgi import application
 from engines import services
-from engines.models import GeneratedImage, RouteTarget
+from engines.models import Adapter, GeneratedImage, RouteTarget
 from ratelimits.models import RateLimitPolicy
 from security.models import IpBlock
 from tests.conftest import PASSWORD, make_user
@@ -68,8 +68,10 @@ ACCESS = {
     "engines:route_target_toggle": "POST operator", "engines:route_target_remove": "POST operator",
     "engines:route_target_reset_breaker": "POST operator", "engines:create": "GET operator | POST operator",
     "engines:detail": "GET viewer", "engines:edit": "GET operator | POST operator",
+    "engines:adapter_add": "POST operator", "engines:adapter_remove": "POST operator",
     "engines:toggle": "POST operator", "engines:unload": "POST operator", "engines:delete": "POST operator",
-    "playground": "GET viewer", "engines:models": "GET viewer",
+    "playground": "GET viewer", "engines:models": "GET viewer", "engines:model_download": "POST operator",
+    "engines:model_download_cancel": "POST operator",
     # Alerts: viewers look, operators change.
     "alerts:list": "GET viewer", "alerts:pack": "POST operator", "alerts:rule-create": "POST operator",
     "alerts:rule": "GET viewer | POST operator", "alerts:rule-toggle": "POST operator",
@@ -87,10 +89,14 @@ ACCESS = {
     "api-me": "GET viewer read", "api-audit": "GET admin read", "api-jwt": "POST anyone",
     "api-jwt-refresh": "POST anyone", "api-token": "POST anyone",
     "api-models": "GET viewer read", "api-models-inspect": "POST operator manage",
+    "api-model-downloads": "GET viewer read | POST operator manage", "api-model-download": "GET viewer read",
+    "api-model-download-cancel": "POST operator manage",
     "api-workers": "GET viewer read", "api-worker": "GET viewer read", "api-worker-cache": "POST operator manage",
     "api-metrics-history": "GET viewer read", "api-requests": "GET viewer read",
     "engine-list": "GET viewer read | POST operator manage",
     "engine-detail": "GET viewer read | PATCH operator manage | DELETE operator manage",
+    "engine-adapter-list": "GET viewer read | POST operator manage",
+    "engine-adapter-detail": "GET viewer read | PATCH operator manage | DELETE operator manage",
     "engine-disable": "POST operator manage", "engine-enable": "POST operator manage",
     "engine-unload": "POST operator manage",
     "route-list": "GET viewer read | POST operator manage",
@@ -178,6 +184,7 @@ def world(db, tmp_path, settings):
     route = services.route_create(actor=actor, name="acl")
     target = services.route_target_add(actor=actor, route=route, engine=engine)
     assert isinstance(target, RouteTarget)
+    Adapter.objects.create(name="acl", engine=engine, path="/nowhere/acl-adapter")
     image = GeneratedImage.objects.create(engine="acl", prompt="a cat", seed=1, file="images/acl.png")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "acl.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -211,7 +218,8 @@ def _pk_for(name, pks):
 
 def _path(name, text, pks):
     values = {"name": "acl", "route_name": "acl", "worker_id": "w-acl", "request_id": "req-acl", "role": "viewer",
-              "username": "owner", "engine": "acl"}
+              "username": "owner", "engine": "acl", "download_id": "dl-acl", "engine_name": "acl",
+              "adapter": "acl"}
 
     def value(param):
         return str(values[param] if param in values else _pk_for(name, pks))
