@@ -55,7 +55,8 @@ def first_token_seconds(client, body):
     with client.stream("POST", "/v1/chat/completions", json=body) as reply:
         reply.raise_for_status()
         for line in reply.iter_lines():  # read to the end: the next request finds the model idle
-            if first is None and line.startswith("data: {") and '"content":' in line:
+            # A token's chunk: not the role's opening chunk (empty content), which a cold start sends at once.
+            if first is None and line.startswith("data: {") and '"content":' in line and '"content": ""' not in line:
                 first = time.perf_counter() - started
     if first is None:
         raise RuntimeError("the stream ended without a token")

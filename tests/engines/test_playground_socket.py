@@ -158,14 +158,15 @@ def test_bad_input_is_answered_inline_naming_the_field(far, message, field, word
 
 @pytest.mark.slow
 def test_a_json_schema_answer_parses_and_validates(engine_worker, tiny_llm_path):
-    services.engine_create(actor=Actor.system("test"), name="tiny-json", kind="llm", model=tiny_llm_path,
+    # A name of its own: the session's worker may hold another test's tiny-json, and this one starts cold.
+    services.engine_create(actor=Actor.system("test"), name="tiny-json-socket", kind="llm", model=tiny_llm_path,
                            config={"max_new_tokens": 128})
     [replies] = conversation(make_user("vera", "viewer"), {
-        "type": "chat", "id": "1", "model": "tiny-json", "messages": [{"role": "user", "content": "A person?"}],
+        "type": "chat", "id": "1", "model": "tiny-json-socket", "messages": [{"role": "user", "content": "A person?"}],
         "temperature": 0, "max_tokens": 120,
         "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}})
     loading, *tokens, done = replies
-    assert loading["type"] == "loading" and loading["message"].startswith("loading tiny-json on ")  # a cold start
+    assert loading["type"] == "loading" and loading["message"].startswith("loading tiny-json-socket on ")  # cold
     assert done["type"] == "done" and done["finish_reason"] == "stop", done
     assert done["json_valid"] is True and done["tool_calls"] == []
     assert done["content"] == "".join(r["text"] for r in tokens)  # what streamed is the answer
