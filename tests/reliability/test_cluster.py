@@ -136,8 +136,10 @@ def test_a_host_killed_under_load_loses_no_request_and_the_dashboard_goes_on_wit
                                                              "host-c@test": False}
 
             # The charts go on: snapshots keep coming, the lost worker in them, host-a's processes gone.
-            times = [latest()["t"]]
-            while time.monotonic() - killed < settings.BLAZE_WORKER_LOST_SECONDS + 2:
+            # Watched 3 s from here, not from the kill: on a busy machine the loss can take most of the
+            # time until then to show, and too short a watch saw only 1.8 s of snapshots.
+            times, watched = [latest()["t"]], time.monotonic()
+            while time.monotonic() - watched < 3:
                 time.sleep(0.25)
                 times.append(latest()["t"])
             assert times == sorted(times) and len(set(times)) >= 4 and times[-1] > times[0] + 2, times
