@@ -184,7 +184,7 @@
       const series = body.series.filter((s) => s.name === chart.series);
       const traces = series.map((s) => ({
         x: s.points.map((p) => new Date(p[0] * 1000)), y: s.points.map((p) => p[1] * factor(chart.unit)),
-        name: s.labels[chart.label], type: "scatter", mode: "lines", line: {width: 2},
+        name: s.labels[chart.label], type: "scatter", mode: "lines+markers", line: {width: 2}, marker: {size: 3, maxdisplayed: 60},
         hovertemplate: `%{y:.3~f} ${unitLabel(chart.unit)}<extra>${s.labels[chart.label]}</extra>`,
       }));
       chart.traces = new Map(series.map((s, index) => [s.labels[chart.label], index]));
@@ -230,7 +230,7 @@
         // New lines go before the markers' trace, which stays last.
         const at = chart.plot.data.length - 1;
         const traces = [...fresh].map(([name, points]) => ({
-          ...points, name, type: "scatter", mode: "lines", line: {width: 2},
+          ...points, name, type: "scatter", mode: "lines+markers", line: {width: 2}, marker: {size: 3, maxdisplayed: 60},
           hovertemplate: `%{y:.3~f} ${unitLabel(chart.unit)}<extra>${name}</extra>`}));
         Plotly.addTraces(chart.plot, traces, traces.map((_, i) => at + i));
         const names = chart.plot.data.slice(0, -1).map((trace) => trace.name);
