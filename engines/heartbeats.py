@@ -57,7 +57,7 @@ def rank_workers(workers: list[dict[str, Any]], engine_name: str) -> list[dict[s
     def holds(worker: dict[str, Any]) -> bool:
         return any(entry["engine"] == engine_name for entry in worker["cache"])
 
-    needs = 0 if any(holds(worker) for worker in workers) else last_load_bytes(engine_name)
+    needs = 0 if any(holds(worker) for worker in workers) else (last_load(engine_name) or {}).get("bytes", 0)
 
     def rank(worker: dict[str, Any]) -> tuple[bool, bool, int, str]:
         room = worker.get("cache_budget_bytes", 0) - worker.get("cache_used_bytes", 0) >= needs
@@ -66,7 +66,14 @@ def rank_workers(workers: list[dict[str, Any]], engine_name: str) -> list[dict[s
     return sorted(workers, key=rank)
 
 
-def last_load_bytes(engine_name: str) -> int:
-    """The engine's size when a worker last loaded it; 0 when none ever has."""
+def record_load(engine_name: str, seconds: float, size: int) -> None:
+    """A worker has just loaded the engine's model: how long it took and its size in memory."""
+    record = json.dumps({"seconds": seconds, "bytes": size})
+    shared_state.client().set(shared_state.engine_load_key(engine_name), record)
+
+
+def last_load(engine_name: str) -> dict[str, Any] | None:
+    """The engine's last load on any worker, {"seconds", "bytes"} (the next cold start's estimate, and
+    the room a worker needs for it); None when no worker has loaded it yet."""
     raw = shared_state.client().get(shared_state.engine_load_key(engine_name))
-    return json.loads(raw)["bytes"] if raw else 0
+    return json.loads(raw) if raw else None

@@ -22,7 +22,7 @@ from django.conf import settings
 from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from core import errors, shared_state, tracing
-from engines import contract
+from engines import contract, heartbeats
 from engines.contract import (
     CacheRefusal,
     EngineSpec,
@@ -224,8 +224,7 @@ class EngineHost:
             metrics.QUEUE_DEPTH.labels(details["engine"]).set(0)
         if event == "loaded":  # what the next cold start of it is told to expect, on any worker
             try:
-                shared_state.client().set(shared_state.engine_load_key(details["engine"]), orjson.dumps(
-                    {"seconds": details["load_seconds"], "bytes": details["bytes"]}))
+                heartbeats.record_load(details["engine"], details["load_seconds"], details["bytes"])
             except Exception:
                 log.exception("could not record %s's load time", details["engine"])
         status.cache_event(self.hostname, event, details)
@@ -389,8 +388,7 @@ class EngineHost:
         if cached is not None and cached.spec == spec:
             return False
         try:
-            last = shared_state.client().get(shared_state.engine_load_key(spec.name))
-            estimate = orjson.loads(last)["seconds"] if last else None
+            estimate = (heartbeats.last_load(spec.name) or {}).get("seconds")
         except Exception:  # an estimate is a nicety: the load goes on without one
             log.exception("could not read %s's last load time", spec.name)
             estimate = None
